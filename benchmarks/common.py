@@ -1,0 +1,71 @@
+"""Timing, machine description and report helpers shared by the benchmarks."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import resource
+import statistics
+import time
+from importlib import metadata
+
+
+def time_call(fn, *, repeat: int = 20, warmup: int = 2) -> dict:
+    """Median and min wall time of fn() in ms after warm-up, and peak RSS so far in MB."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return {"median_ms": statistics.median(times), "min_ms": min(times), "runs": repeat,
+            "peak_rss_mb": peak_rss_mb()}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine(threads: int | None = None) -> dict:
+    versions = {}
+    for pkg in ("numpy", "numba", "onnxruntime", "opencv-python-headless", "scikit-learn", "torch", "diffusers"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return {
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "threads_used": threads,
+        "python": platform.python_version(),
+        "versions": versions,
+    }
+
+
+def markdown_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
+    """rows of dicts -> Markdown; columns are (key, header)."""
+    head = "| " + " | ".join(h for _, h in columns) + " |"
+    sep = "|" + "|".join("---" for _ in columns) + "|"
+    body = []
+    for r in rows:
+        cells = []
+        for k, _ in columns:
+            v = r.get(k, "")
+            cells.append(f"{v:.3g}" if isinstance(v, float) else str(v))
+        body.append("| " + " | ".join(cells) + " |")
+    return "\n".join([head, sep, *body])

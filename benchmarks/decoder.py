@@ -1,0 +1,125 @@
+"""The dichotomy decoder: Numba product vs numpy reference vs recursive scikit-learn KMeans.
+
+All three run the same algorithm on the same corrupted colormaps, side by side, on one core.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+
+from unigs_deploy import dichotomy, metrics, palette, shapes
+
+from .common import machine, time_call
+
+
+def _split_sklearn(p, score_w, threshold, min_w):
+    """The split of dichotomy._split_reference with scikit-learn's KMeans doing the 2-means."""
+    from sklearn.cluster import KMeans
+
+    if len(p) < 2:
+        return None
+    a = p[np.argmax(score_w * ((p - p.mean(0)) ** 2).sum(1))]
+    d2 = ((p - a) ** 2).sum(1)
+    if d2.max() < threshold**2:
+        return None
+    b = p[np.argmax(score_w * d2)]
+    km = KMeans(n_clusters=2, init=np.stack([a, b]), n_init=1, max_iter=50, algorithm="lloyd").fit(p)
+    second = km.labels_ == 1
+    c = km.cluster_centers_
+    if ((c[0] - c[1]) ** 2).sum() < threshold**2 or second.sum() < min_w or (~second).sum() < min_w:
+        return None
+    return second
+
+
+def decode_sklearn(cm, **kw):
+    return dichotomy._decode_reference(
+        cm, kw.get("threshold", dichotomy.DEFAULT_THRESHOLD), kw.get("min_area", dichotomy.DEFAULT_MIN_AREA),
+        kw.get("max_depth", dichotomy.DEFAULT_MAX_DEPTH), False, _split_sklearn)
+
+
+def _case(size: int, n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    masks, _ = shapes.random_layout(rng, size, size, n)
+    truth = np.zeros((size, size), np.int32)
+    for k, m in enumerate(masks, 1):
+        truth[m] = k
+    noisy = shapes.corrupt_colormap(palette.encode_colormap(masks), rng)
+    return noisy, truth
+
+
+def cold_start_ms() -> float:
+    """A fresh interpreter: import + first decode of a 512x512 colormap, with the JIT cache warm."""
+    code = textwrap.dedent("""
+        import time, numpy as np
+        t0 = time.perf_counter()
+        from unigs_deploy.dichotomy import decode_colormap
+        decode_colormap(np.zeros((512, 512, 3), np.uint8))
+        print((time.perf_counter() - t0) * 1e3)
+    """)
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)  # warm the cache
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def robustness(n_layouts: int = 200, size: int = 512, seed: int = 0) -> list[dict]:
+    """Mean PQ of the product over layouts of 1-40 entities, per corruption."""
+    levels = [
+        ("clean", dict(noise=0, blur=0, jpeg_quality=None, shift=0)),
+        ("noise 8", dict(noise=8, blur=0, jpeg_quality=None, shift=0)),
+        ("blur 5x5", dict(noise=0, blur=5, jpeg_quality=None, shift=0)),
+        ("JPEG 75", dict(noise=0, blur=0, jpeg_quality=75, shift=0)),
+        ("shift 12", dict(noise=0, blur=0, jpeg_quality=None, shift=12)),
+        ("all (noise 4)", dict(noise=4)),
+        ("all (noise 8)", dict(noise=8)),
+        ("all (noise 12)", dict(noise=12)),
+        ("all (noise 16)", dict(noise=16)),
+    ]
+    rng = np.random.default_rng(seed)
+    layouts = []
+    for _ in range(n_layouts):
+        masks, _ = shapes.random_layout(rng, size, size, int(rng.integers(1, 41)))
+        truth = np.zeros((size, size), np.int32)
+        for k, m in enumerate(masks, 1):
+            truth[m] = k
+        layouts.append((palette.encode_colormap(masks), truth))
+    rows = []
+    for name, kw in levels:
+        pq = [metrics.panoptic_quality(
+            dichotomy.decode_colormap(shapes.corrupt_colormap(cm, np.random.default_rng(i), **kw)), truth)
+            for i, (cm, truth) in enumerate(layouts)]
+        rows.append({"corruption": name, "layouts": n_layouts, "mean_pq": float(np.mean([p["pq"] for p in pq])),
+                     "min_pq": float(np.min([p["pq"] for p in pq])),
+                     "fp_per_image": float(np.mean([p["fp"] for p in pq])),
+                     "fn_per_image": float(np.mean([p["fn"] for p in pq]))})
+    return rows
+
+
+def run(quick: bool = False) -> dict:
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    numba.set_num_threads(1)
+    rows = []
+    with threadpool_limits(1):
+        for size in (512, 1024):
+            noisy, truth = _case(size, 20, seed=size)
+            dichotomy.decode_colormap(noisy)  # JIT
+            impls = [("numba (product)", dichotomy.decode_colormap, 30 if not quick else 5),
+                     ("numpy reference", dichotomy.decode_colormap_reference, 3 if not quick else 1)]
+            if size == 512 or not quick:
+                impls.append(("sklearn KMeans", decode_sklearn, 1))
+            base = None
+            for name, fn, repeat in impls:
+                t = time_call(lambda fn=fn, x=noisy: fn(x), repeat=repeat, warmup=1 if repeat > 1 else 0)
+                pq = metrics.panoptic_quality(fn(noisy), truth)["pq"]
+                base = base or t["median_ms"]
+                rows.append({"size": f"{size}x{size}", "impl": name, "median_ms": t["median_ms"],
+                             "min_ms": t["min_ms"], "x_slower_than_numba": t["median_ms"] / base, "pq": pq})
+    return {"benchmark": "decoder", "machine": machine(threads=1), "entities": 20,
+            "corruption": "noise sigma 8, 5x5 blur, JPEG 75, colour shift <= 12",
+            "rows": rows, "cold_start_ms": cold_start_ms(),
+            "robustness": robustness(n_layouts=20 if quick else 200)}

@@ -1,0 +1,144 @@
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from unigs_deploy import dichotomy, metrics, palette, shapes
+
+
+def _truth(masks):
+    lab = np.zeros(masks.shape[1:], np.int32)
+    for k, m in enumerate(masks, 1):
+        lab[m] = k
+    return lab
+
+
+@st.composite
+def label_maps(draw):
+    """Any partition of a small image into background and up to 124 entities."""
+    h = draw(st.integers(1, 24))
+    w = draw(st.integers(1, 24))
+    k = draw(st.integers(1, 124))
+    return draw(arrays(np.int32, (h, w), elements=st.integers(0, k)))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(label_maps())
+def test_clean_colormap_round_trip_is_exact(lab):
+    ids = [k for k in np.unique(lab) if k]
+    masks = np.stack([lab == k for k in ids]) if ids else np.zeros((0,) + lab.shape, bool)
+    cm = palette.encode_colormap(masks)
+    out = dichotomy.decode_colormap(cm, min_area=0)
+    assert metrics.same_partition(out, lab)
+    assert ((out == 0) == (lab == 0)).all()  # the background stays label 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(label_maps())
+def test_reference_equals_product_on_clean_colormaps(lab):
+    ids = [k for k in np.unique(lab) if k]
+    masks = np.stack([lab == k for k in ids]) if ids else np.zeros((0,) + lab.shape, bool)
+    cm = palette.encode_colormap(masks)
+    assert (dichotomy.decode_colormap_reference(cm, min_area=0) == dichotomy.decode_colormap(cm, min_area=0)).all()
+
+
+def test_decoder_survives_diffusion_like_corruption():
+    """200 layouts of 1-40 entities (each >= 256 px of 512x512), noise 8, blur 5, JPEG 75, shift 12."""
+    rng = np.random.default_rng(2024)
+    pqs = []
+    for _ in range(200):
+        masks, _ = shapes.random_layout(rng, 512, 512, int(rng.integers(1, 41)), min_pixels=256)
+        noisy = shapes.corrupt_colormap(palette.encode_colormap(masks), rng)
+        pqs.append(metrics.panoptic_quality(dichotomy.decode_colormap(noisy), _truth(masks))["pq"])
+    assert np.mean(pqs) >= 0.95, f"mean PQ {np.mean(pqs):.3f}, worst {np.min(pqs):.3f}"
+
+
+def test_reference_agrees_with_product_on_noisy_colormaps():
+    """Bins (product) vs pixels (reference) differ near ties, so compare over several layouts."""
+    rng = np.random.default_rng(7)
+    mutual, gap = [], []
+    for _ in range(8):
+        masks, _ = shapes.random_layout(rng, 256, 256, 12, min_pixels=256)
+        noisy = shapes.corrupt_colormap(palette.encode_colormap(masks), rng)
+        a, b = dichotomy.decode_colormap(noisy), dichotomy.decode_colormap_reference(noisy)
+        truth = _truth(masks)
+        mutual.append(metrics.panoptic_quality(a, b)["pq"])
+        gap.append(metrics.panoptic_quality(a, truth)["pq"] - metrics.panoptic_quality(b, truth)["pq"])
+    assert np.mean(mutual) > 0.93
+    assert abs(np.mean(gap)) < 0.03
+
+
+def test_deterministic():
+    rng = np.random.default_rng(3)
+    masks, _ = shapes.random_layout(rng, 256, 256, 15)
+    noisy = shapes.corrupt_colormap(palette.encode_colormap(masks), rng)
+    assert (dichotomy.decode_colormap(noisy) == dichotomy.decode_colormap(noisy.copy())).all()
+
+
+def test_labels_are_numbered_in_raster_order():
+    cm = np.zeros((8, 8, 3), np.uint8)
+    cm[5:, 5:] = (255, 0, 0)
+    cm[:2, 6:] = (0, 255, 0)
+    cm[3, 0] = (0, 0, 255)
+    lab = dichotomy.decode_colormap(cm, min_area=0)
+    assert lab[0, 6] == 1 and lab[3, 0] == 2 and lab[5, 5] == 3 and lab[0, 0] == 0
+
+
+def test_keep_background_makes_every_cluster_an_entity():
+    cm = np.zeros((32, 32, 3), np.uint8)
+    cm[8:24, 8:24] = (192, 64, 255)
+    lab = dichotomy.decode_colormap(cm, keep_background=True)
+    assert set(np.unique(lab)) == {1, 2}
+    assert set(np.unique(dichotomy.decode_colormap(cm))) == {0, 1}
+
+
+def test_specks_and_blur_bands_dissolve_into_neighbours():
+    cm = np.zeros((64, 64, 3), np.uint8)
+    cm[:, 32:] = (255, 255, 0)
+    cm[10, 10] = (0, 0, 255)  # a one-pixel speck
+    cm[:, 31] = (128, 128, 0)  # a blur band halfway between black and yellow
+    lab = dichotomy.decode_colormap(cm, min_area=16)
+    assert set(np.unique(lab)) == {0, 1}
+    assert lab[10, 10] == 0
+    assert (lab[:, 33:] == 1).all() and (lab[:, :31] == 0).all()
+
+
+def test_no_entity_count_needed():
+    rng = np.random.default_rng(11)
+    for n in (1, 5, 30):
+        masks, _ = shapes.random_layout(rng, 256, 256, n, min_pixels=256)
+        lab = dichotomy.decode_colormap(palette.encode_colormap(masks))
+        assert lab.max() == len(masks)
+
+
+def test_labels_to_masks():
+    lab = np.array([[0, 1], [2, 2]], np.int32)
+    m = dichotomy.labels_to_masks(lab)
+    assert m.shape == (2, 2, 2)
+    assert (m[0] == (lab == 1)).all() and (m[1] == (lab == 2)).all()
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.zeros((8, 8), np.uint8), r"\(H, W, 3\)"),
+        (np.zeros((8, 8, 4), np.uint8), r"\(H, W, 3\)"),
+        (np.zeros((0, 8, 3), np.uint8), "empty"),
+        (np.zeros((8, 8, 3), np.float32), "uint8"),
+        (np.full((8, 8, 3), np.nan, np.float32), "NaN"),
+        ([[[0, 0, 0]]], "numpy array"),
+    ],
+)
+def test_bad_input_is_one_clear_error(bad, message):
+    for fn in (dichotomy.decode_colormap, dichotomy.decode_colormap_reference):
+        with pytest.raises(ValueError, match=message):
+            fn(bad)
+
+
+def test_bad_parameters():
+    cm = np.zeros((4, 4, 3), np.uint8)
+    with pytest.raises(ValueError, match="threshold"):
+        dichotomy.decode_colormap(cm, threshold=0)
+    with pytest.raises(ValueError, match="min_area"):
+        dichotomy.decode_colormap(cm, min_area=-1)

@@ -1,0 +1,1 @@
+"""unigs_deploy.training: fine-tuning the UniGS UNet (torch, diffusers, accelerate)."""

@@ -1,0 +1,86 @@
+"""The shapes world: random layouts of coloured shapes, and colormap corruption.
+
+Feeds the codec's tests and benchmarks, the demo and (through `training/`) the demo model.
+numpy + OpenCV only, seeded by a `numpy.random.Generator`.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+KINDS = ("ellipse", "rectangle", "triangle", "star")
+
+
+def _polygon(kind: str, cx: float, cy: float, rx: float, ry: float, angle: float) -> np.ndarray:
+    if kind == "rectangle":
+        t = np.array([0.25, 0.75, 1.25, 1.75]) * np.pi
+        pts = np.stack([np.cos(t) * rx * 1.41, np.sin(t) * ry * 1.41], 1)
+    elif kind == "triangle":
+        t = np.array([-0.5, 1 / 6, 5 / 6]) * np.pi
+        pts = np.stack([np.cos(t) * rx, np.sin(t) * ry], 1)
+    elif kind == "star":
+        t = np.arange(10) * np.pi / 5 - np.pi / 2
+        r = np.where(np.arange(10) % 2 == 0, 1.0, 0.45)
+        pts = np.stack([np.cos(t) * rx * r, np.sin(t) * ry * r], 1)
+    else:
+        t = np.linspace(0, 2 * np.pi, 48, endpoint=False)
+        pts = np.stack([np.cos(t) * rx, np.sin(t) * ry], 1)
+    c, s = np.cos(angle), np.sin(angle)
+    rot = pts @ np.array([[c, s], [-s, c]])
+    return np.round(rot + (cx, cy)).astype(np.int32)
+
+
+def draw_shape(h: int, w: int, kind: str, cx, cy, rx, ry, angle=0.0) -> np.ndarray:
+    """One filled shape as an (H, W) bool mask."""
+    canvas = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(canvas, [_polygon(kind, cx, cy, rx, ry, angle)], 1)
+    return canvas.astype(bool)
+
+
+def random_layout(rng: np.random.Generator, h: int, w: int, n: int, *, min_pixels: int = 256,
+                  max_tries: int = 2000) -> tuple[np.ndarray, list[str]]:
+    """Up to `n` non-overlapping entity masks (N, H, W) bool and their shape kinds.
+
+    Shapes are drawn one over another and each keeps what stays visible; one that keeps fewer
+    than `min_pixels` is dropped, so every returned entity is at least that large.
+    """
+    owner = np.full((h, w), -1, np.int32)
+    kinds: list[str] = []
+    scale = np.sqrt(h * w / max(n, 1))
+    for _ in range(max_tries):
+        if len(kinds) == n:
+            break
+        kind = KINDS[rng.integers(len(KINDS))]
+        rx, ry = rng.uniform(0.3, 0.9, 2) * scale
+        m = draw_shape(h, w, kind, rng.uniform(0, w), rng.uniform(0, h), rx, ry, rng.uniform(0, np.pi))
+        trial = owner.copy()
+        trial[m] = len(kinds)
+        counts = np.bincount(trial[trial >= 0], minlength=len(kinds) + 1)
+        if (counts < min_pixels).any():
+            continue
+        owner = trial
+        kinds.append(kind)
+    masks = owner[None] == np.arange(len(kinds))[:, None, None]
+    return masks, kinds
+
+
+def corrupt_colormap(colormap: np.ndarray, rng: np.random.Generator, *, noise: float = 8.0,
+                     blur: int = 5, jpeg_quality: int | None = 75, shift: float = 12.0) -> np.ndarray:
+    """Corrupt a colormap the way a diffusion model and its VAE do.
+
+    A blur across edges (`blur` x `blur` Gaussian), a global colour shift of up to `shift`
+    levels per channel, Gaussian noise of std `noise`, then JPEG at `jpeg_quality`.
+    """
+    x = colormap.astype(np.float32)
+    if blur and blur > 1:
+        x = cv2.GaussianBlur(x, (blur, blur), 0)
+    if shift:
+        x = x + rng.uniform(-shift, shift, 3).astype(np.float32)
+    if noise:
+        x = x + rng.normal(0, noise, x.shape).astype(np.float32)
+    out = np.clip(np.rint(x), 0, 255).astype(np.uint8)
+    if jpeg_quality:
+        ok, buf = cv2.imencode(".jpg", out[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
+        out = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].copy()
+    return out
