@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 KINDS = ("ellipse", "rectangle", "triangle", "star")
+COLOUR_NAMES = ("red", "green", "blue", "yellow", "purple", "orange", "white", "gray")
 
 
 def _polygon(kind: str, cx: float, cy: float, rx: float, ry: float, angle: float) -> np.ndarray:

@@ -1,0 +1,123 @@
+"""The four exported components: torch wrappers, ONNX names (optimum's), example inputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from unigs_deploy.modeling import UniGSModel
+
+
+class UNetWrapper(torch.nn.Module):
+    def __init__(self, unet):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, sample, timestep, encoder_hidden_states, class_labels=None):
+        return self.unet(sample, timestep, encoder_hidden_states, class_labels=class_labels, return_dict=False)[0]
+
+
+class VAEEncoderWrapper(torch.nn.Module):
+    """Image -> latent distribution parameters (mean, log-variance): sampling stays on the host."""
+
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, sample):
+        h = self.vae.encoder(sample)
+        return self.vae.quant_conv(h) if self.vae.quant_conv is not None else h
+
+
+class VAEDecoderWrapper(torch.nn.Module):
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, latent_sample):
+        return self.vae.decode(latent_sample, return_dict=False)[0]
+
+
+class TextEncoderWrapper(torch.nn.Module):
+    def __init__(self, text_encoder):
+        super().__init__()
+        self.text_encoder = text_encoder
+
+    def forward(self, input_ids):
+        return self.text_encoder(input_ids, return_dict=False)[0]
+
+
+@dataclass
+class Spec:
+    name: str
+    file: str
+    module: torch.nn.Module
+    inputs: dict  # name -> (dtype str, symbolic shape list)
+    outputs: dict
+    latent_multiple: int  # spatial sizes must be multiples of this (in the component's own units)
+
+    @property
+    def dynamic_axes(self) -> dict:
+        axes = {}
+        for name, (_, shape) in {**self.inputs, **self.outputs}.items():
+            axes[name] = {i: d for i, d in enumerate(shape) if isinstance(d, str)}
+        return axes
+
+
+def specs(model: UniGSModel) -> list[Spec]:
+    unet, vae, text = model.unet, model.vae, model.text_encoder
+    c_in, c_out = unet.config.in_channels, unet.config.out_channels
+    lat = vae.config.latent_channels
+    hidden = text.config.hidden_size
+    down = 2 ** (len(unet.config.block_out_channels) - 1)
+    vae_down = 2 ** (len(vae.config.block_out_channels) - 1)
+    unet_inputs = {
+        "sample": ("float32", ["batch", c_in, "height", "width"]),
+        "timestep": ("float32", ["batch"]),
+        "encoder_hidden_states": ("float32", ["batch", "sequence", hidden]),
+    }
+    if model.task_embedding:
+        unet_inputs["class_labels"] = ("int64", ["batch"])
+    return [
+        Spec("unet", "unigs.onnx", UNetWrapper(unet), unet_inputs,
+             {"out_sample": ("float32", ["batch", c_out, "height", "width"])}, down),
+        Spec("text_encoder", "text_encoder.onnx", TextEncoderWrapper(text),
+             {"input_ids": ("int32", ["batch", "sequence"])},
+             {"last_hidden_state": ("float32", ["batch", "sequence", hidden])}, 1),
+        Spec("vae_encoder", "vae_encoder.onnx", VAEEncoderWrapper(vae),
+             {"sample": ("float32", ["batch", 3, "height", "width"])},
+             {"latent_parameters": ("float32", ["batch", 2 * lat, "latent_height", "latent_width"])}, vae_down),
+        Spec("vae_decoder", "vae_decoder.onnx", VAEDecoderWrapper(vae),
+             {"latent_sample": ("float32", ["batch", lat, "latent_height", "latent_width"])},
+             {"sample": ("float32", ["batch", 3, "height", "width"])}, 1),
+    ]
+
+
+def example_inputs(spec: Spec, model: UniGSModel, *, batch: int, size: int, seed: int = 0) -> dict:
+    """Inputs for tracing and validation; `size` is the spatial size in the component's input units."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, (dtype, shape) in spec.inputs.items():
+        dims = []
+        for d in shape:
+            if d == "batch":
+                dims.append(batch)
+            elif d == "sequence":
+                dims.append(model.text_encoder.config.max_position_embeddings)
+            elif d in ("height", "latent_height"):
+                dims.append(size)
+            elif d in ("width", "latent_width"):
+                dims.append(size + spec.latent_multiple)  # non-square on purpose
+            else:
+                dims.append(d)
+        if name == "timestep":
+            out[name] = torch.randint(1, 1000, dims, generator=g).float()
+        elif name == "class_labels":
+            out[name] = torch.randint(0, 4, dims, generator=g)
+        elif name == "input_ids":
+            vocab = model.text_encoder.config.vocab_size
+            out[name] = torch.randint(0, vocab, dims, generator=g, dtype=torch.int32)
+        else:
+            out[name] = torch.randn(dims, generator=g)
+    return out

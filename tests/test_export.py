@@ -1,0 +1,147 @@
+"""unigs-export on the tiny model, and every component checked on every backend (test-backend-ops)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from click.testing import CliRunner  # noqa: E402
+
+from unigs_deploy import manifest as mf  # noqa: E402
+from unigs_deploy import modeling  # noqa: E402
+from unigs_deploy.export import cli  # noqa: E402
+from unigs_deploy.export.components import example_inputs, specs  # noqa: E402
+
+from unigs_deploy.export.tensorrt import available as _trt_available  # noqa: E402
+
+HAS_TRT = _trt_available()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return modeling.build("tiny", task_embedding=True, seed=0)
+
+
+@pytest.fixture(scope="module")
+def exported(tiny, tmp_path_factory):
+    out = tmp_path_factory.mktemp("engines")
+    cli.export_model(tiny, out)
+    return out
+
+
+def test_export_writes_every_file_and_a_valid_manifest(exported):
+    data = mf.load(exported)
+    assert data["precision"] == "fp32" and data["model"]["task_embedding"]
+    assert data["model"]["unet_in_channels"] == 13 and data["model"]["unet_out_channels"] == 8
+    for name in mf.COMPONENTS:
+        comp = data["components"][name]
+        for f in comp["files"]:
+            assert (exported / f).is_file()
+        assert len(comp["validation"]) == 2 and all(v["ok"] for v in comp["validation"])
+        assert all(v["max_abs_error"] < 3e-5 for v in comp["validation"])
+    assert set(data["components"]["unet"]["inputs"]) == {"sample", "timestep", "encoder_hidden_states", "class_labels"}
+    assert (exported / "tokenizer.json").is_file()
+    assert not [p for p in exported.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def _ort_run(path, feed):
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {k: v.numpy() for k, v in feed.items()})[0]
+
+
+def _trt_run(path, feed):
+    from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+
+    with TrtRunner(EngineFromBytes(path.read_bytes())) as runner:
+        return next(iter(runner.infer({k: v.numpy() for k, v in feed.items()}).values()))
+
+
+BACKENDS = [pytest.param("onnxruntime", id="onnxruntime"), pytest.param("tensorrt", id="tensorrt", marks=pytest.mark.trt)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("component", mf.COMPONENTS)
+def test_backend_matches_torch(tiny, exported, component, backend, tmp_path):
+    spec = next(s for s in specs(tiny) if s.name == component)
+    feed = example_inputs(spec, tiny, batch=3, size=2 * max(spec.latent_multiple, 4), seed=42)  # unseen shapes
+    with torch.no_grad():
+        ref = spec.module(**feed).numpy()
+    if backend == "onnxruntime":
+        got = _ort_run(exported / spec.file, feed)
+        tol = 3e-5
+    else:
+        from unigs_deploy.export import tensorrt as trt_build
+
+        data = mf.load(exported)
+        trt_build.build_engines(exported, data, fp16=False, ranges=trt_build.Ranges((1, 3, 4), (8, 16, 32), (8, 20, 40)))
+        got = _trt_run(exported / trt_build.PLAN[component], feed)
+        tol = 1e-3
+    assert got.shape == ref.shape
+    assert np.abs(got - ref).max() <= tol * max(1.0, np.abs(ref).max())
+
+
+def test_fp16_export_is_validated_and_finite(tmp_path):
+    res = CliRunner().invoke(cli.main, ["--scale", "tiny", "--fp16", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "unigs.json").read_text())
+    assert data["precision"] == "fp16"
+    fp16_checks = [v for c in data["components"].values() for v in c["validation"] if v["stage"] == "fp16"]
+    assert len(fp16_checks) == 8 and all(v["finite"] and v["ok"] for v in fp16_checks)
+    assert "fp16" in res.output and "manifest:" in res.output
+
+
+def test_without_tensorrt_onnx_is_written_and_the_next_command_is_given(tmp_path):
+    if HAS_TRT:
+        pytest.skip("tensorrt is importable here")
+    res = CliRunner().invoke(cli.main, ["--scale", "tiny", "--trt", "--out", str(tmp_path)])
+    assert res.exit_code == 3
+    assert f"unigs-export --from-onnx {tmp_path} --trt" in res.output
+    assert (tmp_path / "unigs.onnx").is_file() and (tmp_path / "unigs.json").is_file()
+    res = CliRunner().invoke(cli.main, ["--from-onnx", str(tmp_path), "--trt"])
+    assert res.exit_code == 2 and "need the tensorrt package" in res.output
+    assert "Traceback" not in res.output
+
+
+def _one_line_error(res, pattern):
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert lines[-1].startswith("unigs-export: error:") and pattern in lines[-1], res.output
+    assert "Traceback" not in res.output
+
+
+def test_bad_inputs_end_in_one_line(tmp_path):
+    run = CliRunner().invoke
+    _one_line_error(run(cli.main, ["--weights", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]),
+                    "does not exist")
+    _one_line_error(run(cli.main, ["--out", str(tmp_path / "o")]), "give either --weights")
+    (tmp_path / "partial" / "unet").mkdir(parents=True)
+    _one_line_error(run(cli.main, ["--weights", str(tmp_path / "partial"), "--out", str(tmp_path / "o")]),
+                    "missing vae/")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    _one_line_error(run(cli.main, ["--scale", "tiny", "--out", str(blocker / "sub")]), "cannot write")
+    _one_line_error(run(cli.main, ["--scale", "tiny", "--fp16", "--optimize", "--out", str(tmp_path / "o")]),
+                    "choose one")
+
+
+def test_interrupted_export_leaves_nothing_that_looks_valid(tmp_path, monkeypatch, tiny):
+    from unigs_deploy.export import to_onnx
+
+    real = to_onnx.export_component
+    calls = []
+
+    def interrupt_second(spec, *a, **kw):
+        calls.append(spec.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(spec, *a, **kw)
+
+    monkeypatch.setattr(to_onnx, "export_component", interrupt_second)
+    monkeypatch.setattr(modeling, "build", lambda *a, **kw: tiny)
+    res = CliRunner().invoke(cli.main, ["--scale", "tiny", "--out", str(tmp_path)])
+    assert res.exit_code == 130 and "interrupted" in res.output
+    assert os.listdir(tmp_path) == []

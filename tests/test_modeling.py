@@ -1,0 +1,103 @@
+import json
+
+import pytest
+import torch
+
+diffusers = pytest.importorskip("diffusers")
+
+from unigs_deploy import modeling  # noqa: E402
+from unigs_deploy.modeling import ModelError  # noqa: E402
+
+
+def _sd_unet(in_channels, scale="tiny", seed=0):
+    torch.manual_seed(seed)
+    return diffusers.UNet2DConditionModel(**modeling.unet_config(scale, in_channels=in_channels, out_channels=4)).eval()
+
+
+def test_parameter_counts_match_the_paper():
+    """Table 1: SD-inpainting UNet 859.54M, UniGS 859.56M (built on the meta device: shapes only)."""
+    with torch.device("meta"):
+        sd = diffusers.UNet2DConditionModel(**modeling.unet_config("sd15", in_channels=9, out_channels=4))
+        unigs = diffusers.UNet2DConditionModel(**modeling.unet_config("sd15"))
+    assert modeling.count_parameters(sd) == 859_535_364
+    assert modeling.count_parameters(unigs) == 859_558_408
+
+
+def test_expansion_starts_exactly_as_sd_inpainting():
+    sd = _sd_unet(9)
+    unigs = modeling.expand_unet(sd).eval()
+    g = torch.Generator().manual_seed(1)
+    z, mask, ctrl = torch.randn(2, 4, 8, 8, generator=g), torch.rand(2, 1, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
+    cmap = torch.randn(2, 4, 8, 8, generator=g)
+    t, text = torch.tensor([10.0, 500.0]), torch.randn(2, 77, 32, generator=g)
+    with torch.no_grad():
+        old = sd(torch.cat([z, mask, ctrl], 1), t, text).sample
+        new = unigs(torch.cat([z, cmap, mask, ctrl], 1), t, text).sample
+    assert new.shape[1] == 8
+    torch.testing.assert_close(new[:, :4], old, atol=1e-5, rtol=1e-5)
+    assert (new[:, 4:] == 0).all()
+
+
+def test_text_to_image_unet_expands_with_a_warning():
+    sd = _sd_unet(4)
+    with pytest.warns(UserWarning, match="inpainting UNet is the better start"):
+        unigs = modeling.expand_unet(sd)
+    assert (unigs.config.in_channels, unigs.config.out_channels) == (13, 8)
+    assert (unigs.conv_in.weight[:, 4:] == 0).all()
+
+
+def test_foreign_unet_shape_is_a_clear_error():
+    with pytest.raises(ModelError, match=r"5 input and 4 output channels; expected Stable Diffusion"):
+        modeling.expand_unet(_sd_unet(5))
+
+
+def _sd_folder(tmp_path, in_channels=9):
+    """A tiny diffusers-format Stable-Diffusion(-inpainting) folder, made locally."""
+    m = modeling.build("tiny")
+    folder = tmp_path / "sd"
+    modeling.save(m, folder)
+    _sd_unet(in_channels).save_pretrained(folder / "unet")
+    return folder
+
+
+def test_load_sd_inpainting_folder_expands(tmp_path):
+    folder = _sd_folder(tmp_path)
+    m = modeling.load(folder)
+    assert (m.unet.config.in_channels, m.unet.config.out_channels) == (13, 8)
+    assert m.source["unet_channels_in_out"] == [9, 4] and len(m.source["sha256"]) == 64
+    assert m.scheduler_config["beta_schedule"] == "scaled_linear"
+    joint = modeling.load(folder, task_embedding=True)
+    assert joint.task_embedding
+
+
+def test_unigs_folder_round_trip(tmp_path):
+    m = modeling.build("tiny", task_embedding=True, seed=3)
+    modeling.save(m, tmp_path / "u")
+    back = modeling.load(tmp_path / "u")
+    assert back.task_embedding
+    for a, b in zip(m.unet.state_dict().values(), back.unet.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert back.tokenizer.encode("a red star").ids == m.tokenizer.encode("a red star").ids
+
+
+def test_partial_folders_are_clear_errors(tmp_path):
+    folder = _sd_folder(tmp_path)
+    with pytest.raises(ModelError, match="does not exist"):
+        modeling.load(tmp_path / "nope")
+    for f in (folder / "unet").glob("*.safetensors"):
+        f.unlink()
+    with pytest.raises(ModelError, match="has no weights"):
+        modeling.load(folder)
+    import shutil
+
+    shutil.rmtree(folder / "vae")
+    with pytest.raises(ModelError, match=r"missing vae/"):
+        modeling.load(folder)
+
+
+def test_scheduler_config_is_read_from_the_folder(tmp_path):
+    folder = _sd_folder(tmp_path)
+    cfg = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    cfg["timestep_spacing"] = "trailing"
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(cfg))
+    assert modeling.load(folder).scheduler_config["timestep_spacing"] == "trailing"

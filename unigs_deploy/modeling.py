@@ -1,0 +1,295 @@
+"""Torch side: build, load and expand UniGS models (never imported by the runtime).
+
+UniGS UNet = diffusers `UNet2DConditionModel` with 13 input channels
+`[z_img_t(4), z_cmap_t(4), mask(1), control(4)]` and 8 output channels `[eps_img, eps_cmap]`,
+optionally with a 4-task embedding (`num_class_embeds=4`, tasks in `TASKS` order).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .tokenizer import BOS, EOS, build_clip_bpe, shapes_corpus
+
+log = logging.getLogger(__name__)
+
+TASKS = ("inpaint", "synthesize", "refer", "segment")
+LATENT = 4
+UNIGS_IN, UNIGS_OUT = 13, 8
+SD_INPAINT_IN, SD_TEXT2IMG_IN, SD_OUT = 9, 4, 4
+SCALES = ("tiny", "demo", "sd15")
+
+# diffusers' scheduler_config.json of SD-1.5 (DDIM fields; PNDM fields are ignored by DDIM)
+SD15_SCHEDULER = {
+    "_class_name": "DDIMScheduler",
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+    "prediction_type": "epsilon",
+    "timestep_spacing": "leading",
+}
+
+
+class ModelError(ValueError):
+    """A model folder or checkpoint that cannot be used; the message says what to do."""
+
+
+@dataclass
+class UniGSModel:
+    unet: torch.nn.Module
+    vae: torch.nn.Module
+    text_encoder: torch.nn.Module
+    tokenizer: object  # tokenizers.Tokenizer
+    scheduler_config: dict = field(default_factory=lambda: dict(SD15_SCHEDULER))
+    source: dict = field(default_factory=dict)
+
+    @property
+    def task_embedding(self) -> bool:
+        return self.unet.config.num_class_embeds is not None
+
+    def eval(self) -> UniGSModel:
+        for m in (self.unet, self.vae, self.text_encoder):
+            m.eval().requires_grad_(False)
+        return self
+
+
+# ------------------------------------------------------------------ configurations
+
+
+def unet_config(scale: str, *, in_channels: int = UNIGS_IN, out_channels: int = UNIGS_OUT,
+                task_embedding: bool = False) -> dict:
+    if scale == "sd15":
+        cfg = dict(sample_size=64, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
+                   down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                   up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+                   cross_attention_dim=768, attention_head_dim=8)
+    elif scale == "demo":
+        cfg = dict(sample_size=32, block_out_channels=(64, 128, 192), layers_per_block=1,
+                   down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+                   up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+                   cross_attention_dim=128, attention_head_dim=8)
+    elif scale == "tiny":
+        cfg = dict(sample_size=8, block_out_channels=(32, 64), layers_per_block=1,
+                   down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                   up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+                   cross_attention_dim=32, attention_head_dim=8)
+    else:
+        raise ModelError(f"unknown scale {scale!r}: choose one of {', '.join(SCALES)}")
+    cfg.update(in_channels=in_channels, out_channels=out_channels)
+    if task_embedding:
+        cfg.update(class_embed_type=None, num_class_embeds=len(TASKS))
+    return cfg
+
+
+def vae_config(scale: str) -> dict:
+    if scale == "sd15":
+        ch = (128, 256, 512, 512)
+    elif scale == "demo":
+        ch = (32, 64, 128)
+    elif scale == "tiny":
+        ch = (32, 32)
+    else:
+        raise ModelError(f"unknown scale {scale!r}: choose one of {', '.join(SCALES)}")
+    return dict(in_channels=3, out_channels=3, latent_channels=LATENT, block_out_channels=ch,
+                down_block_types=("DownEncoderBlock2D",) * len(ch), up_block_types=("UpDecoderBlock2D",) * len(ch),
+                layers_per_block=2 if scale == "sd15" else 1, norm_num_groups=32, sample_size=512 if scale == "sd15" else 64,
+                scaling_factor=0.18215)
+
+
+def text_config(scale: str, vocab_size: int) -> dict:
+    if scale == "sd15":
+        return dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                    num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu")
+    dims = {"demo": (128, 4, 512, 4), "tiny": (32, 2, 64, 2)}
+    if scale not in dims:
+        raise ModelError(f"unknown scale {scale!r}: choose one of {', '.join(SCALES)}")
+    hidden, layers, inter, heads = dims[scale]
+    return dict(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
+                num_attention_heads=heads, max_position_embeddings=77, hidden_act="quick_gelu")
+
+
+def build(scale: str, *, task_embedding: bool = False, seed: int = 0) -> UniGSModel:
+    """A randomly initialised UniGS model of the given scale (weights seeded)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    tok = build_clip_bpe(shapes_corpus(), vocab_size=1000)
+    unet = UNet2DConditionModel(**unet_config(scale, task_embedding=task_embedding))
+    vae = AutoencoderKL(**vae_config(scale))
+    ids = {k: tok.token_to_id(t) for k, t in (("bos_token_id", BOS), ("eos_token_id", EOS), ("pad_token_id", EOS))}
+    text = CLIPTextModel(CLIPTextConfig(**text_config(scale, tok.get_vocab_size()), **ids))
+    return UniGSModel(unet, vae, text, tok, source={"kind": "random", "scale": scale, "seed": seed}).eval()
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+# ------------------------------------------------------------------ expansion
+
+
+def expand_unet(unet, *, task_embedding: bool = False):
+    """SD UNet (9 in inpainting, or 4 in text-to-image; 4 out) -> UniGS UNet (13 in, 8 out).
+
+    Old weights go to their new slots and new ones are zero, so the expanded model computes
+    exactly what the old one did on the image half (eps_cmap starts at zero).
+    """
+    from diffusers import UNet2DConditionModel
+
+    cin, cout = unet.config.in_channels, unet.config.out_channels
+    if (cin, cout) == (UNIGS_IN, UNIGS_OUT):
+        return unet
+    if cout != SD_OUT or cin not in (SD_INPAINT_IN, SD_TEXT2IMG_IN):
+        raise ModelError(
+            f"UNet has {cin} input and {cout} output channels; expected Stable Diffusion "
+            f"({SD_INPAINT_IN} or {SD_TEXT2IMG_IN} in, {SD_OUT} out) or UniGS ({UNIGS_IN} in, {UNIGS_OUT} out)")
+    if cin == SD_TEXT2IMG_IN:
+        warnings.warn("expanding a text-to-image UNet: the new mask/control channels start at zero; "
+                      "an SD-inpainting UNet is the better start", stacklevel=2)
+    cfg = dict(unet.config)
+    cfg.update(in_channels=UNIGS_IN, out_channels=UNIGS_OUT)
+    if task_embedding:
+        cfg.update(class_embed_type=None, num_class_embeds=len(TASKS))
+    cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
+    new = UNet2DConditionModel(**cfg)
+    state = {k: v for k, v in unet.state_dict().items() if not k.startswith(("conv_in.", "conv_out."))}
+    missing, unexpected = new.load_state_dict(state, strict=False)
+    assert not unexpected, unexpected
+    with torch.no_grad():
+        w_in = torch.zeros_like(new.conv_in.weight)
+        old = unet.conv_in.weight
+        w_in[:, 0:4] = old[:, 0:4]  # z_t -> z_img_t; z_cmap_t (4:8) stays zero
+        if cin == SD_INPAINT_IN:
+            w_in[:, 8] = old[:, 4]  # mask
+            w_in[:, 9:13] = old[:, 5:9]  # masked-image latent -> control latent
+        new.conv_in.weight.copy_(w_in)
+        new.conv_in.bias.copy_(unet.conv_in.bias)
+        new.conv_out.weight.zero_()
+        new.conv_out.bias.zero_()
+        new.conv_out.weight[0:4] = unet.conv_out.weight
+        new.conv_out.bias[0:4] = unet.conv_out.bias
+        if task_embedding:
+            new.class_embedding.weight.zero_()  # start as the single-task model
+    return new if new.dtype == unet.dtype else new.to(unet.dtype)
+
+
+# ------------------------------------------------------------------ loading
+
+
+def _hash_files(paths) -> str:
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        with open(p, "rb") as f:
+            while chunk := f.read(1 << 22):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def load(path: str | Path, *, task_embedding: bool | None = None) -> UniGSModel:
+    """A local diffusers folder (SD-inpainting, SD text-to-image or UniGS) or a single-file
+    CompVis/LDM checkpoint (.ckpt/.safetensors); SD UNets are expanded to UniGS."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"weights not found: {path} does not exist")
+    if path.is_file():
+        return _load_single_file(path, task_embedding)
+    return _load_folder(path, task_embedding)
+
+
+def _load_folder(path: Path, task_embedding) -> UniGSModel:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from tokenizers import Tokenizer
+    from transformers import CLIPTextModel
+
+    needed = ["unet", "vae", "text_encoder", "tokenizer"]
+    missing = [d for d in needed if not (path / d).is_dir()]
+    if missing:
+        raise ModelError(f"{path} is not a complete diffusers model folder: missing {', '.join(m + '/' for m in missing)} "
+                         f"(expected {', '.join(d + '/' for d in needed)} and scheduler/)")
+    for d in ("unet", "vae", "text_encoder"):
+        if not (path / d / "config.json").is_file():
+            raise ModelError(f"{path / d} has no config.json: the folder is partial; copy it again")
+        if not any((path / d).glob("*.safetensors")) and not any((path / d).glob("*.bin")):
+            raise ModelError(f"{path / d} has no weights (*.safetensors or *.bin): the folder is partial")
+    try:
+        unet = UNet2DConditionModel.from_pretrained(path / "unet", local_files_only=True)
+        vae = AutoencoderKL.from_pretrained(path / "vae", local_files_only=True)
+        text = CLIPTextModel.from_pretrained(path / "text_encoder", local_files_only=True)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise ModelError(f"cannot load the model in {path}: {str(e).splitlines()[0]}") from None
+    tok_file = path / "tokenizer" / "tokenizer.json"
+    if tok_file.is_file():
+        tok = Tokenizer.from_file(str(tok_file))
+    elif (path / "tokenizer" / "vocab.json").is_file():
+        tok = _tokenizer_from_vocab(path / "tokenizer")
+    else:
+        raise ModelError(f"{path / 'tokenizer'} has neither tokenizer.json nor vocab.json + merges.txt")
+    sched = dict(SD15_SCHEDULER)
+    sched_file = path / "scheduler" / "scheduler_config.json"
+    if sched_file.is_file():
+        sched.update({k: v for k, v in json.loads(sched_file.read_text()).items() if k in SD15_SCHEDULER})
+    was = (unet.config.in_channels, unet.config.out_channels)
+    want_task = task_embedding if task_embedding is not None else unet.config.num_class_embeds is not None
+    unet = expand_unet(unet, task_embedding=want_task)
+    files = [p for p in path.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".bin", ".json", ".txt")]
+    source = {"kind": "diffusers", "path": str(path.resolve()), "unet_channels_in_out": list(was),
+              "sha256": _hash_files(files)}
+    return UniGSModel(unet, vae, text, tok, sched, source).eval()
+
+
+def _tokenizer_from_vocab(folder: Path):
+    from transformers import CLIPTokenizerFast
+
+    fast = CLIPTokenizerFast.from_pretrained(folder, local_files_only=True)
+    return fast.backend_tokenizer
+
+
+def _load_single_file(path: Path, task_embedding) -> UniGSModel:
+    raise ModelError(f"{path}: single-file checkpoints are not supported yet; convert it with diffusers' "
+                     "scripts/convert_original_stable_diffusion_to_diffusers.py and pass the folder")
+
+
+def save(model: UniGSModel, folder: str | Path) -> Path:
+    """Write a diffusers-format UniGS folder (what `unigs-export --weights` takes)."""
+    from .tokenizer import save_vocab_files
+
+    folder = Path(folder)
+    model.unet.save_pretrained(folder / "unet")
+    model.vae.save_pretrained(folder / "vae")
+    model.text_encoder.save_pretrained(folder / "text_encoder")
+    (folder / "tokenizer").mkdir(parents=True, exist_ok=True)
+    model.tokenizer.save(str(folder / "tokenizer" / "tokenizer.json"))
+    save_vocab_files(model.tokenizer, folder / "tokenizer")
+    (folder / "scheduler").mkdir(parents=True, exist_ok=True)
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(model.scheduler_config, indent=2))
+    return folder
+
+
+def clone(model: UniGSModel) -> UniGSModel:
+    return copy.deepcopy(model)
+
+
+def demo_weights_dir() -> Path:
+    return Path(__file__).parent / "weights" / "demo"
+
+
+def load_demo() -> UniGSModel:
+    """The small UniGS the project trains on its shapes world and ships in the package."""
+    folder = demo_weights_dir()
+    if not (folder / "unet").is_dir():
+        raise ModelError(f"the demo model is not in this installation ({folder} is missing): "
+                         "train it with `make demo-model`, or pass --weights / --scale")
+    return load(folder)
