@@ -98,7 +98,7 @@ def example_inputs(spec: Spec, model: UniGSModel, *, batch: int, size: int, seed
     """Inputs for tracing and validation; `size` is the spatial size in the component's input units."""
     g = torch.Generator().manual_seed(seed)
     out = {}
-    for name, (dtype, shape) in spec.inputs.items():
+    for name, (_, shape) in spec.inputs.items():
         dims = []
         for d in shape:
             if d == "batch":

@@ -28,7 +28,8 @@ class Check:
         return self.finite and self.max_abs <= self.tolerance * self.scale
 
     def as_dict(self) -> dict:
-        return {"stage": self.stage, "precision": self.precision, "shape": self.shape, "max_abs_error": self.max_abs, "max_rel_error": self.max_rel,
+        return {"stage": self.stage, "precision": self.precision, "shape": self.shape,
+                "max_abs_error": self.max_abs, "max_rel_error": self.max_rel,
                 "tolerance": self.tolerance * self.scale, "finite": self.finite, "ok": self.ok}
 
 
@@ -53,7 +54,8 @@ def compare(name: str, stage: str, session, module: torch.nn.Module, inputs: dic
     rel = diff / np.maximum(np.abs(ref), 1e-3) if finite else diff
     shape = "x".join(str(d) for d in next(iter(feed.values())).shape)
     precision = "fp16" if stage == "fp16" else "fp32"
-    return Check(name, precision, stage, shape, float(diff.max()), float(rel.max()), scale, TOLERANCE[precision], finite)
+    return Check(name, precision, stage, shape, float(diff.max()), float(rel.max()), scale, TOLERANCE[precision],
+                 finite)
 
 
 def table(checks: list[Check]) -> str:

@@ -8,13 +8,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 from click.testing import CliRunner  # noqa: E402
+from unigs_deploy.export import cli  # noqa: E402
+from unigs_deploy.export.components import example_inputs, specs  # noqa: E402
+from unigs_deploy.export.tensorrt import available as _trt_available  # noqa: E402
 
 from unigs_deploy import manifest as mf  # noqa: E402
 from unigs_deploy import modeling  # noqa: E402
-from unigs_deploy.export import cli  # noqa: E402
-from unigs_deploy.export.components import example_inputs, specs  # noqa: E402
-
-from unigs_deploy.export.tensorrt import available as _trt_available  # noqa: E402
 
 HAS_TRT = _trt_available()
 
@@ -60,7 +59,8 @@ def _trt_run(path, feed):
         return next(iter(runner.infer({k: v.numpy() for k, v in feed.items()}).values()))
 
 
-BACKENDS = [pytest.param("onnxruntime", id="onnxruntime"), pytest.param("tensorrt", id="tensorrt", marks=pytest.mark.trt)]
+BACKENDS = [pytest.param("onnxruntime", id="onnxruntime"),
+            pytest.param("tensorrt", id="tensorrt", marks=pytest.mark.trt)]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -77,7 +77,8 @@ def test_backend_matches_torch(tiny, exported, component, backend, tmp_path):
         from unigs_deploy.export import tensorrt as trt_build
 
         data = mf.load(exported)
-        trt_build.build_engines(exported, data, fp16=False, ranges=trt_build.Ranges((1, 3, 4), (8, 16, 32), (8, 20, 40)))
+        ranges = trt_build.Ranges((1, 3, 4), (8, 16, 32), (8, 20, 40))
+        trt_build.build_engines(exported, data, fp16=False, ranges=ranges)
         got = _trt_run(exported / trt_build.PLAN[component], feed)
         tol = 1e-3
     assert got.shape == ref.shape

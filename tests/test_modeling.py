@@ -27,7 +27,8 @@ def test_expansion_starts_exactly_as_sd_inpainting():
     sd = _sd_unet(9)
     unigs = modeling.expand_unet(sd).eval()
     g = torch.Generator().manual_seed(1)
-    z, mask, ctrl = torch.randn(2, 4, 8, 8, generator=g), torch.rand(2, 1, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
+    z, ctrl = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
+    mask = torch.rand(2, 1, 8, 8, generator=g)
     cmap = torch.randn(2, 4, 8, 8, generator=g)
     t, text = torch.tensor([10.0, 500.0]), torch.randn(2, 77, 32, generator=g)
     with torch.no_grad():

@@ -104,7 +104,8 @@ def vae_config(scale: str) -> dict:
         raise ModelError(f"unknown scale {scale!r}: choose one of {', '.join(SCALES)}")
     return dict(in_channels=3, out_channels=3, latent_channels=LATENT, block_out_channels=ch,
                 down_block_types=("DownEncoderBlock2D",) * len(ch), up_block_types=("UpDecoderBlock2D",) * len(ch),
-                layers_per_block=2 if scale == "sd15" else 1, norm_num_groups=32, sample_size=512 if scale == "sd15" else 64,
+                layers_per_block=2 if scale == "sd15" else 1, norm_num_groups=32,
+                sample_size=512 if scale == "sd15" else 64,
                 scaling_factor=0.18215)
 
 
@@ -217,7 +218,8 @@ def _load_folder(path: Path, task_embedding) -> UniGSModel:
     needed = ["unet", "vae", "text_encoder", "tokenizer"]
     missing = [d for d in needed if not (path / d).is_dir()]
     if missing:
-        raise ModelError(f"{path} is not a complete diffusers model folder: missing {', '.join(m + '/' for m in missing)} "
+        raise ModelError(f"{path} is not a complete diffusers model folder: "
+                         f"missing {', '.join(m + '/' for m in missing)} "
                          f"(expected {', '.join(d + '/' for d in needed)} and scheduler/)")
     for d in ("unet", "vae", "text_encoder"):
         if not (path / d / "config.json").is_file():
