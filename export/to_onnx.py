@@ -66,7 +66,7 @@ def _fits_protobuf(model) -> bool:
     try:
         model.ByteSize()
         return True
-    except ValueError:
+    except Exception:  # protobuf raises EncodeError (or ValueError, by version) past 2 GB
         return False
 
 

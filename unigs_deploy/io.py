@@ -151,3 +151,43 @@ def colorize_labels(labels: np.ndarray) -> np.ndarray:
     lut = rng.integers(60, 256, (int(labels.max()) + 1, 3)).astype(np.uint8)
     lut[0] = 0
     return lut[labels]
+
+
+def to_rgb8(image: np.ndarray, what: str = "image") -> tuple[np.ndarray, list[str]]:
+    """Any of grayscale, RGB, RGBA, 8 or 16 bit -> (H, W, 3) uint8 RGB, and notes of what changed."""
+    a = np.asarray(image)
+    notes = []
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 3, 4)):
+        raise ValueError(f"{what} must be (H, W), (H, W, 3) or (H, W, 4), got shape {a.shape}")
+    if a.size == 0:
+        raise ValueError(f"{what} is empty (shape {a.shape})")
+    if a.dtype == np.uint16:
+        a = (a.astype(np.uint32) * 255 + 32767) // 65535
+        notes.append(f"{what}: 16-bit converted to 8-bit")
+    elif np.issubdtype(a.dtype, np.floating):
+        if not np.isfinite(a).all():
+            raise ValueError(f"{what} contains NaN or inf")
+        if a.min() < 0 or a.max() > 1:
+            raise ValueError(f"{what} is float outside [0, 1]: give uint8 or floats in [0, 1]")
+        a = np.rint(a * 255)
+        notes.append(f"{what}: float [0, 1] converted to 8-bit")
+    elif a.dtype != np.uint8:
+        raise ValueError(f"{what} must be uint8, uint16 or float in [0, 1], got {a.dtype}")
+    a = a.astype(np.uint8)
+    if a.ndim == 2 or a.shape[2] == 1:
+        a = np.repeat(a.reshape(a.shape[0], a.shape[1], 1), 3, axis=2)
+        notes.append(f"{what}: grayscale expanded to RGB")
+    elif a.shape[2] == 4:
+        a = a[..., :3]
+        notes.append(f"{what}: alpha channel dropped")
+    return np.ascontiguousarray(a), notes
+
+
+def read_any_image(path) -> tuple[np.ndarray, list[str]]:
+    """An image file of any depth and channel count -> (H, W, 3) uint8 RGB and conversion notes."""
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ValueError(f"cannot read an image from {path}: missing file or not an image")
+    if img.ndim == 3:
+        img = img[..., [2, 1, 0, 3][: img.shape[2]]] if img.shape[2] in (3, 4) else img
+    return to_rgb8(img, what=str(path))

@@ -266,15 +266,13 @@ def _load_single_file(path: Path, task_embedding) -> UniGSModel:
 
 def save(model: UniGSModel, folder: str | Path) -> Path:
     """Write a diffusers-format UniGS folder (what `unigs-export --weights` takes)."""
-    from .tokenizer import save_vocab_files
+    from .tokenizer import save_tokenizer_folder
 
     folder = Path(folder)
     model.unet.save_pretrained(folder / "unet")
     model.vae.save_pretrained(folder / "vae")
     model.text_encoder.save_pretrained(folder / "text_encoder")
-    (folder / "tokenizer").mkdir(parents=True, exist_ok=True)
-    model.tokenizer.save(str(folder / "tokenizer" / "tokenizer.json"))
-    save_vocab_files(model.tokenizer, folder / "tokenizer")
+    save_tokenizer_folder(model.tokenizer, folder / "tokenizer")
     (folder / "scheduler").mkdir(parents=True, exist_ok=True)
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(model.scheduler_config, indent=2))
     return folder

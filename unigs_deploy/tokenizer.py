@@ -92,9 +92,15 @@ def shapes_corpus() -> list[str]:
     return words + [f"{a} and {b}" for a in words[::3] for b in words[1::5]] + ["a photo of a cat", ""]
 
 
-def save_vocab_files(tokenizer, folder: str | Path) -> None:
-    """Write vocab.json + merges.txt beside tokenizer.json (what transformers' CLIPTokenizer reads)."""
+def save_tokenizer_folder(tokenizer, folder: str | Path) -> None:
+    """tokenizer.json plus vocab.json, merges.txt and tokenizer_config.json: a folder that
+    transformers' `CLIPTokenizer.from_pretrained` reads too."""
     folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "CLIPTokenizer", "model_max_length": MAX_LENGTH, "bos_token": BOS, "eos_token": EOS,
+        "pad_token": EOS, "unk_token": EOS, "do_lower_case": True}, indent=2))
     model = json.loads(tokenizer.to_str())["model"]
     (folder / "vocab.json").write_text(json.dumps(model["vocab"], ensure_ascii=False))
     merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]

@@ -1,0 +1,226 @@
+"""The numpy runtime against the torch reference, every task; the CLI end to end; bad input."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from unigs_deploy import io, palette
+from unigs_deploy.pipeline import UniGSPipeline
+
+torch = pytest.importorskip("torch")
+
+from unigs_deploy.export.cli import export_model  # noqa: E402
+
+from unigs_deploy import modeling  # noqa: E402
+
+from . import torch_reference  # noqa: E402
+
+H, W = 32, 40
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return modeling.build("tiny", task_embedding=True, seed=1)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny, tmp_path_factory):
+    out = tmp_path_factory.mktemp("engines")
+    export_model(tiny, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def pipe(engine):
+    return UniGSPipeline.from_engine(engine / "unigs.onnx", threads=1)
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    mask = np.zeros((H, W), bool)
+    mask[6:22, 8:30] = True
+    return image, mask
+
+
+def _reference(tiny, pipe, task, control_unit, mask, prompt, seed=7):
+    ids = (pipe.tokenizer([prompt]), pipe.tokenizer([""]))
+    return torch_reference.run(tiny, ids, task, control_unit, mask, steps=4, guidance=5.0, seed=seed)
+
+
+@pytest.mark.parametrize("task", ["inpaint", "synthesize", "refer", "segment"])
+def test_runtime_equals_torch_reference(tiny, pipe, inputs, task):
+    image, mask = inputs
+    kw = dict(steps=4, guidance=5.0, seed=7)
+    prompt = "a red star"
+    if task == "inpaint":
+        res = pipe.inpaint(image, [(mask, prompt)], **kw)
+        control, m = palette.colormap_to_unit(image) * (~mask)[..., None], mask
+    elif task == "synthesize":
+        res = pipe.synthesize(image, prompt, **kw)
+        control, m = palette.colormap_to_unit(image), np.ones((H, W), bool)
+    elif task == "refer":
+        res = pipe.refer(image, mask, prompt, **kw)
+        control, m = palette.colormap_to_unit(image), mask
+    else:
+        res = pipe.segment(image, prompt, **kw)
+        control, m = palette.colormap_to_unit(image), np.ones((H, W), bool)
+    ref = _reference(tiny, pipe, task, control, m, prompt)
+    assert res.latents.shape == ref.shape
+    assert np.abs(res.latents - ref).max() < 1e-4
+    assert res.image.shape == (H, W, 3) and res.colormap.shape == (H, W, 3) and res.labels.shape == (H, W)
+
+
+def test_same_seed_same_output_and_seed_matters(pipe, inputs):
+    image, _ = inputs
+    a, b = pipe.segment(image, steps=2, seed=1), pipe.segment(image, steps=2, seed=1)
+    c = pipe.segment(image, steps=2, seed=2)
+    assert (a.latents == b.latents).all() and (a.image == b.image).all()
+    assert not (a.latents == c.latents).all()
+
+
+def test_image_not_a_multiple_is_padded_and_said(pipe):
+    img = np.zeros((30, 37, 3), np.uint8)
+    res = pipe.segment(img, steps=1)
+    assert res.image.shape == (30, 37, 3) and res.labels.shape == (30, 37)
+    assert any("padded" in n for n in res.notes)
+
+
+def test_grayscale_rgba_16bit_images_are_converted(pipe):
+    for img, word in [(np.zeros((32, 32), np.uint8), "grayscale"), (np.zeros((32, 32, 4), np.uint8), "alpha"),
+                      (np.zeros((32, 32, 3), np.uint16), "16-bit")]:
+        res = pipe.segment(img, steps=1)
+        assert any(word in n for n in res.notes)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda p, img, m: p.refer(img, m[:10], "x", steps=1), "give a mask of the image's size"),
+        (lambda p, img, m: p.refer(img, np.zeros_like(m), "x", steps=1), "mask is empty"),
+        (lambda p, img, m: p.segment(img, steps=0), "steps must be at least 1"),
+        (lambda p, img, m: p.inpaint(img, [], steps=1), "at least one region"),
+        (lambda p, img, m: p.segment(np.zeros((0, 4, 3), np.uint8)), "empty"),
+    ],
+)
+def test_bad_input(pipe, inputs, call, message):
+    image, mask = inputs
+    with pytest.raises(ValueError, match=message):
+        call(pipe, image, mask)
+
+
+def test_long_prompt_is_truncated_with_a_note(pipe, inputs):
+    res = pipe.segment(inputs[0], " ".join(["red star"] * 60), steps=1)
+    assert any("truncated" in n for n in res.notes)
+
+
+def test_tokenizer_matches_transformers(tmp_path, tiny):
+    from transformers import CLIPTokenizer as HFTokenizer
+
+    from unigs_deploy.tokenizer import CLIPTokenizer, save_tokenizer_folder
+
+    save_tokenizer_folder(tiny.tokenizer, tmp_path)
+    ours, hf = CLIPTokenizer(tmp_path / "tokenizer.json"), HFTokenizer.from_pretrained(tmp_path)
+    prompts = ["a red star and a blue ellipse", "A photo of a CAT!", "  a   green triangle ", "",
+               " ".join(["yellow rectangle"] * 50)]
+    want = hf(prompts, padding="max_length", max_length=77, truncation=True).input_ids
+    with pytest.warns(UserWarning, match="truncated"):
+        got = ours(prompts)
+    assert got.tolist() == want
+
+
+# ---------------------------------------------------------------- the CLI
+
+
+def _write_inputs(tmp_path, inputs):
+    image, mask = inputs
+    io.write_image(tmp_path / "image.png", image)
+    io.write_image(tmp_path / "mask.png", (mask * 255).astype(np.uint8))
+    return tmp_path / "image.png", tmp_path / "mask.png"
+
+
+@pytest.mark.parametrize("task", ["inpaint", "synthesize", "refer", "segment"])
+def test_cli_writes_every_output(engine, tmp_path, inputs, task):
+    from unigs_deploy.cli import main
+
+    img, mask = _write_inputs(tmp_path, inputs)
+    args = ["--engine", str(engine / "unigs.onnx"), "--task", task, "--steps", "2", "--out", str(tmp_path / "o"),
+            "--seed", "3", "--threads", "1"]
+    if task == "synthesize":
+        args += ["--colormap", str(img), "--prompt", "a red star"]
+    else:
+        args += ["--image", str(img)]
+    if task in ("inpaint", "refer"):
+        args += ["--mask", str(mask), "--prompt", "a red star"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "o"
+    for name in ("image.png", "colormap.png", "labels.png", "masks.json", "panoptic.png", "panoptic.json", "run.json"):
+        assert (out / name).is_file(), name
+    run = json.loads((out / "run.json").read_text())
+    assert run["settings"]["seed"] == 3 and run["settings"]["steps"] == 2
+    assert set(run["timings"]) >= {"text_encoder_s", "denoise_s", "vae_decoder_s", "dichotomy_s", "total_s"}
+    assert io.read_image(out / "image.png").shape == (H, W, 3)
+
+
+def _cli_error(args, pattern):
+    from unigs_deploy.cli import main
+
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2, res.output
+    last = [ln for ln in res.output.splitlines() if ln.strip()][-1]
+    assert last.startswith("unigs-run: error:") and pattern in last, res.output
+    assert "Traceback" not in res.output
+
+
+def test_cli_bad_input_is_one_line(engine, tmp_path, inputs):
+    img, mask = _write_inputs(tmp_path, inputs)
+    onnx = str(engine / "unigs.onnx")
+    _cli_error(["--engine", str(tmp_path / "none.onnx"), "--task", "segment", "--image", str(img)], "does not exist")
+    _cli_error(["--engine", str(img), "--task", "segment", "--image", str(img)], "not an engine")
+    _cli_error(["--engine", onnx, "--task", "segment", "--image", str(tmp_path / "nope.png")], "cannot read")
+    _cli_error(["--engine", onnx, "--task", "refer", "--image", str(img)], "needs --mask")
+    _cli_error(["--engine", onnx, "--task", "segment", "--image", str(img), "--steps", "0"], "steps")
+    small = tmp_path / "small.png"
+    io.write_image(small, np.full((8, 8), 255, np.uint8))
+    _cli_error(["--engine", onnx, "--task", "refer", "--image", str(img), "--mask", str(small), "--prompt", "x"],
+               "mask")
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    _cli_error(["--engine", onnx, "--task", "segment", "--image", str(img), "--out", str(blocker / "o")],
+               "cannot write")
+
+
+def test_plan_without_tensorrt_is_one_line(engine, tmp_path, inputs):
+    from unigs_deploy.backends import tensorrt as trt_backend
+
+    if trt_backend.available():
+        pytest.skip("tensorrt is importable here")
+    img, _ = _write_inputs(tmp_path, inputs)
+    plan = engine / "unigs.plan"
+    plan.write_bytes(b"not really")
+    try:
+        _cli_error(["--engine", str(plan), "--task", "segment", "--image", str(img)], "need the tensorrt package")
+    finally:
+        plan.unlink()
+
+
+def test_manifest_problems_are_one_line(engine, tmp_path, inputs):
+    import shutil
+
+    img, _ = _write_inputs(tmp_path, inputs)
+    copy = tmp_path / "eng"
+    shutil.copytree(engine, copy)
+    data = json.loads((copy / "unigs.json").read_text())
+    data["format_version"] = 99
+    (copy / "unigs.json").write_text(json.dumps(data))
+    _cli_error(["--engine", str(copy / "unigs.onnx"), "--task", "segment", "--image", str(img)], "format version 99")
+    data["format_version"] = 1
+    data["model"]["unet_in_channels"] = 9
+    (copy / "unigs.json").write_text(json.dumps(data))
+    _cli_error(["--engine", str(copy / "unigs.onnx"), "--task", "segment", "--image", str(img)], "13 channels")
+    (copy / "unigs.json").unlink()
+    _cli_error(["--engine", str(copy / "unigs.onnx"), "--task", "segment", "--image", str(img)], "no manifest")

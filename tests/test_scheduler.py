@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+
+from unigs_deploy.scheduler import DDIMScheduler
+
+torch = pytest.importorskip("torch")
+diffusers = pytest.importorskip("diffusers")
+
+SD15 = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+        "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1, "prediction_type": "epsilon",
+        "timestep_spacing": "leading"}
+CONFIGS = {
+    "sd15": SD15,
+    "trailing-v": {**SD15, "timestep_spacing": "trailing", "prediction_type": "v_prediction"},
+    "linspace-linear-clip": {"beta_schedule": "linear", "timestep_spacing": "linspace", "clip_sample": True},
+    "cosine-sample": {"beta_schedule": "squaredcos_cap_v2", "prediction_type": "sample", "set_alpha_to_one": True},
+}
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.7])
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_same_timesteps_and_samples_as_diffusers_over_50_steps(name, eta):
+    ours = DDIMScheduler(**CONFIGS[name])
+    ref = diffusers.DDIMScheduler(**CONFIGS[name])
+    ours.set_timesteps(50)
+    ref.set_timesteps(50)
+    assert (ours.timesteps == ref.timesteps.numpy()).all()
+    rng = np.random.default_rng(0)
+    x0 = np.clip(rng.standard_normal((2, 8, 8, 8), dtype=np.float32), -1, 1)  # the "clean" sample
+    x = rng.standard_normal(x0.shape, dtype=np.float32)
+    xr = torch.from_numpy(x.copy())
+
+    def model(sample, t):
+        """A near-perfect denoiser towards x0 (so the trajectory stays realistic), plus a
+        sample-dependent error term; one numpy function serves both schedulers."""
+        a = ours.alphas_cumprod[t]
+        target = {"epsilon": (sample - a**0.5 * x0) / (1 - a) ** 0.5, "sample": x0,
+                  "v_prediction": (a**0.5 * (sample - a**0.5 * x0) / (1 - a) ** 0.5 - (1 - a) ** 0.5 * x0)}
+        return (target[ours.config["prediction_type"]] + 0.05 * np.tanh(sample)).astype(np.float32)
+
+    for t in ours.timesteps:
+        noise = rng.standard_normal(x.shape, dtype=np.float32)
+        x = ours.step(model(x, t), int(t), x, eta=eta, variance_noise=noise)
+        out_r = torch.from_numpy(model(xr.numpy(), t))
+        xr = ref.step(out_r, int(t), xr, eta=eta, variance_noise=torch.from_numpy(noise)).prev_sample
+    assert np.abs(x - xr.numpy()).max() < 1e-5
+
+
+def test_seeded_generator_is_reproducible():
+    s = DDIMScheduler(**SD15)
+    s.set_timesteps(10)
+    x = np.ones((1, 4, 2, 2), np.float32)
+    a = s.step(x * 0.1, 901, x, eta=1.0, generator=np.random.default_rng(5))
+    b = s.step(x * 0.1, 901, x, eta=1.0, generator=np.random.default_rng(5))
+    assert (a == b).all()
+
+
+def test_bad_configuration_and_use():
+    with pytest.raises(ValueError, match="unknown DDIM scheduler settings: bogus"):
+        DDIMScheduler(bogus=1)
+    with pytest.raises(ValueError, match="beta_schedule"):
+        DDIMScheduler(beta_schedule="sigmoid")
+    s = DDIMScheduler(**SD15)
+    with pytest.raises(RuntimeError, match="set_timesteps"):
+        s.step(np.zeros(1, np.float32), 1, np.zeros(1, np.float32))
+    with pytest.raises(ValueError, match="steps must be between 1 and 1000"):
+        s.set_timesteps(0)

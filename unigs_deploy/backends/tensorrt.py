@@ -1,0 +1,78 @@
+"""TensorRT 10 backend: one engine and execution context per component, one CUDA stream,
+device buffers allocated once per input shape. tensorrt and polygraphy's CUDA wrapper are
+imported when an engine is opened, never before."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+MISSING = ("TensorRT engines (.plan) need the tensorrt package and an NVIDIA GPU, neither found here; "
+           "run the ONNX engine instead: --engine {onnx}")
+
+
+class TensorRTMissing(RuntimeError):
+    pass
+
+
+def available() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+        from polygraphy import cuda  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+class TrtSession:
+    def __init__(self, path: str | Path):
+        import tensorrt as trt
+        from polygraphy import cuda
+
+        self._trt, self._cuda = trt, cuda
+        self.path = Path(path)
+        self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
+        if self.engine is None:
+            raise ValueError(f"{self.path} is not a TensorRT engine for this TensorRT version and GPU: rebuild it "
+                             "with unigs-export --from-onnx DIR --trt")
+        self.context = self.engine.create_execution_context()
+        self.stream = cuda.Stream()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        self.dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
+        self._device: dict = {}
+        self._host_out: np.ndarray | None = None
+        self._shapes = None
+
+    provider = "TensorRT"
+
+    def _allocate(self, feed: dict) -> None:
+        for n in self.inputs:
+            self.context.set_input_shape(n, tuple(feed[n].shape))
+        for n in self.inputs + self.outputs:
+            shape = tuple(self.context.get_tensor_shape(n))
+            buf = self._device.get(n)
+            if buf is None:
+                buf = self._device[n] = self._cuda.DeviceArray(shape=shape, dtype=self.dtypes[n])
+            else:
+                buf.resize(shape)
+            self.context.set_tensor_address(n, buf.ptr)
+        out = self.outputs[0]
+        self._host_out = np.empty(tuple(self.context.get_tensor_shape(out)), self.dtypes[out])
+
+    def __call__(self, **feed: np.ndarray) -> np.ndarray:
+        feed = {n: np.ascontiguousarray(feed[n], dtype=self.dtypes[n]) for n in self.inputs}
+        shapes = tuple(feed[n].shape for n in self.inputs)
+        if shapes != self._shapes:
+            self._allocate(feed)
+            self._shapes = shapes
+        for n in self.inputs:
+            self._device[n].copy_from(feed[n], stream=self.stream)
+        if not self.context.execute_async_v3(self.stream.ptr):
+            raise RuntimeError(f"TensorRT execution failed for {self.path.name}")
+        self._device[self.outputs[0]].copy_to(self._host_out, stream=self.stream)
+        self.stream.synchronize()
+        return self._host_out
