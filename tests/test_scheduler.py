@@ -65,3 +65,9 @@ def test_bad_configuration_and_use():
         s.step(np.zeros(1, np.float32), 1, np.zeros(1, np.float32))
     with pytest.raises(ValueError, match="steps must be between 1 and 1000"):
         s.set_timesteps(0)
+
+
+def test_trained_betas_are_used():
+    betas = np.linspace(0.001, 0.02, 1000).tolist()
+    ours, ref = DDIMScheduler(trained_betas=betas), diffusers.DDIMScheduler(trained_betas=betas)
+    assert np.abs(ours.alphas_cumprod - ref.alphas_cumprod.numpy()).max() < 1e-6

@@ -37,9 +37,9 @@ class DDIMScheduler:
     init_noise_sigma = 1.0
 
     def __init__(self, **config):
-        unknown = set(config) - set(_FIELDS) - {"_class_name", "_diffusers_version", "trained_betas", "skip_prk_steps",
-                                                  "thresholding", "rescale_betas_zero_snr", "dynamic_thresholding_ratio",
-                                                  "sample_max_value", "timestep_type"}
+        ignored = {"_class_name", "_diffusers_version", "skip_prk_steps", "dynamic_thresholding_ratio",
+                   "sample_max_value", "timestep_type", "trained_betas", "thresholding", "rescale_betas_zero_snr"}
+        unknown = set(config) - set(_FIELDS) - ignored
         if unknown:
             raise ValueError(f"unknown DDIM scheduler settings: {', '.join(sorted(unknown))}")
         if config.get("thresholding") or config.get("rescale_betas_zero_snr"):
@@ -47,7 +47,9 @@ class DDIMScheduler:
         self.config = {**_FIELDS, **{k: v for k, v in config.items() if k in _FIELDS}}
         c = self.config
         n = c["num_train_timesteps"]
-        if c["beta_schedule"] == "linear":
+        if config.get("trained_betas") is not None:
+            betas = np.asarray(config["trained_betas"], np.float32)
+        elif c["beta_schedule"] == "linear":
             betas = _linspace32(c["beta_start"], c["beta_end"], n)
         elif c["beta_schedule"] == "scaled_linear":
             betas = _linspace32(c["beta_start"] ** 0.5, c["beta_end"] ** 0.5, n) ** 2
