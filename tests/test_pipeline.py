@@ -224,3 +224,20 @@ def test_manifest_problems_are_one_line(engine, tmp_path, inputs):
     _cli_error(["--engine", str(copy / "unigs.onnx"), "--task", "segment", "--image", str(img)], "13 channels")
     (copy / "unigs.json").unlink()
     _cli_error(["--engine", str(copy / "unigs.onnx"), "--task", "segment", "--image", str(img)], "no manifest")
+
+
+@pytest.mark.trt
+def test_tensorrt_pipeline_matches_onnxruntime(engine, pipe, inputs):
+    from unigs_deploy.export import tensorrt as trt_build
+
+    from unigs_deploy import manifest as mf
+
+    data = mf.load(engine)
+    built = trt_build.build_engines(engine, data, fp16=False,
+                                    ranges=trt_build.Ranges((1, 2, 2), (H, H, 2 * H), (W, W, 2 * W)))
+    data["engines"] = {"tensorrt": {"files": built}}
+    mf.write(engine, data)
+    trt_pipe = UniGSPipeline.from_engine(engine / "unigs.plan")
+    a = pipe.segment(inputs[0], steps=3, seed=5)
+    b = trt_pipe.segment(inputs[0], steps=3, seed=5)
+    assert np.abs(a.latents - b.latents).max() < 1e-3

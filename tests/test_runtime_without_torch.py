@@ -4,10 +4,14 @@ import pkgutil
 import subprocess
 import sys
 
+import numpy as np
+import pytest
+
 import unigs_deploy
 
 # torch-side modules and subpackages: everything else is the runtime
 TORCH_SIDE = {"unigs_deploy.modeling", "unigs_deploy.export", "unigs_deploy.training", "unigs_deploy.benchmarks"}
+BLOCK_TORCH = "import sys\nsys.modules['torch'] = None\n"
 
 
 def runtime_modules():
@@ -18,12 +22,15 @@ def runtime_modules():
     return mods
 
 
+def _python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", BLOCK_TORCH + code], capture_output=True, text=True)
+
+
 def test_runtime_imports_and_decodes_without_torch():
     mods = runtime_modules()
-    assert "unigs_deploy.dichotomy" in mods and "unigs_deploy.palette" in mods
-    code = (
-        "import sys, importlib\n"
-        "sys.modules['torch'] = None\n"
+    assert {"unigs_deploy.pipeline", "unigs_deploy.cli", "unigs_deploy.backends.onnxruntime"} <= set(mods)
+    out = _python(
+        "import importlib\n"
         f"for m in {mods!r}: importlib.import_module(m)\n"
         "import numpy as np\n"
         "from unigs_deploy import palette, dichotomy\n"
@@ -32,6 +39,24 @@ def test_runtime_imports_and_decodes_without_torch():
         "assert 'torch' not in {k for k, v in sys.modules.items() if v is not None}\n"
         "print('ok')\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("ok")
+
+
+def test_unigs_run_works_without_torch(tmp_path):
+    pytest.importorskip("torch")
+    from unigs_deploy.export.cli import export_model
+
+    from unigs_deploy import io, modeling
+
+    export_model(modeling.build("tiny", task_embedding=True), tmp_path / "eng")  # torch side, this process
+    io.write_image(tmp_path / "img.png", np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    out = _python(
+        "from unigs_deploy.cli import main\n"
+        f"main(['--engine', {str(tmp_path / 'eng' / 'unigs.onnx')!r}, '--task', 'segment', '--image', "
+        f"{str(tmp_path / 'img.png')!r}, '--steps', '2', '--out', {str(tmp_path / 'o')!r}, '--quiet'], "
+        "standalone_mode=False)\n"
+        "assert 'torch' not in {k for k, v in sys.modules.items() if v is not None}\n"
+    )
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "o" / "labels.png").is_file() and (tmp_path / "o" / "run.json").is_file()
