@@ -12,10 +12,9 @@ from unigs_deploy.pipeline import UniGSPipeline
 torch = pytest.importorskip("torch")
 
 from unigs_deploy.export.cli import export_model  # noqa: E402
+from unigs_deploy.training import sample as torch_reference  # noqa: E402
 
 from unigs_deploy import modeling  # noqa: E402
-
-from . import torch_reference  # noqa: E402
 
 H, W = 32, 40
 

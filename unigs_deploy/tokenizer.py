@@ -58,27 +58,45 @@ class CLIPTokenizer:
         return out
 
 
-def build_clip_bpe(corpus, *, vocab_size: int = 1000):
-    """Train a CLIP-style byte-level BPE (`</w>` word ends, lower-case) on `corpus` (strings).
+def build_clip_bpe(corpus, *, vocab_size: int | None = None):
+    """A CLIP-style byte-level BPE (`</w>` word ends, lower-case) whose vocabulary holds every
+    word of `corpus` whole; any other text falls back to byte pieces.
 
     For models the project makes itself (tiny, demo, random sd15): the real CLIP vocabulary is
-    not on PyPI, and a model hub is out of reach. Returns a `tokenizers.Tokenizer`.
+    not on PyPI and a model hub is out of reach. Built deterministically (sorted words, merges
+    left to right), so the same corpus always gives the same ids. Returns a `tokenizers.Tokenizer`.
     """
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    import re
 
-    tok = Tokenizer(models.BPE(unk_token=EOS, end_of_word_suffix="</w>"))
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    del vocab_size  # the vocabulary is the corpus' words plus the byte alphabet
+    pattern = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {c: i for i, c in enumerate(alphabet)}
+    vocab.update({c + "</w>": len(alphabet) + i for i, c in enumerate(alphabet)})
+    words = sorted({w for text in corpus for w in re.findall(r"[a-z]+|[0-9]|[^\sa-z0-9]+", text.lower())})
+    merges = []
+    for word in words:
+        symbols = [byte_level.pre_tokenize_str(ch)[0][0] for ch in word]
+        symbols[-1] += "</w>"
+        left = symbols[0]
+        for right in symbols[1:]:
+            merged = left + right
+            if merged not in vocab:
+                vocab[merged] = len(vocab)
+                merges.append((left, right))
+            left = merged
+    vocab[BOS] = len(vocab)
+    vocab[EOS] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token=EOS, end_of_word_suffix="</w>"))
     tok.normalizer = normalizers.Sequence(
         [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()])
     tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(
-            Regex(r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""),
-            behavior="removed", invert=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False),
-    ])
+        pre_tokenizers.Split(Regex(pattern), behavior="removed", invert=True), byte_level])
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[BOS, EOS], end_of_word_suffix="</w>",
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(corpus, trainer)
+    tok.add_special_tokens([BOS, EOS])
     tok.post_processor = processors.RobertaProcessing(
         (EOS, tok.token_to_id(EOS)), (BOS, tok.token_to_id(BOS)), add_prefix_space=False, trim_offsets=False)
     return tok
@@ -88,7 +106,7 @@ def shapes_corpus() -> list[str]:
     """Captions of the shapes world: every colour and kind, alone and in pairs."""
     from .shapes import COLOUR_NAMES, KINDS
 
-    words = [f"a {c} {k}" for c in COLOUR_NAMES for k in KINDS]
+    words = [f"{'an' if c[0] in 'aeiou' else 'a'} {c} {k}" for c in COLOUR_NAMES for k in KINDS]
     return words + [f"{a} and {b}" for a in words[::3] for b in words[1::5]] + ["a photo of a cat", ""]
 
 

@@ -1,6 +1,7 @@
-"""The UniGS pipeline written again in torch from the diffusers components (UNet, VAE, CLIP,
-diffusers' DDIMScheduler): the reference the numpy runtime is checked against. It draws its
-random numbers from the same numpy generator in the same order, so equal seeds mean equal noise."""
+"""UniGS sampling in torch from the diffusers components (UNet, VAE, CLIP, diffusers'
+DDIMScheduler): training's periodic samples, and the reference the numpy runtime is checked
+against. It draws its random numbers from the same numpy generator in the same order as the
+runtime, so equal seeds mean equal noise."""
 
 from __future__ import annotations
 
@@ -31,10 +32,21 @@ def run(model, tokenizer_ids, task: str, control_unit: np.ndarray, mask: np.ndar
     sched.set_timesteps(steps)
     c = vae.config.latent_channels
     z = torch.from_numpy(rng.standard_normal((1, 2 * c) + tuple(control.shape[2:]), dtype=np.float32))
-    labels = torch.full((2,), TASK_IDS[task]) if model.task_embedding else None
+    labels = torch.full((2,), TASK_IDS[task]) if model.unet.config.num_class_embeds else None
     for t in sched.timesteps:
         inp = torch.cat([z, m, control], 1).repeat(2, 1, 1, 1)
         eps = model.unet(inp, torch.full((2,), float(t)), torch.cat([uncond, cond]), class_labels=labels).sample
         eps = eps[:1] + guidance * (eps[1:] - eps[:1])
         z = sched.step(eps, t, z).prev_sample
     return z.numpy()
+
+
+@torch.no_grad()
+def decode(model, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Final joint latent -> (image, colormap) uint8."""
+    c = model.vae.config.latent_channels
+    out = []
+    for half in (z[:, :c], z[:, c:]):
+        x = model.vae.decode(torch.from_numpy(half) / model.vae.config.scaling_factor).sample[0]
+        out.append(((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy())
+    return out[0], out[1]

@@ -1,0 +1,207 @@
+"""Training data: the synthetic shapes world (written as COCO), COCO-format datasets through
+pycocotools, and the per-task sampling of UniGS training examples.
+
+Every example is a pure function of (seed, step, index): no loader state, so `--resume`
+continues with exactly the data an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from unigs_deploy import palette, shapes
+from unigs_deploy.io import atomic_path
+
+from .coarse import coarse_mask
+
+log = logging.getLogger(__name__)
+
+TASKS = ("inpaint", "synthesize", "refer", "segment")
+COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (235, 215, 40),
+           "purple": (150, 60, 190), "orange": (245, 140, 30), "white": (245, 245, 245), "gray": (128, 128, 128)}
+assert tuple(COLOURS) == shapes.COLOUR_NAMES
+
+
+# ------------------------------------------------------------------ the shapes world
+
+
+def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A dim textured background: a smooth gradient plus blurred noise, never a shape colour."""
+    base = rng.uniform(20, 90, 3)
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    grad = (yy[..., None] * rng.uniform(-30, 30, 3) + xx[..., None] * rng.uniform(-30, 30, 3))
+    noise = cv2.GaussianBlur(rng.normal(0, 25, (h, w, 3)).astype(np.float32), (0, 0), rng.uniform(1, 4))
+    return np.clip(base + grad + noise, 0, 255)
+
+
+def shapes_image(rng: np.random.Generator, size: int, n_min: int = 1, n_max: int = 6):
+    """-> image (H, W, 3) uint8, masks (N, H, W) bool, captions ["a red star", ...]."""
+    n = int(rng.integers(n_min, n_max + 1))
+    masks, kinds = shapes.random_layout(rng, size, size, n, min_pixels=max(16, size * size // 200))
+    img = _background(rng, size, size)
+    captions = []
+    names = list(COLOURS)
+    for m, kind in zip(masks, kinds, strict=True):
+        colour = names[int(rng.integers(len(names)))]
+        shade = np.asarray(COLOURS[colour], np.float32) + rng.normal(0, 6, 3)
+        img[m] = shade
+        captions.append(f"{'an' if colour[0] in 'aeiou' else 'a'} {colour} {kind}")
+    return np.clip(img, 0, 255).astype(np.uint8), masks, captions
+
+
+def write_shapes_coco(folder: str | Path, n_images: int, *, size: int = 128, seed: int = 0) -> Path:
+    """Write n images and a COCO instances JSON (with a `caption` per annotation) into folder."""
+    from pycocotools import mask as mask_utils
+
+    folder = Path(folder)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    images, anns, cats = [], [], {}
+    rng = np.random.default_rng(seed)
+    for i in range(n_images):
+        img, masks, captions = shapes_image(rng, size)
+        name = f"{i:06d}.png"
+        cv2.imwrite(str(folder / "images" / name), img[..., ::-1])
+        images.append({"id": i, "file_name": name, "height": size, "width": size})
+        for m, cap in zip(masks, captions, strict=True):
+            kind = cap.split()[-1]
+            cats.setdefault(kind, len(cats) + 1)
+            rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
+            rle["counts"] = rle["counts"].decode()
+            x, y, w, h = mask_utils.toBbox(rle).tolist()
+            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": cats[kind], "segmentation": rle,
+                         "area": int(m.sum()), "bbox": [x, y, w, h], "iscrowd": 0, "caption": cap})
+    coco = {"images": images, "annotations": anns,
+            "categories": [{"id": v, "name": k} for k, v in cats.items()]}
+    with atomic_path(folder / "annotations.json") as tmp:
+        tmp.write_text(json.dumps(coco))
+    return folder / "annotations.json"
+
+
+# ------------------------------------------------------------------ COCO-format datasets
+
+
+class CocoEntities:
+    """Images + entity masks + captions from a COCO-format JSON (COCO, EntitySeg, the shapes world).
+
+    A caption is the annotation's `caption` if present, else "a <category name>". Images that
+    are missing or unreadable, and images without entities, are skipped and counted.
+    """
+
+    def __init__(self, annotations: str | Path, images: str | Path | None = None, *, size: int = 128):
+        from pycocotools.coco import COCO
+
+        annotations = Path(annotations)
+        if not annotations.is_file():
+            raise ValueError(f"annotation file {annotations} does not exist")
+        self.root = Path(images) if images else annotations.parent / "images"
+        self.size = size
+        import contextlib
+        import io as _io
+
+        with contextlib.redirect_stdout(_io.StringIO()):
+            self.coco = COCO(str(annotations))
+        self.cat_names = {c["id"]: c["name"] for c in self.coco.loadCats(self.coco.getCatIds())}
+        self.ids = [i for i in sorted(self.coco.getImgIds()) if self.coco.getAnnIds(imgIds=i, iscrowd=False)]
+        self.skipped = {"no_entity": len(self.coco.getImgIds()) - len(self.ids), "unreadable": 0}
+        if not self.ids:
+            raise ValueError(f"{annotations} has no image with an entity annotation")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def load(self, index: int):
+        """-> (image, masks, captions) resized to size x size, or None if the image is unreadable."""
+        info = self.coco.loadImgs(self.ids[index % len(self.ids)])[0]
+        img = cv2.imread(str(self.root / info["file_name"]), cv2.IMREAD_COLOR)
+        if img is None:
+            self.skipped["unreadable"] += 1
+            return None
+        img = cv2.resize(img[..., ::-1], (self.size, self.size), interpolation=cv2.INTER_AREA)
+        anns = self.coco.loadAnns(self.coco.getAnnIds(imgIds=info["id"], iscrowd=False))
+        masks, caps = [], []
+        for a in anns:
+            m = self.coco.annToMask(a)
+            m = cv2.resize(m, (self.size, self.size), interpolation=cv2.INTER_NEAREST).astype(bool)
+            if m.sum() >= 4:
+                masks.append(m)
+                caps.append(a.get("caption") or f"a {self.cat_names[a['category_id']]}")
+        if not masks:
+            return None
+        return np.ascontiguousarray(img), np.stack(masks), caps
+
+
+# ------------------------------------------------------------------ UniGS examples
+
+
+@dataclass
+class Example:
+    task: str
+    image: np.ndarray  # (H, W, 3) uint8: the image half's target
+    colormap: np.ndarray  # (H, W, 3) uint8: the colormap half's target
+    control: np.ndarray  # (H, W, 3) float32 in [-1, 1]: what the control latent encodes
+    mask: np.ndarray  # (H, W) float32: coarse region or ones
+    prompt: str
+
+
+def make_example(task: str, image, masks, captions, rng: np.random.Generator, *, max_entities: int = 4) -> Example:
+    """The input assembly of DESIGN.md for one task on one image."""
+    n = len(masks)
+    h, w = image.shape[:2]
+    unit = palette.colormap_to_unit(image)
+    if task == "segment":
+        pick = np.arange(n)
+    elif task == "refer":
+        pick = rng.choice(n, 1)
+    else:
+        pick = np.sort(rng.choice(n, int(rng.integers(1, min(n, max_entities) + 1)), replace=False))
+    cmap = palette.encode_colormap(masks[pick])
+    prompt = ", ".join(captions[i] for i in pick)
+    if task in ("inpaint", "refer"):
+        region = np.logical_or.reduce([coarse_mask(masks[i], rng)[0] for i in pick])
+        mask = region.astype(np.float32)
+        control = unit * (1 - mask[..., None]) if task == "inpaint" else unit
+    else:
+        mask = np.ones((h, w), np.float32)
+        control = palette.colormap_to_unit(cmap) if task == "synthesize" else unit
+        if task == "segment":
+            prompt = ""
+    return Example(task, image, cmap, control.astype(np.float32), mask, prompt)
+
+
+class ExampleSource:
+    """Deterministic examples: example(step, i) depends only on (seed, step, i, rank)."""
+
+    def __init__(self, dataset, *, seed: int, task_ratios: dict, rank: int = 0, max_entities: int = 4):
+        self.dataset, self.seed, self.rank, self.max_entities = dataset, seed, rank, max_entities
+        self.tasks = [t for t in TASKS if task_ratios.get(t, 0) > 0]
+        p = np.array([task_ratios[t] for t in self.tasks], float)
+        self.p = p / p.sum()
+
+    def example(self, step: int, i: int) -> Example:
+        for attempt in range(100):
+            rng = np.random.default_rng([self.seed, step, i, self.rank, attempt])
+            item = self.dataset.load(int(rng.integers(1 << 62)))
+            if item is not None:
+                task = self.tasks[int(rng.choice(len(self.tasks), p=self.p))]
+                return make_example(task, *item, rng, max_entities=self.max_entities)
+        raise RuntimeError("100 unreadable images in a row: check the dataset paths")
+
+
+class ShapesOnTheFly:
+    """The shapes world generated on demand (no files): load(i) is a pure function of i."""
+
+    def __init__(self, size: int = 128, seed: int = 0):
+        self.size, self.seed = size, seed
+        self.skipped = {"no_entity": 0, "unreadable": 0}
+
+    def __len__(self) -> int:
+        return 1 << 62
+
+    def load(self, index: int):
+        return shapes_image(np.random.default_rng([self.seed, index]), self.size)

@@ -1,0 +1,291 @@
+"""Fine-tune the UniGS UNet (or, for the demo model, train its small VAE) with accelerate.
+
+`accelerate launch --multi_gpu unigs-train CONFIG` scales it out; on one CPU it runs as is.
+Every batch is a pure function of (seed, step, rank), and checkpoints hold the model, optimiser,
+lr schedule and EMA, so `--resume` continues exactly like an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from unigs_deploy import modeling
+from unigs_deploy.modeling import TASKS
+
+from . import data as data_mod
+
+log = logging.getLogger("unigs.train")
+
+
+def _dataset(cfg):
+    d = cfg["data"]
+    if d["kind"] == "shapes":
+        return data_mod.ShapesOnTheFly(d["size"], seed=cfg["train"]["seed"])
+    if d["kind"] == "coco":
+        return data_mod.CocoEntities(d["annotations"], d["images"] or None, size=d["size"])
+    raise ValueError(f"data.kind must be shapes or coco, got {d['kind']!r}")
+
+
+def _model(cfg) -> modeling.UniGSModel:
+    m = cfg["model"]
+    init = m["init"]
+    if init.startswith("scale:"):
+        model = modeling.build(init.split(":", 1)[1], task_embedding=m["task_embedding"], seed=m["seed"])
+    else:
+        model = modeling.load(init, task_embedding=m["task_embedding"])
+    if m["vae"]:
+        from diffusers import AutoencoderKL
+
+        model.vae = AutoencoderKL.from_pretrained(m["vae"], local_files_only=True).eval().requires_grad_(False)
+    return model
+
+
+def _batch_tensors(examples, dtype=torch.float32):
+    img = torch.from_numpy(np.stack([e.image for e in examples])).permute(0, 3, 1, 2).to(dtype) / 127.5 - 1
+    cmap = torch.from_numpy(np.stack([e.colormap for e in examples])).permute(0, 3, 1, 2).to(dtype) / 127.5 - 1
+    ctrl = torch.from_numpy(np.stack([e.control for e in examples])).permute(0, 3, 1, 2).to(dtype)
+    mask = torch.from_numpy(np.stack([e.mask for e in examples]))[:, None].to(dtype)
+    tasks = torch.tensor([TASKS.index(e.task) for e in examples])
+    return img, cmap, ctrl, mask, tasks
+
+
+class Trainer:
+    def __init__(self, cfg: dict, *, resume: bool = False, progress: bool = True):
+        from accelerate import Accelerator
+        from accelerate.utils import ProjectConfiguration
+
+        self.cfg = cfg
+        t = cfg["train"]
+        self.out = Path(t["output"])
+        self.accelerator = Accelerator(
+            gradient_accumulation_steps=t["grad_accum"], mixed_precision=t["mixed_precision"],
+            cpu=not torch.cuda.is_available(), project_config=ProjectConfiguration(project_dir=str(self.out)))
+        self.rank = self.accelerator.process_index
+        self.progress = progress and self.accelerator.is_main_process
+        self.model = _model(cfg)
+        self.stage = t["stage"]
+        self.source = data_mod.ExampleSource(_dataset(cfg), seed=t["seed"], task_ratios=t["tasks"], rank=self.rank,
+                                             max_entities=cfg["data"]["max_entities"])
+        if self.stage == "vae":
+            self.trained = [self.model.vae]
+        else:
+            self.trained = [self.model.unet] + ([self.model.text_encoder] if cfg["model"]["train_text_encoder"] else [])
+        for m in (self.model.unet, self.model.vae, self.model.text_encoder):
+            m.requires_grad_(False).eval()
+        for m in self.trained:
+            m.requires_grad_(True).train()
+        if t["gradient_checkpointing"] and self.stage == "unet":
+            self.model.unet.enable_gradient_checkpointing()
+        params = [p for m in self.trained for p in m.parameters()]
+        self.optimizer = torch.optim.AdamW(params, lr=t["lr"], weight_decay=t["weight_decay"])
+        warm = max(1, t["warmup_steps"])
+        self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warm))
+        from diffusers import DDPMScheduler
+        from diffusers.training_utils import EMAModel
+
+        self.noise_schedule = DDPMScheduler(**{k: v for k, v in self.model.scheduler_config.items()
+                                               if k in ("num_train_timesteps", "beta_start", "beta_end",
+                                                        "beta_schedule", "prediction_type", "steps_offset")})
+        self.ema = EMAModel(self.trained[0].parameters(), decay=t["ema_decay"])
+        prepared = self.accelerator.prepare(*self.trained, self.optimizer, self.lr_schedule)
+        self.trained = list(prepared[: len(self.trained)])
+        self.optimizer, self.lr_schedule = prepared[len(self.trained):]
+        self.accelerator.register_for_checkpointing(self.ema)
+        self.step = 0
+        self.losses: list[float] = []
+        if resume:
+            self._resume()
+
+    # -------------------------------------------------------------- checkpoints
+
+    def _ckpt_dir(self) -> Path:
+        return self.out / "checkpoints"
+
+    def save_checkpoint(self) -> Path:
+        """Written into a temporary folder and renamed: a crash never leaves a half checkpoint."""
+        final = self._ckpt_dir() / f"step-{self.step:07d}"
+        tmp = self._ckpt_dir() / f".tmp-step-{self.step:07d}"
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        self.accelerator.save_state(str(tmp))
+        if self.accelerator.is_main_process:
+            (tmp / "trainer.json").write_text(json.dumps({"step": self.step, "losses": self.losses}))
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+            for old in sorted(self._ckpt_dir().glob("step-*"))[:-2]:  # keep the last two
+                shutil.rmtree(old, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+        return final
+
+    def _resume(self) -> None:
+        ckpts = sorted(self._ckpt_dir().glob("step-*"))
+        if not ckpts:
+            raise ValueError(f"--resume: no checkpoint in {self._ckpt_dir()}")
+        self.accelerator.load_state(str(ckpts[-1]))
+        state = json.loads((ckpts[-1] / "trainer.json").read_text())
+        self.step, self.losses = state["step"], state["losses"]
+        log.info("resumed from %s at step %d", ckpts[-1], self.step)
+
+    # -------------------------------------------------------------- one step
+
+    def _latent(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        vae = self.model.vae
+        with torch.no_grad():
+            dist = vae.encode(x).latent_dist
+            return (dist.mean + dist.std * torch.randn(dist.mean.shape, generator=gen)) * vae.config.scaling_factor
+
+    def loss(self, step: int) -> torch.Tensor:
+        t = self.cfg["train"]
+        examples = [self.source.example(step, i) for i in range(t["batch_size"])]
+        img, cmap, ctrl, mask, tasks = _batch_tensors(examples)
+        gen = torch.Generator().manual_seed(int(np.random.default_rng([t["seed"], step, self.rank]).integers(1 << 62)))
+        if self.stage == "vae":
+            vae = self.trained[0]
+            x = torch.cat([img, cmap])
+            dist = self.accelerator.unwrap_model(vae).encode(x).latent_dist
+            z = dist.mean + dist.std * torch.randn(dist.mean.shape, generator=gen)
+            rec = self.accelerator.unwrap_model(vae).decode(z).sample
+            return torch.nn.functional.mse_loss(rec, x) + 1e-6 * dist.kl().mean()
+        z_img, z_cmap, z_ctrl = self._latent(img, gen), self._latent(cmap, gen), self._latent(ctrl, gen)
+        m = torch.nn.functional.interpolate(mask, size=z_img.shape[-2:])  # nearest, as the runtime
+        target_latent = torch.cat([z_img, z_cmap], 1)
+        noise = torch.randn(target_latent.shape, generator=gen)
+        timesteps = torch.randint(0, self.noise_schedule.config.num_train_timesteps, (len(examples),), generator=gen)
+        noisy = self.noise_schedule.add_noise(target_latent, noise, timesteps)  # one timestep for both halves
+        drop = torch.rand(len(examples), generator=gen) < t["cfg_dropout"]
+        prompts = ["" if d else e.prompt for e, d in zip(examples, drop.tolist(), strict=True)]
+        ids = torch.from_numpy(self._tokenize(prompts))
+        text_encoder = self.trained[1] if len(self.trained) > 1 else self.model.text_encoder
+        hidden = text_encoder(ids)[0]
+        unet = self.trained[0]
+        labels = tasks if self.accelerator.unwrap_model(unet).config.num_class_embeds else None
+        pred = unet(torch.cat([noisy, m, z_ctrl], 1), timesteps, hidden, class_labels=labels).sample
+        return torch.nn.functional.mse_loss(pred, noise)
+
+    def _tokenize(self, prompts) -> np.ndarray:
+        if not hasattr(self, "_tok"):
+            import tempfile
+
+            from unigs_deploy.tokenizer import CLIPTokenizer
+
+            with tempfile.TemporaryDirectory() as d:
+                self.model.tokenizer.save(f"{d}/tokenizer.json")
+                self._tok = CLIPTokenizer(f"{d}/tokenizer.json")
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return self._tok(prompts)
+
+    # -------------------------------------------------------------- the loop
+
+    def train(self) -> Path:
+        from tqdm.auto import tqdm
+
+        t = self.cfg["train"]
+        bar = tqdm(total=t["steps"], initial=self.step, disable=not self.progress, unit="step", desc="training")
+        t0, seen = time.perf_counter(), 0
+        try:
+            while self.step < t["steps"]:
+                with self.accelerator.accumulate(*self.trained):
+                    loss = self.loss(self.step)
+                    self.accelerator.backward(loss)
+                    if self.accelerator.sync_gradients:
+                        self.accelerator.clip_grad_norm_([p for m in self.trained for p in m.parameters()],
+                                                         t["max_grad_norm"])
+                    self.optimizer.step()
+                    self.lr_schedule.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                self.ema.step(self.accelerator.unwrap_model(self.trained[0]).parameters())
+                value = float(self.accelerator.reduce(loss.detach(), reduction="mean"))
+                self.losses.append(value)
+                self.step += 1
+                seen += t["batch_size"] * self.accelerator.num_processes
+                rate = seen / (time.perf_counter() - t0)
+                bar.set_postfix(loss=f"{np.mean(self.losses[-t['log_every']:]):.4f}", img_s=f"{rate:.1f}")
+                bar.update(1)
+                if t["checkpoint_every"] and self.step % t["checkpoint_every"] == 0:
+                    self.save_checkpoint()
+                if t["sample_every"] and self.step % t["sample_every"] == 0 and self.accelerator.is_main_process:
+                    self.write_samples()
+        except KeyboardInterrupt:
+            bar.close()
+            path = self.save_checkpoint()
+            log.warning("interrupted at step %d; checkpoint %s; continue with --resume", self.step, path)
+            raise
+        bar.close()
+        if self.step % max(1, t["checkpoint_every"]) != 0:
+            self.save_checkpoint()
+        return self.export_model()
+
+    def final_model(self) -> modeling.UniGSModel:
+        """The trained model with the EMA weights in place of the raw ones."""
+        import copy
+
+        module = copy.deepcopy(self.accelerator.unwrap_model(self.trained[0]))
+        self.ema.copy_to(module.parameters())
+        model = modeling.UniGSModel(self.model.unet, self.model.vae, self.model.text_encoder, self.model.tokenizer,
+                                    self.model.scheduler_config, {"kind": "trained", "config": self.cfg,
+                                                                  "steps": self.step})
+        if self.stage == "vae":
+            model.vae = module
+        else:
+            model.unet = module
+            if len(self.trained) > 1:
+                model.text_encoder = self.accelerator.unwrap_model(self.trained[1])
+        return model.eval()
+
+    def export_model(self) -> Path:
+        """Save the EMA model as a diffusers-format UniGS folder (what unigs-export --weights takes)."""
+        final = self.out / "model"
+        if self.accelerator.is_main_process:
+            tmp = self.out / ".tmp-model"
+            shutil.rmtree(tmp, ignore_errors=True)
+            modeling.save(self.final_model(), tmp)
+            (tmp / "training.json").write_text(json.dumps({"config": self.cfg, "steps": self.step,
+                                                           "losses": self.losses}, indent=1))
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+        self.accelerator.wait_for_everyone()
+        return final
+
+    def write_samples(self) -> Path:
+        """A sheet of the four tasks on fixed held-out examples, sampled with the EMA model."""
+        from unigs_deploy.io import write_image
+
+        from . import sample
+
+        model = self.final_model()
+        src = data_mod.ExampleSource(data_mod.ShapesOnTheFly(self.cfg["data"]["size"], seed=10_000),
+                                     seed=1, task_ratios={k: 1 for k in TASKS})
+        rows = []
+        for i, task in enumerate(TASKS):
+            ex = None
+            for j in range(50):
+                ex = src.example(0, i * 50 + j)
+                if ex.task == task:
+                    break
+            if self.stage == "vae":
+                x = torch.from_numpy(np.stack([ex.image, ex.colormap])).permute(0, 3, 1, 2).float() / 127.5 - 1
+                with torch.no_grad():
+                    rec = model.vae.decode(model.vae.encode(x).latent_dist.mean).sample
+                rec = ((rec.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+                rows.append(np.concatenate([ex.image, rec[0], ex.colormap, rec[1]], 1))
+                continue
+            ids = (self._tokenize([ex.prompt]), self._tokenize([""]))
+            z = sample.run(model, ids, task, ex.control, ex.mask > 0, steps=20, guidance=3.0, seed=0)
+            img, cmap = sample.decode(model, z)
+            ctrl = ((ex.control + 1) * 127.5).clip(0, 255).astype(np.uint8)
+            rows.append(np.concatenate([ctrl, ex.image, ex.colormap, img, cmap], 1))
+        path = self.out / "samples" / f"step-{self.step:07d}.png"
+        write_image(path, np.concatenate(rows, 0))
+        return path
+
