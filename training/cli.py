@@ -34,8 +34,8 @@ def main(config, overrides, resume, quiet):
     skipped = trainer.source.dataset.skipped
     if any(skipped.values()):
         click.echo(f"skipped images: {skipped}")
-    click.echo(f"trained {trainer.step} steps, final loss {sum(trainer.losses[-10:]) / max(1, len(trainer.losses[-10:])):.4f}; "
-               f"model saved to {out}")
+    last = trainer.losses[-10:]
+    click.echo(f"trained {trainer.step} steps, final loss {sum(last) / max(1, len(last)):.4f}; model saved to {out}")
 
 
 if __name__ == "__main__":

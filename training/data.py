@@ -43,7 +43,7 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 def shapes_image(rng: np.random.Generator, size: int, n_min: int = 1, n_max: int = 6):
     """-> image (H, W, 3) uint8, masks (N, H, W) bool, captions ["a red star", ...]."""
     n = int(rng.integers(n_min, n_max + 1))
-    masks, kinds = shapes.random_layout(rng, size, size, n, min_pixels=max(16, size * size // 200))
+    masks, kinds = shapes.random_layout(rng, size, size, n, min_pixels=max(16, size * size // 80))
     img = _background(rng, size, size)
     captions = []
     names = list(COLOURS)

@@ -97,16 +97,16 @@ def vae_config(scale: str) -> dict:
     if scale == "sd15":
         ch = (128, 256, 512, 512)
     elif scale == "demo":
-        ch = (32, 64, 128)
+        ch = (16, 32, 64)  # factor 4: 64x64 images -> 16x16 latents
     elif scale == "tiny":
         ch = (32, 32)
     else:
         raise ModelError(f"unknown scale {scale!r}: choose one of {', '.join(SCALES)}")
+    extra = {"norm_num_groups": 16, "mid_block_add_attention": False} if scale == "demo" else {}
     return dict(in_channels=3, out_channels=3, latent_channels=LATENT, block_out_channels=ch,
                 down_block_types=("DownEncoderBlock2D",) * len(ch), up_block_types=("UpDecoderBlock2D",) * len(ch),
                 layers_per_block=2 if scale == "sd15" else 1, norm_num_groups=32,
-                sample_size=512 if scale == "sd15" else 64,
-                scaling_factor=0.18215)
+                sample_size=512 if scale == "sd15" else 64, scaling_factor=0.18215) | extra
 
 
 def text_config(scale: str, vocab_size: int) -> dict:

@@ -1,0 +1,130 @@
+"""Training: coarse masks, config, data robustness, and a CI-sized run with exact resume."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("accelerate")
+
+from unigs_deploy.training import coarse, data  # noqa: E402
+from unigs_deploy.training.config import ConfigError, load_config  # noqa: E402
+
+from unigs_deploy import shapes  # noqa: E402
+
+
+def test_coarse_masks_lie_around_their_entity():
+    rng = np.random.default_rng(0)
+    checked = 0
+    for _ in range(60):
+        masks, _ = shapes.random_layout(rng, 96, 96, 4, min_pixels=40)
+        for m in masks:
+            region, ext = coarse.coarse_mask(m, rng)
+            assert (region & m).sum() >= 0.95 * m.sum()
+            outside = region.copy()
+            outside[ext[1] : ext[3], ext[0] : ext[2]] = False
+            assert not outside.any()
+            checked += 1
+    assert checked > 100
+
+
+def test_box_and_curve_coarse_masks():
+    rng = np.random.default_rng(1)
+    m = np.zeros((64, 64), bool)
+    m[20:40, 24:44] = True
+    region, ext = coarse.coarse_mask(m, rng, curve_prob=0.0)
+    assert region.sum() == (ext[2] - ext[0]) * (ext[3] - ext[1])  # the extended box itself
+    smaller = 0
+    for _ in range(10):
+        region, ext = coarse.coarse_mask(m, rng, curve_prob=1.0)
+        smaller += region.sum() < (ext[2] - ext[0]) * (ext[3] - ext[1])  # curves leave the corners out
+    assert smaller >= 5
+
+
+def test_examples_follow_the_input_assembly():
+    rng = np.random.default_rng(2)
+    img, masks, caps = data.shapes_image(rng, 64)
+    for task in data.TASKS:
+        ex = data.make_example(task, img, masks, caps, np.random.default_rng(3))
+        if task in ("synthesize", "segment"):
+            assert (ex.mask == 1).all()
+        else:
+            assert 0 < ex.mask.mean() < 1
+        if task == "inpaint":
+            assert (ex.control[ex.mask > 0] == 0).all()
+        if task == "segment":
+            assert ex.prompt == "" and len(np.unique(ex.colormap.reshape(-1, 3), axis=0)) == len(masks) + 1
+        if task == "refer":
+            assert ex.prompt in caps
+
+
+def test_unknown_config_keys_fail_before_any_work(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[train]\nstepz = 3\n")
+    with pytest.raises(ConfigError, match="unknown key train.stepz"):
+        load_config(cfg)
+    with pytest.raises(ConfigError, match="unknown section"):
+        load_config(None, ["bogus.x=1"])
+    assert load_config(None, ["train.steps=7", "model.init=scale:tiny"])["train"]["steps"] == 7
+
+
+def test_coco_data_skips_bad_images(tmp_path):
+    ann = data.write_shapes_coco(tmp_path / "ds", 6, size=48, seed=0)
+    coco = json.loads(ann.read_text())
+    (tmp_path / "ds" / "images" / coco["images"][0]["file_name"]).unlink()  # missing file
+    (tmp_path / "ds" / "images" / coco["images"][1]["file_name"]).write_bytes(b"\xff\xd8 not a jpeg")  # corrupt
+    coco["images"].append({"id": 99, "file_name": "empty.png", "height": 48, "width": 48})  # no entity
+    ann.write_text(json.dumps(coco))
+    ds = data.CocoEntities(ann, size=48)
+    assert len(ds) == 6 and ds.skipped["no_entity"] == 1
+    src = data.ExampleSource(ds, seed=0, task_ratios={"segment": 1.0})
+    for i in range(12):
+        assert src.example(0, i).image.shape == (48, 48, 3)
+    assert ds.skipped["unreadable"] >= 1
+
+
+def _train(out, steps, *extra):
+    from click.testing import CliRunner
+    from unigs_deploy.training.cli import main
+
+    args = ["--set", f"train.steps={steps}", "--set", f"train.output={out}", "--set", "train.checkpoint_every=10",
+            "--set", "train.batch_size=4", "--set", "data.size=32", "--set", "train.lr=3e-4", "--quiet", *extra]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    return json.loads((out / "model" / "training.json").read_text())["losses"]
+
+
+def test_tiny_training_learns_resumes_exactly_and_exports(tmp_path):
+    full = _train(tmp_path / "a", 30)
+    assert np.mean(full[-8:]) < np.mean(full[:8])  # the loss falls
+    assert sorted(p.name for p in (tmp_path / "a" / "checkpoints").iterdir()) == ["step-0000020", "step-0000030"]
+    _train(tmp_path / "b", 10)
+    resumed = _train(tmp_path / "b", 30, "--resume")
+    assert resumed == full  # bit for bit, loss by loss
+
+    from unigs_deploy.export.cli import export_model
+
+    from unigs_deploy import modeling
+    from unigs_deploy.pipeline import UniGSPipeline
+
+    export_model(modeling.load(tmp_path / "a" / "model"), tmp_path / "eng")
+    res = UniGSPipeline.from_engine(tmp_path / "eng").segment(np.zeros((32, 32, 3), np.uint8), steps=2)
+    assert res.labels.shape == (32, 32)
+
+
+def test_accelerate_launch_two_cpu_processes(tmp_path):
+    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
+    if accelerate is None:
+        pytest.skip("accelerate's launcher is not installed")
+    cmd = [accelerate, "launch", "--num_processes", "2", "--cpu", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "-m", "unigs_deploy.training.cli", "--quiet",
+           "--set", "train.steps=4", "--set", f"train.output={tmp_path / 'ddp'}", "--set", "train.batch_size=2",
+           "--set", "data.size=32", "--set", "train.checkpoint_every=2"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (tmp_path / "ddp" / "model" / "unet" / "config.json").is_file()
+    assert "trained 4 steps" in out.stdout
