@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 PIP_INSTALL := $(PIP) install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench capi clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,5 +36,12 @@ lint: $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(VENV)/bin/unigs-bench decoder --json benchmarks/results/decoder.json
 
+# libunigs.so + unigs.h + unigs.pc in build/capi (cffi embedding of the lean runtime)
+capi: $(VENV)/.dev
+	$(PY) capi/build.py --out build/capi
+	gcc -O2 examples/c/segment.c -Ibuild/capi/include -Lbuild/capi/lib -Wl,-rpath,$(CURDIR)/build/capi/lib \
+		-lunigs -o build/capi/segment
+	@echo "example: build/capi/segment --decode colormap.ppm labels.raw"
+
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache
+	rm -rf $(VENV) demo_out .pytest_cache build

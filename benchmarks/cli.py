@@ -18,7 +18,7 @@ def _emit(result: dict, table: str, json_path: str | None) -> None:
 
 @click.group()
 def main() -> None:
-    """Measure UniGS deployment: decoder speed (more sub-commands land with their issues)."""
+    """Measure UniGS deployment: speed, size and quality, each as a Markdown table and JSON."""
 
 
 @main.command()
@@ -41,3 +41,35 @@ def decoder(json_path: str | None, quick: bool) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@main.command()
+@click.option("--engine", default="engines/unigs.onnx", show_default=True, type=click.Path(),
+              help="The exported demo model.")
+@click.option("--images", default=100, show_default=True, help="Held-out images per task.")
+@click.option("--steps", default=25, show_default=True)
+@click.option("--guidance", default=3.0, show_default=True)
+@click.option("--threads", default=0, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results as JSON.")
+def quality(engine, images, steps, guidance, threads, json_path):
+    """The demo model on held-out shapes-world images: all four tasks, against the targets."""
+    from . import quality as bench
+
+    result = bench.run(engine, n=images, steps=steps, guidance=guidance, threads=threads)
+    table = markdown_table(result["rows"], [("task", "task"), ("metric", "metric"), ("value", "value"),
+                                            ("target", "target"), ("met", "met")])
+    table += "\n\nseconds per image: " + ", ".join(f"{k} {v:.2f}" for k, v in result["seconds_per_image"].items())
+    _emit(result, table, json_path)
+
+
+@main.command()
+@click.option("--repeats", default=50, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results as JSON.")
+def capi(repeats, json_path):
+    """The C boundary's cost: unigs_decode_colormap from C vs decode_colormap from Python, 512x512."""
+    from . import capi as bench
+
+    result = bench.run(repeats=repeats)
+    table = markdown_table(result["rows"], [("caller", "caller"), ("median_ms", "median ms"), ("min_ms", "min ms"),
+                                            ("vs_python", "x Python")])
+    _emit(result, table, json_path)

@@ -47,7 +47,7 @@ def test_box_and_curve_coarse_masks():
 
 def test_examples_follow_the_input_assembly():
     rng = np.random.default_rng(2)
-    img, masks, caps = data.shapes_image(rng, 64)
+    img, masks, caps = shapes.shapes_image(rng, 64)
     for task in data.TASKS:
         ex = data.make_example(task, img, masks, caps, np.random.default_rng(3))
         if task in ("synthesize", "segment"):

@@ -15,44 +15,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from unigs_deploy import palette, shapes
+from unigs_deploy import palette
+from unigs_deploy.coarse import coarse_mask
 from unigs_deploy.io import atomic_path
-
-from .coarse import coarse_mask
+from unigs_deploy.shapes import shapes_image
 
 log = logging.getLogger(__name__)
 
 TASKS = ("inpaint", "synthesize", "refer", "segment")
-COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (235, 215, 40),
-           "purple": (150, 60, 190), "orange": (245, 140, 30), "white": (245, 245, 245), "gray": (128, 128, 128)}
-assert tuple(COLOURS) == shapes.COLOUR_NAMES
-
-
-# ------------------------------------------------------------------ the shapes world
-
-
-def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """A dim textured background: a smooth gradient plus blurred noise, never a shape colour."""
-    base = rng.uniform(20, 90, 3)
-    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
-    grad = (yy[..., None] * rng.uniform(-30, 30, 3) + xx[..., None] * rng.uniform(-30, 30, 3))
-    noise = cv2.GaussianBlur(rng.normal(0, 25, (h, w, 3)).astype(np.float32), (0, 0), rng.uniform(1, 4))
-    return np.clip(base + grad + noise, 0, 255)
-
-
-def shapes_image(rng: np.random.Generator, size: int, n_min: int = 1, n_max: int = 6):
-    """-> image (H, W, 3) uint8, masks (N, H, W) bool, captions ["a red star", ...]."""
-    n = int(rng.integers(n_min, n_max + 1))
-    masks, kinds = shapes.random_layout(rng, size, size, n, min_pixels=max(16, size * size // 80))
-    img = _background(rng, size, size)
-    captions = []
-    names = list(COLOURS)
-    for m, kind in zip(masks, kinds, strict=True):
-        colour = names[int(rng.integers(len(names)))]
-        shade = np.asarray(COLOURS[colour], np.float32) + rng.normal(0, 6, 3)
-        img[m] = shade
-        captions.append(f"{'an' if colour[0] in 'aeiou' else 'a'} {colour} {kind}")
-    return np.clip(img, 0, 255).astype(np.uint8), masks, captions
 
 
 def write_shapes_coco(folder: str | Path, n_images: int, *, size: int = 128, seed: int = 0) -> Path:

@@ -1,4 +1,5 @@
-"""`unigs-demo`: the colormap codec on a generated shapes layout, written as PNGs."""
+"""`unigs-demo`: the four UniGS tasks on generated examples with the shipped demo model, as one
+`demo.png` sheet plus each task's outputs; `--codec` shows the colormap codec alone."""
 
 from __future__ import annotations
 
@@ -6,20 +7,13 @@ import time
 from pathlib import Path
 
 import click
+import cv2
 import numpy as np
 
 from . import dichotomy, io, metrics, palette, shapes
 
 
-@click.command()
-@click.option("--out", type=click.Path(file_okay=False), default="demo_out", show_default=True,
-              help="Folder for the PNGs.")
-@click.option("--entities", default=12, show_default=True, help="Entities in the generated layout.")
-@click.option("--size", default=512, show_default=True, help="Image side in pixels.")
-@click.option("--seed", default=0, show_default=True)
-def main(out: str, entities: int, size: int, seed: int) -> None:
-    """Encode generated entity masks as a colormap, corrupt it like a diffusion model would,
-    decode it back with the progressive dichotomy and report how well it survived."""
+def _codec(out_dir: Path, entities: int, size: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     masks, kinds = shapes.random_layout(rng, size, size, entities)
     truth = np.zeros((size, size), np.int32)
@@ -32,22 +26,85 @@ def main(out: str, entities: int, size: int, seed: int) -> None:
     labels = dichotomy.decode_colormap(noisy)
     ms = (time.perf_counter() - t0) * 1e3
     pq = metrics.panoptic_quality(labels, truth)
-
-    out_dir = Path(out)
     written = [
         io.write_image(out_dir / "masks.png", io.colorize_labels(truth)),
         io.write_image(out_dir / "colormap.png", colormap),
         io.write_image(out_dir / "colormap_noisy.png", noisy),
         io.write_image(out_dir / "decoded.png", io.colorize_labels(labels)),
         io.write_labels(out_dir / "labels.png", labels),
+        io.write_json(out_dir / "masks.json", io.masks_to_rle(dichotomy.labels_to_masks(labels))),
     ]
-    io.write_json(out_dir / "masks.json", io.masks_to_rle(dichotomy.labels_to_masks(labels)))
-    written.append(out_dir / "masks.json")
     click.echo(f"{len(masks)} entities ({', '.join(sorted(set(kinds)))}) -> colormap -> noise sigma 8, "
                f"5x5 blur, JPEG 75, colour shift <= 12 -> {labels.max()} decoded entities in {ms:.1f} ms")
     click.echo(f"panoptic quality vs the true masks: PQ {pq['pq']:.3f} (SQ {pq['sq']:.3f}, RQ {pq['rq']:.3f})")
     for p in written:
         click.echo(f"  wrote {p}")
+
+
+def _big(x: np.ndarray, scale: int) -> np.ndarray:
+    if x.ndim == 2:
+        x = np.repeat((x * 255).astype(np.uint8)[..., None], 3, 2) if x.dtype == bool else io.colorize_labels(x)
+    return cv2.resize(x, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+
+
+def _label(tile: np.ndarray, text: str) -> np.ndarray:
+    tile = tile.copy()
+    cv2.putText(tile, text, (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1, cv2.LINE_AA)
+    return tile
+
+
+def _tasks(engine: Path, out_dir: Path, steps: int, seed: int) -> None:
+    from .pipeline import UniGSPipeline
+    pipe = UniGSPipeline.from_engine(engine)
+    size = 2 ** round(np.log2(max(32, 16 * pipe.multiple)))
+    image, masks, captions, region, j = shapes.held_out_example(seed, size)
+    overlay = image.copy()
+    overlay[region] = (overlay[region] * 0.5 + np.array([255, 255, 255]) * 0.5).astype(np.uint8)
+    kw = dict(steps=steps, guidance=3.0, seed=seed, progress=True)
+    runs = [
+        ("inpaint", f"inpaint '{captions[j]}'", overlay, pipe.inpaint(image, [(region, captions[j])], **kw)),
+        ("synthesize", "synthesize from colormap", palette.encode_colormap(masks),
+         pipe.synthesize(palette.encode_colormap(masks), ", ".join(captions), **kw)),
+        ("refer", f"refer '{captions[j]}'", overlay, pipe.refer(image, region, captions[j], **kw)),
+        ("segment", "segment", image, pipe.segment(image, **kw)),
+    ]
+    scale = max(1, 192 // image.shape[0])
+    rows = []
+    for task, title, shown, res in runs:
+        from .cli import _write
+
+        _write(out_dir / task, res, engine, provider=next(iter(pipe.components.values())).provider)
+        result = res.mask if res.mask is not None and task == "refer" else res.labels
+        tiles = [_label(_big(shown, scale), title), _label(_big(res.image, scale), "image"),
+                 _label(_big(res.colormap, scale), "colormap"), _label(_big(result, scale), "masks")]
+        rows.append(np.concatenate(tiles, 1))
+        click.echo(f"{task:<11} {res.timings['total_s']:.2f}s, {int(res.labels.max())} entities -> {out_dir / task}")
+    sheet = io.write_image(out_dir / "demo.png", np.concatenate(rows, 0))
+    click.echo(f"wrote {sheet}")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--engine", type=click.Path(path_type=Path), default=Path("engines/unigs.onnx"), show_default=True,
+              help="The exported demo model (make demo exports it).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo_out"), show_default=True)
+@click.option("--steps", default=25, show_default=True, help="DDIM steps.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--codec", is_flag=True, help="Only the colormap codec (no model needed).")
+@click.option("--entities", default=12, show_default=True, help="--codec: entities in the layout.")
+@click.option("--size", default=512, show_default=True, help="--codec: image side in pixels.")
+def main(engine: Path, out: Path, steps: int, seed: int, codec: bool, entities: int, size: int) -> None:
+    """Run all four UniGS tasks with the demo model on a generated shapes-world example and write
+    demo.png (inputs, generated image, colormap and masks side by side) and each task's outputs."""
+    if codec:
+        _codec(out, entities, size, seed)
+        return
+    from .backends import EngineError
+    from .manifest import ManifestError
+
+    try:
+        _tasks(engine, out, steps, seed)
+    except (EngineError, ManifestError, ValueError) as e:
+        raise click.ClickException(f"{e}\n(make demo exports the shipped demo model to engines/ first)") from None
 
 
 if __name__ == "__main__":

@@ -160,7 +160,9 @@ class UniGSPipeline:
         colormap = self.decode_latent(z_cmap)[: size[0], : size[1]]
         timings["vae_decoder_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        labels = dichotomy.decode_colormap(colormap, keep_background=keep_background)
+        # specks are judged relative to the image: the default min_area is meant for 512x512
+        min_area = max(2, round(dichotomy.DEFAULT_MIN_AREA * size[0] * size[1] / 512**2))
+        labels = dichotomy.decode_colormap(colormap, keep_background=keep_background, min_area=min_area)
         timings["dichotomy_s"] = time.perf_counter() - t0
         timings["total_s"] = sum(timings.values())
         settings = {"task": task, "prompt": prompt, "steps": steps, "guidance": guidance, "seed": seed, "eta": eta}

@@ -1,0 +1,137 @@
+"""`unigs-bench quality`: the trained demo model on held-out shapes-world images, all four tasks,
+through the exported ONNX engines and the lean runtime.
+
+Held-out images come from a seed stream training never draws from (training: [0, index];
+here: [10_000 + i]). Metrics: segment PQ and class-agnostic mask AP (pycocotools COCOeval with
+every category set to 1); refer mean IoU; inpaint IoU of the generated entity with the region's
+entity, colour and shape-kind match (unigs_deploy.detect); synthesize PQ of segmenting the
+synthesized image against the input colormap's entities.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from unigs_deploy import detect, metrics, palette
+from unigs_deploy.shapes import held_out_example
+
+from .common import machine
+
+
+def _truth(masks, with_background: bool) -> np.ndarray:
+    lab = np.zeros(masks.shape[1:], np.int32)
+    for k, m in enumerate(masks, 1):
+        lab[m] = k
+    if with_background:
+        lab[lab == 0] = len(masks) + 1
+    return lab
+
+
+def mask_ap(preds: list[np.ndarray], truths: list[np.ndarray]) -> float:
+    """Class-agnostic COCO mask AP over images; every predicted segment scored by its area share."""
+    import contextlib
+    import io as _io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from unigs_deploy.io import masks_to_rle
+
+    images, gts, dts = [], [], []
+    for i, (p, t) in enumerate(zip(preds, truths, strict=True)):
+        h, w = t.shape
+        images.append({"id": i, "height": h, "width": w})
+        for k in np.unique(t[t > 0]):
+            rle = masks_to_rle((t == k)[None])[0]
+            gts.append({"id": len(gts) + 1, "image_id": i, "category_id": 1, "segmentation": rle,
+                        "area": int((t == k).sum()), "bbox": _bbox(t == k), "iscrowd": 0})
+        for k in np.unique(p[p > 0]):
+            m = p == k
+            dts.append({"image_id": i, "category_id": 1, "segmentation": masks_to_rle(m[None])[0],
+                        "score": float(0.5 + 0.5 * m.mean()), "bbox": _bbox(m)})
+    gt = COCO()
+    gt.dataset = {"images": images, "annotations": gts, "categories": [{"id": 1, "name": "entity"}]}
+    with contextlib.redirect_stdout(_io.StringIO()):
+        gt.createIndex()
+        dt = gt.loadRes(dts) if dts else COCO()
+        ev = COCOeval(gt, dt, "segm")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return float(ev.stats[0])
+
+
+def _bbox(m):
+    ys, xs = np.nonzero(m)
+    return [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
+
+
+def _iou(a, b) -> float:
+    u = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / u) if u else 0.0
+
+
+def run(engine, *, n: int = 100, steps: int = 25, guidance: float = 3.0, size: int = 64, threads: int = 0) -> dict:
+    from tqdm.auto import tqdm
+
+    from unigs_deploy.pipeline import UniGSPipeline
+
+    pipe = UniGSPipeline.from_engine(engine, threads=threads)
+    seg_pq, seg_preds, seg_truths, refer_iou, inp_iou, inp_colour, inp_kind, syn_pq = [], [], [], [], [], [], [], []
+    times = {t: [] for t in ("segment", "refer", "inpaint", "synthesize")}
+    for i in tqdm(range(n), desc="quality", unit="image"):
+        image, masks, captions, region, j = held_out_example(i, size)
+        kw = dict(steps=steps, guidance=guidance, seed=i)
+
+        t0 = time.perf_counter()
+        res = pipe.segment(image, **kw)
+        times["segment"].append(time.perf_counter() - t0)
+        truth = _truth(masks, with_background=True)
+        seg_pq.append(metrics.panoptic_quality(res.labels, truth)["pq"])
+        seg_preds.append(res.labels)
+        seg_truths.append(truth)
+
+        t0 = time.perf_counter()
+        res = pipe.refer(image, region, captions[j], **kw)
+        times["refer"].append(time.perf_counter() - t0)
+        refer_iou.append(_iou(res.mask, masks[j]))
+
+        t0 = time.perf_counter()
+        res = pipe.inpaint(image, [(region, captions[j])], **kw)
+        times["inpaint"].append(time.perf_counter() - t0)
+        ids = np.unique(res.labels[region & (res.labels > 0)])
+        if ids.size:
+            best = max(ids, key=lambda k: np.count_nonzero((res.labels == k) & region))
+            gen = res.labels == best
+            inp_iou.append(_iou(gen, masks[j]))
+            inp_colour.append(detect.colour_name(res.image, gen) == captions[j].split()[1])
+            inp_kind.append(detect.shape_kind(gen) == captions[j].split()[2])
+        else:
+            inp_iou.append(0.0)
+            inp_colour.append(False)
+            inp_kind.append(False)
+
+        t0 = time.perf_counter()
+        cmap = palette.encode_colormap(masks)
+        res = pipe.synthesize(cmap, ", ".join(captions), **kw)
+        seg = pipe.segment(res.image, **kw)
+        times["synthesize"].append(time.perf_counter() - t0)
+        syn_pq.append(metrics.panoptic_quality(seg.labels, _truth(masks, with_background=True))["pq"])
+
+    rows = [
+        {"task": "segment", "metric": "PQ", "value": float(np.mean(seg_pq)), "target": 0.80},
+        {"task": "segment", "metric": "mask AP (class-agnostic)", "value": mask_ap(seg_preds, seg_truths),
+         "target": 0.60},
+        {"task": "refer", "metric": "mIoU", "value": float(np.mean(refer_iou)), "target": 0.75},
+        {"task": "inpaint", "metric": "region IoU", "value": float(np.mean(inp_iou)), "target": 0.60},
+        {"task": "inpaint", "metric": "colour match", "value": float(np.mean(inp_colour)), "target": 0.80},
+        {"task": "inpaint", "metric": "shape-kind match", "value": float(np.mean(inp_kind)), "target": 0.60},
+        {"task": "synthesize", "metric": "PQ (segmented back)", "value": float(np.mean(syn_pq)), "target": 0.60},
+    ]
+    for r in rows:
+        r["met"] = r["value"] >= r["target"]
+    return {"benchmark": "quality", "machine": machine(threads=threads or None), "images": n, "size": size,
+            "steps": steps, "guidance": guidance, "engine": str(engine), "rows": rows,
+            "seconds_per_image": {k: float(np.mean(v)) for k, v in times.items()}}

@@ -1,0 +1,102 @@
+/*
+ * unigs.h: the C API of unigs-deploy (UniGS: unified image generation and segmentation).
+ *
+ * One header, one library (libunigs.so, built by `make capi`). Opaque handles, plain buffers,
+ * error codes with a message; no Python type crosses the boundary (the library embeds the
+ * lean Python runtime, which needs no torch).
+ *
+ * Images are RGB8, row-major, `stride` bytes between rows (>= 3 * width). Masks are uint8,
+ * non-zero inside, `stride` bytes between rows (>= width). Label maps are int32, width * height,
+ * 0 = background. Output buffers belong to the caller; unigs_required_size() says how large.
+ *
+ * Thread safety: every function may be called from any thread. Calls on one handle are
+ * serialised by the library (one call at a time per handle; the embedded interpreter's lock
+ * serialises the rest), so sharing a handle between threads is safe but not parallel: for
+ * parallel work open one handle per thread. unigs_last_error() is per handle (and per thread
+ * for the NULL handle) and stays valid until the next call on that handle.
+ */
+#ifndef UNIGS_H
+#define UNIGS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define UNIGS_VERSION_MAJOR 0
+#define UNIGS_VERSION_MINOR 1
+
+typedef enum {
+    UNIGS_OK = 0,
+    UNIGS_ERR_INVALID_ARGUMENT = 1, /* NULL pointer, zero size, bad stride, empty mask ... */
+    UNIGS_ERR_BUFFER_TOO_SMALL = 2, /* see unigs_required_size() */
+    UNIGS_ERR_ENGINE = 3,           /* missing or unusable engine, manifest or backend */
+    UNIGS_ERR_INTERNAL = 4          /* anything else; the message says what */
+} unigs_status;
+
+typedef enum { UNIGS_LABELS = 0, UNIGS_RGB = 1, UNIGS_MASK = 2 } unigs_buffer_kind;
+
+typedef struct unigs_s unigs_t; /* opaque */
+
+typedef struct {
+    int threads;          /* intra-op threads, 0 = all cores */
+    const char *provider; /* "auto", "cpu" or "cuda"; NULL = "auto" */
+} unigs_options;
+
+typedef struct {
+    int steps;       /* DDIM steps (>= 1); 0 = 25 */
+    float guidance;  /* classifier-free guidance; 0 = 7.5, 1 = off */
+    uint64_t seed;   /* same seed, same output */
+    float eta;       /* DDIM eta, 0 = deterministic */
+} unigs_params;
+
+typedef struct {
+    float threshold; /* 0 = default (32) */
+    int min_area;    /* < 0 = default (32); 0 keeps every cluster */
+    int max_depth;   /* 0 = default (32) */
+    int keep_background;
+} unigs_decode_params;
+
+/* Bytes needed for an output buffer of `kind` for a width x height image. */
+size_t unigs_required_size(unigs_buffer_kind kind, int width, int height);
+
+/* Open an engine (engines/unigs.onnx, engines/unigs.plan or the folder). NULL on failure:
+ * unigs_last_error(NULL) says why. Options may be NULL. */
+unigs_t *unigs_open(const char *engine_path, const unigs_options *options);
+void unigs_close(unigs_t *handle);
+
+/* The message of the last failed call on `handle` (NULL: of the last failed unigs_open or
+ * handle-less call on this thread); "" after a success. */
+const char *unigs_last_error(const unigs_t *handle);
+
+/* Every entity of the image (background clusters are entities too). params may be NULL. */
+int unigs_segment(unigs_t *handle, const uint8_t *rgb, int width, int height, int stride,
+                  const unigs_params *params, int32_t *labels_out, size_t labels_size, int *n_entities);
+
+/* The mask of the entity described by `prompt` inside the coarse region `mask`. */
+int unigs_refer(unigs_t *handle, const uint8_t *rgb, int width, int height, int stride,
+                const uint8_t *mask, int mask_stride, const char *prompt, const unigs_params *params,
+                uint8_t *mask_out, size_t mask_size);
+
+/* Multi-region inpainting: n_regions masks (same size as the image) with one prompt each.
+ * Any of the outputs may be NULL (with size 0) when not wanted. */
+int unigs_inpaint(unigs_t *handle, const uint8_t *rgb, int width, int height, int stride,
+                  const uint8_t *const *masks, int mask_stride, const char *const *prompts, int n_regions,
+                  const unigs_params *params, uint8_t *image_out, size_t image_size,
+                  uint8_t *colormap_out, size_t colormap_size, int32_t *labels_out, size_t labels_size);
+
+/* An image whose entities follow `colormap` (RGB8 in the location-aware palette). */
+int unigs_synthesize(unigs_t *handle, const uint8_t *colormap, int width, int height, int stride,
+                     const char *prompt, const unigs_params *params, uint8_t *image_out, size_t image_size);
+
+/* The progressive dichotomy decoder alone: colormap -> label map. No model needed. params may be NULL. */
+int unigs_decode_colormap(const uint8_t *colormap, int width, int height, int stride,
+                          const unigs_decode_params *params, int32_t *labels_out, size_t labels_size,
+                          int *n_entities);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* UNIGS_H */

@@ -1,0 +1,127 @@
+"""The C API: built with cffi, driven from C programs compiled with gcc."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from unigs_deploy import dichotomy, palette, shapes
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed")
+
+
+def write_ppm(path: Path, rgb: np.ndarray) -> Path:
+    h, w, _ = rgb.shape
+    path.write_bytes(f"P6 {w} {h} 255\n".encode() + np.ascontiguousarray(rgb, np.uint8).tobytes())
+    return path
+
+
+@pytest.fixture(scope="module")
+def capi(tmp_path_factory):
+    pytest.importorskip("cffi")
+    out = tmp_path_factory.mktemp("capi")
+    subprocess.run([sys.executable, str(ROOT / "capi" / "build.py"), "--out", str(out)], check=True,
+                   capture_output=True)
+    progs = {}
+    for name in ("segment", "errors", "bench_decode"):
+        exe = out / name
+        subprocess.run(["gcc", "-O2", str(ROOT / "examples" / "c" / f"{name}.c"), "-I", str(out / "include"),
+                        "-L", str(out / "lib"), f"-Wl,-rpath,{out / 'lib'}", "-lunigs", "-o", str(exe)], check=True)
+        progs[name] = exe
+    return out, progs
+
+
+def test_build_layout(capi):
+    out, _ = capi
+    assert (out / "include" / "unigs.h").is_file() and (out / "lib" / "libunigs.so").is_file()
+    pc = (out / "lib" / "pkgconfig" / "unigs.pc").read_text()
+    assert "-lunigs" in pc and "Cflags: -I${includedir}" in pc
+
+
+def test_decode_from_c_equals_python(capi, tmp_path):
+    _, progs = capi
+    rng = np.random.default_rng(4)
+    for n, corrupt in ((1, False), (7, True), (25, True)):
+        masks, _ = shapes.random_layout(rng, 128, 160, n, min_pixels=64)
+        cm = palette.encode_colormap(masks)
+        if corrupt:
+            cm = shapes.corrupt_colormap(cm, rng)
+        ppm = write_ppm(tmp_path / "cm.ppm", cm)
+        out = subprocess.run([str(progs["segment"]), "--decode", str(ppm), str(tmp_path / "l.raw")],
+                             capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        got = np.fromfile(tmp_path / "l.raw", np.int32).reshape(128, 160)
+        assert (got == dichotomy.decode_colormap(cm)).all()
+
+
+def test_segment_from_c_equals_python(capi, tmp_path):
+    pytest.importorskip("torch")
+    from unigs_deploy.export.cli import export_model
+
+    from unigs_deploy import modeling
+    from unigs_deploy.pipeline import UniGSPipeline
+
+    _, progs = capi
+    engine = tmp_path / "eng"
+    export_model(modeling.build("tiny", task_embedding=True, seed=2), engine)
+    image = np.random.default_rng(0).integers(0, 256, (32, 40, 3), dtype=np.uint8)
+    ppm = write_ppm(tmp_path / "img.ppm", image)
+    out = subprocess.run([str(progs["segment"]), str(engine / "unigs.onnx"), str(ppm), str(tmp_path / "l.raw"),
+                          "3", "11"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    got = np.fromfile(tmp_path / "l.raw", np.int32).reshape(32, 40)
+    want = UniGSPipeline.from_engine(engine / "unigs.onnx").segment(image, steps=3, seed=11).labels
+    assert (got == want).all()
+    assert "entities" in out.stdout
+
+
+def test_shipped_demo_model_from_c(capi, tmp_path):
+    pytest.importorskip("torch")
+    from unigs_deploy import modeling
+
+    if not (modeling.demo_weights_dir() / "unet").is_dir():
+        pytest.skip("the demo model is not in this checkout")
+    from unigs_deploy.export.cli import export_model
+
+    from unigs_deploy.pipeline import UniGSPipeline
+
+    _, progs = capi
+    engine = tmp_path / "demo"
+    export_model(modeling.load_demo(), engine)
+    image, *_ = shapes.held_out_example(0, 64)
+    ppm = write_ppm(tmp_path / "img.ppm", image)
+    out = subprocess.run([str(progs["segment"]), str(engine / "unigs.onnx"), str(ppm), str(tmp_path / "l.raw"),
+                          "5", "1"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    got = np.fromfile(tmp_path / "l.raw", np.int32).reshape(64, 64)
+    assert (got == UniGSPipeline.from_engine(engine / "unigs.onnx").segment(image, steps=5, seed=1).labels).all()
+
+
+def test_bad_input_through_c_gives_codes_and_messages(capi, tmp_path):
+    pytest.importorskip("torch")
+    from unigs_deploy.export.cli import export_model
+
+    from unigs_deploy import modeling
+
+    _, progs = capi
+    engine = tmp_path / "eng"
+    export_model(modeling.build("tiny", seed=0), engine)
+    out = subprocess.run([str(progs["errors"]), str(engine / "unigs.onnx")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    lines = {ln.split(" ", 1)[0]: ln.split(" ", 1)[1] for ln in out.stdout.splitlines()}
+    assert lines["null_colormap"] == "1 colormap is NULL"
+    assert lines["zero_size"].startswith("1 image size 0x16")
+    assert lines["bad_stride"].startswith("1 colormap stride 10")
+    assert lines["small_buffer"].startswith("2 labels_out holds 10 bytes, 1024 are needed")
+    assert lines["null_out"].startswith("1 labels_out is NULL")
+    assert lines["ok"].strip() == "0"
+    assert lines["missing_engine"].startswith("NULL engine /nonexistent/unigs.onnx does not exist")
+    assert lines["null_engine"] == "NULL engine_path is NULL"
+    assert lines["null_handle"].startswith("1 handle is NULL")
+    assert lines["handle_small_buffer"].startswith("2 labels_out holds 100 bytes")
+    assert lines["empty_mask"].startswith("1 mask is empty")
+    assert lines["null_prompt"].startswith("1 prompt is NULL")
