@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 PIP_INSTALL := $(PIP) install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test lint bench capi clean
+.PHONY: demo demo-model test lint bench capi clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,30 @@ $(VENV)/.dev: $(VENV)/.torch pyproject.toml constraints.txt
 	$(PIP_INSTALL) -e ".[export,train,bench,test]"
 	touch $@
 
+DEMO_WEIGHTS := unigs_deploy/weights/demo/unet/diffusion_pytorch_model.safetensors
+
+$(VENV)/.export: $(VENV)/.torch pyproject.toml constraints.txt
+	$(PIP_INSTALL) -e ".[export]"
+	touch $@
+
+# The shipped demo model, exported once (again when the weights change).
+engines/unigs.json: $(DEMO_WEIGHTS) | $(VENV)/.export
+	$(VENV)/bin/unigs-export --scale demo --out engines
+
+ifneq ($(wildcard $(DEMO_WEIGHTS)),)
+demo: $(VENV)/.export engines/unigs.json
+	$(VENV)/bin/unigs-demo --engine engines/unigs.onnx --out demo_out
+else
 demo: $(VENV)/.runtime
-	$(VENV)/bin/unigs-demo --out demo_out
+	@echo "no demo model in this checkout ($(DEMO_WEIGHTS)); showing the colormap codec"
+	$(VENV)/bin/unigs-demo --codec --out demo_out
+endif
+
+# Train the demo model from scratch (stage 1: its VAE, stage 2: the joint UNet + text encoder).
+demo-model: $(VENV)/.dev
+	$(VENV)/bin/unigs-train configs/demo-vae.toml
+	$(VENV)/bin/unigs-train configs/demo.toml
+	$(PY) -m unigs_deploy.training.ship runs/demo/model
 
 test: $(VENV)/.dev
 	$(VENV)/bin/ruff check .

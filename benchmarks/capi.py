@@ -36,7 +36,8 @@ def run(repeats: int = 50) -> dict:
         out = subprocess.run([str(exe), str(ppm), str(repeats)], check=True, capture_output=True, text=True,
                              env={"NUMBA_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
         c_median, c_min = (float(x) for x in out.stdout.split())
-    rows = [{"caller": "Python decode_colormap", "median_ms": py["median_ms"], "min_ms": py["min_ms"], "vs_python": 1.0},
+    rows = [{"caller": "Python decode_colormap", "median_ms": py["median_ms"], "min_ms": py["min_ms"],
+             "vs_python": 1.0},
             {"caller": "C unigs_decode_colormap", "median_ms": c_median, "min_ms": c_min,
              "vs_python": c_median / py["median_ms"]}]
     return {"benchmark": "capi", "machine": machine(threads=1), "size": "512x512", "entities": 20, "rows": rows}

@@ -73,3 +73,65 @@ def capi(repeats, json_path):
     table = markdown_table(result["rows"], [("caller", "caller"), ("median_ms", "median ms"), ("min_ms", "min ms"),
                                             ("vs_python", "x Python")])
     _emit(result, table, json_path)
+
+
+def _workdir(path):
+    from pathlib import Path
+
+    return Path(path)
+
+
+@main.command()
+@click.option("--scale", default="sd15", show_default=True, type=click.Choice(["sd15", "demo", "tiny"]))
+@click.option("--size", default=256, show_default=True, help="Image side (the paper: 512).")
+@click.option("--steps", default=10, show_default=True, help="DDIM steps (the paper: 200).")
+@click.option("--repeats", default=2, show_default=True)
+@click.option("--workdir", default="benchmarks/work", show_default=True, help="Where the UNet ONNX files go.")
+@click.option("--threads", default=0, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False))
+def table1(scale, size, steps, repeats, workdir, threads, json_path):
+    """The paper's Table 1: parameters and s/image, SD-inpainting vs UniGS UNet, same loop."""
+    from . import speed
+
+    r = speed.table1(scale=scale, size=size, steps=steps, repeats=repeats, workdir=_workdir(workdir),
+                     threads=threads)
+    table = markdown_table(r["rows"], [("method", "method"), ("in_out", "channels"), ("parameters", "parameters"),
+                                       ("seconds_per_image", "s/image"), ("peak_rss_mb", "peak RSS MB")])
+    table += f"\n\nUniGS / SD time ratio: {r['unigs_over_sd_time']:.3f} (paper: {r['paper']['ratio']:.3f}); {r['note']}"
+    _emit(r, table, json_path)
+
+
+@main.command()
+@click.option("--scale", default="sd15", show_default=True, type=click.Choice(["sd15", "demo", "tiny"]))
+@click.option("--sizes", default="256,512", show_default=True)
+@click.option("--repeats", default=3, show_default=True)
+@click.option("--workdir", default="benchmarks/work", show_default=True)
+@click.option("--threads", default=0, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False))
+def backends(scale, sizes, repeats, workdir, threads, json_path):
+    """One UniGS UNet step: torch eager vs ONNX Runtime (plain, fused) vs TensorRT."""
+    from . import speed
+
+    r = speed.backends(scale=scale, sizes=[int(s) for s in sizes.split(",")], repeats=repeats,
+                       workdir=_workdir(workdir), threads=threads)
+    table = markdown_table(r["rows"], [("size", "image"), ("backend", "backend"), ("median_ms", "median ms"),
+                                       ("min_ms", "min ms"), ("speedup_vs_torch", "x torch"),
+                                       ("peak_rss_mb", "peak RSS MB")])
+    table += f"\n\nTensorRT: {r['tensorrt']}"
+    _emit(r, table, json_path)
+
+
+@main.command()
+@click.option("--engine", default="engines/unigs.onnx", show_default=True)
+@click.option("--size", default=256, show_default=True)
+@click.option("--steps", default=10, show_default=True)
+@click.option("--threads", default=0, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False))
+def components(engine, size, steps, threads, json_path):
+    """Share of one whole segmentation per component, and the loop's own overhead."""
+    from . import speed
+
+    r = speed.components(engine, size=size, steps=steps, threads=threads)
+    table = markdown_table(r["rows"], [("stage", "stage"), ("seconds", "seconds"), ("share", "share of total")])
+    table += f"\n\nloop overhead: {100 * r['loop_overhead_share_of_loop']:.2f}% of the denoising loop"
+    _emit(r, table, json_path)

@@ -226,10 +226,10 @@ def _load_folder(path: Path, task_embedding) -> UniGSModel:
             raise ModelError(f"{path / d} has no config.json: the folder is partial; copy it again")
         if not any((path / d).glob("*.safetensors")) and not any((path / d).glob("*.bin")):
             raise ModelError(f"{path / d} has no weights (*.safetensors or *.bin): the folder is partial")
-    try:
-        unet = UNet2DConditionModel.from_pretrained(path / "unet", local_files_only=True)
-        vae = AutoencoderKL.from_pretrained(path / "vae", local_files_only=True)
-        text = CLIPTextModel.from_pretrained(path / "text_encoder", local_files_only=True)
+    try:  # always fp32 on the torch side: fp16 is an export option, and the demo ships fp16 weights
+        unet = UNet2DConditionModel.from_pretrained(path / "unet", local_files_only=True).float()
+        vae = AutoencoderKL.from_pretrained(path / "vae", local_files_only=True).float()
+        text = CLIPTextModel.from_pretrained(path / "text_encoder", local_files_only=True).float()
     except (OSError, ValueError, RuntimeError) as e:
         raise ModelError(f"cannot load the model in {path}: {str(e).splitlines()[0]}") from None
     tok_file = path / "tokenizer" / "tokenizer.json"
@@ -264,14 +264,15 @@ def _load_single_file(path: Path, task_embedding) -> UniGSModel:
                      "scripts/convert_original_stable_diffusion_to_diffusers.py and pass the folder")
 
 
-def save(model: UniGSModel, folder: str | Path) -> Path:
-    """Write a diffusers-format UniGS folder (what `unigs-export --weights` takes)."""
+def save(model: UniGSModel, folder: str | Path, *, half: bool = False) -> Path:
+    """Write a diffusers-format UniGS folder (what `unigs-export --weights` takes).
+
+    half=True stores fp16 weights (the shipped demo model: half the size; loading upcasts)."""
     from .tokenizer import save_tokenizer_folder
 
     folder = Path(folder)
-    model.unet.save_pretrained(folder / "unet")
-    model.vae.save_pretrained(folder / "vae")
-    model.text_encoder.save_pretrained(folder / "text_encoder")
+    for name, module in (("unet", model.unet), ("vae", model.vae), ("text_encoder", model.text_encoder)):
+        (copy.deepcopy(module).half() if half else module).save_pretrained(folder / name)
     save_tokenizer_folder(model.tokenizer, folder / "tokenizer")
     (folder / "scheduler").mkdir(parents=True, exist_ok=True)
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(model.scheduler_config, indent=2))
