@@ -20,14 +20,10 @@ def _split_sklearn(p, score_w, threshold, min_w):
     """The split of dichotomy._split_reference with scikit-learn's KMeans doing the 2-means."""
     from sklearn.cluster import KMeans
 
-    if len(p) < 2:
+    pair = dichotomy._init_pair(p, score_w, threshold)
+    if pair is None:
         return None
-    a = p[np.argmax(score_w * ((p - p.mean(0)) ** 2).sum(1))]
-    d2 = ((p - a) ** 2).sum(1)
-    if d2.max() < threshold**2:
-        return None
-    b = p[np.argmax(score_w * d2)]
-    km = KMeans(n_clusters=2, init=np.stack([a, b]), n_init=1, max_iter=50, algorithm="lloyd").fit(p)
+    km = KMeans(n_clusters=2, init=np.stack(pair), n_init=1, max_iter=50, algorithm="lloyd").fit(p)
     second = km.labels_ == 1
     c = km.cluster_centers_
     if ((c[0] - c[1]) ** 2).sum() < threshold**2 or second.sum() < min_w or (~second).sum() < min_w:

@@ -52,6 +52,14 @@ _messages = {{}}
 def _hid(handle):
     return int(ffi.cast("intptr_t", handle)) if handle != ffi.NULL else 0
 
+def _call(handle, fn, *args):
+    """A model call: a NULL handle is an error of its own, the rest goes through capi.guard."""
+    hid = _hid(handle)
+    if not hid:
+        capi.set_error(0, "handle is NULL: open an engine with unigs_open first")
+        return capi.INVALID
+    return capi.guard(hid, fn, ffi, hid, *args)
+
 @ffi.def_extern()
 def unigs_required_size(kind, width, height):
     return capi.required_size(kind, width, height)
@@ -79,36 +87,20 @@ def unigs_decode_colormap(cm, w, h, stride, params, out, size, n):
 
 @ffi.def_extern()
 def unigs_segment(handle, rgb, w, h, stride, params, out, size, n):
-    hid = _hid(handle)
-    if not hid:
-        capi.set_error(0, "handle is NULL: open an engine with unigs_open first")
-        return capi.INVALID
-    return capi.guard(hid, capi.segment, ffi, hid, rgb, w, h, stride, params, out, size, n)
+    return _call(handle, capi.segment, rgb, w, h, stride, params, out, size, n)
 
 @ffi.def_extern()
 def unigs_refer(handle, rgb, w, h, stride, mask, mask_stride, prompt, params, out, size):
-    hid = _hid(handle)
-    if not hid:
-        capi.set_error(0, "handle is NULL: open an engine with unigs_open first")
-        return capi.INVALID
-    return capi.guard(hid, capi.refer, ffi, hid, rgb, w, h, stride, mask, mask_stride, prompt, params, out, size)
+    return _call(handle, capi.refer, rgb, w, h, stride, mask, mask_stride, prompt, params, out, size)
 
 @ffi.def_extern()
 def unigs_inpaint(handle, rgb, w, h, stride, masks, mask_stride, prompts, n, params, io_, is_, co, cs, lo, ls):
-    hid = _hid(handle)
-    if not hid:
-        capi.set_error(0, "handle is NULL: open an engine with unigs_open first")
-        return capi.INVALID
-    return capi.guard(hid, capi.inpaint, ffi, hid, rgb, w, h, stride, masks, mask_stride, prompts, n, params,
-                      io_, is_, co, cs, lo, ls)
+    return _call(handle, capi.inpaint, rgb, w, h, stride, masks, mask_stride, prompts, n, params,
+                 io_, is_, co, cs, lo, ls)
 
 @ffi.def_extern()
 def unigs_synthesize(handle, cm, w, h, stride, prompt, params, out, size):
-    hid = _hid(handle)
-    if not hid:
-        capi.set_error(0, "handle is NULL: open an engine with unigs_open first")
-        return capi.INVALID
-    return capi.guard(hid, capi.synthesize, ffi, hid, cm, w, h, stride, prompt, params, out, size)
+    return _call(handle, capi.synthesize, cm, w, h, stride, prompt, params, out, size)
 '''
 
 

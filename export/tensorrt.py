@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from unigs_deploy.backends.tensorrt import available
 from unigs_deploy.io import atomic_path
 
 PLAN = {"unet": "unigs.plan", "text_encoder": "text_encoder.plan", "vae_encoder": "vae_encoder.plan",
@@ -19,13 +20,6 @@ TIMING_CACHE = "timing.cache"
 class TensorRTUnavailable(RuntimeError):
     pass
 
-
-def available() -> bool:
-    try:
-        import tensorrt  # noqa: F401
-    except Exception:
-        return False
-    return True
 
 
 def require() -> None:

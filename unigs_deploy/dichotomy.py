@@ -570,15 +570,24 @@ def _edge_weights(cm: np.ndarray, tol: int) -> np.ndarray:
     return ok.astype(np.float64)
 
 
-def _split_reference(p: np.ndarray, score_w: np.ndarray, threshold: float, min_w: float):
-    """2-means with the product's init and tests; a boolean 'second half' mask, or None."""
+def _init_pair(p: np.ndarray, score_w: np.ndarray, threshold: float):
+    """The product's deterministic 2-means init (weight x squared distance, twice), or None
+    when the points' diameter is under the threshold."""
     if len(p) < 2:
         return None
     a = p[np.argmax(score_w * ((p - p.mean(0)) ** 2).sum(1))]
     d2 = ((p - a) ** 2).sum(1)
     if d2.max() < threshold**2:
         return None
-    b = p[np.argmax(score_w * d2)]
+    return a, p[np.argmax(score_w * d2)]
+
+
+def _split_reference(p: np.ndarray, score_w: np.ndarray, threshold: float, min_w: float):
+    """2-means with the product's init and tests; a boolean 'second half' mask, or None."""
+    pair = _init_pair(p, score_w, threshold)
+    if pair is None:
+        return None
+    a, b = pair
     side = None
     for _ in range(_LLOYD_ITERS):
         new = ((p - b) ** 2).sum(1) < ((p - a) ** 2).sum(1)
