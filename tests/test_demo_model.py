@@ -1,0 +1,46 @@
+"""The shipped demo model: load, export, and segment a fixed held-out example."""
+
+import json
+
+import numpy as np
+import pytest
+
+from unigs_deploy import metrics, shapes
+
+torch = pytest.importorskip("torch")
+
+from unigs_deploy import modeling  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not (modeling.demo_weights_dir() / "unet").is_dir(),
+                                reason="the demo model is not in this checkout")
+EXPECTED = modeling.demo_weights_dir().parent / "demo_expected.json"
+
+
+def test_shipped_weights_are_small_and_fp16():
+    files = [p for p in modeling.demo_weights_dir().rglob("*.safetensors")]
+    assert sum(p.stat().st_size for p in files) <= 30e6
+    from safetensors import safe_open
+
+    with safe_open(str(modeling.demo_weights_dir() / "unet" / "diffusion_pytorch_model.safetensors"), "pt") as f:
+        assert f.get_tensor(next(iter(f.keys()))).dtype == torch.float16
+
+
+def test_export_and_segment_a_fixed_example(tmp_path):
+    from unigs_deploy.export.cli import export_model
+
+    from unigs_deploy.pipeline import UniGSPipeline
+
+    model = modeling.load_demo()
+    assert model.task_embedding and model.unet.dtype == torch.float32
+    export_model(model, tmp_path)
+    pipe = UniGSPipeline.from_engine(tmp_path / "unigs.onnx")
+    expected = json.loads(EXPECTED.read_text())
+    pqs = []
+    for i in expected["examples"]:
+        image, masks, *_ = shapes.held_out_example(i, 64)
+        truth = np.full(image.shape[:2], len(masks) + 1, np.int32)
+        for k, m in enumerate(masks, 1):
+            truth[m] = k
+        res = pipe.segment(image, steps=expected["steps"], guidance=expected["guidance"], seed=i)
+        pqs.append(metrics.panoptic_quality(res.labels, truth)["pq"])
+    assert np.mean(pqs) >= expected["min_mean_pq"], pqs
