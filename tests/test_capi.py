@@ -125,3 +125,22 @@ def test_bad_input_through_c_gives_codes_and_messages(capi, tmp_path):
     assert lines["handle_small_buffer"].startswith("2 labels_out holds 100 bytes")
     assert lines["empty_mask"].startswith("1 mask is empty")
     assert lines["null_prompt"].startswith("1 prompt is NULL")
+
+
+def test_cpp_example(capi, tmp_path):
+    if shutil.which("g++") is None:
+        pytest.skip("g++ is not installed")
+    out, _ = capi
+    exe = tmp_path / "decode"
+    subprocess.run(["g++", "-std=c++17", "-O2", str(ROOT / "examples" / "cpp" / "decode.cpp"), "-I",
+                    str(out / "include"), "-L", str(out / "lib"), f"-Wl,-rpath,{out / 'lib'}", "-lunigs", "-o",
+                    str(exe)], check=True)
+    masks, _ = shapes.random_layout(np.random.default_rng(9), 64, 64, 5, min_pixels=64)
+    cm = palette.encode_colormap(masks)
+    res = subprocess.run([str(exe), str(write_ppm(tmp_path / "cm.ppm", cm))], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    labels = dichotomy.decode_colormap(cm)
+    want = f"{labels.max()} entities" + "".join(f" {k}:{(labels == k).sum()}" for k in range(1, labels.max() + 1))
+    assert res.stdout.strip() == want
+    bad = subprocess.run([str(exe), str(tmp_path / "missing.ppm")], capture_output=True, text=True)
+    assert bad.returncode == 1 and "not an 8-bit binary PPM" in bad.stderr
