@@ -259,9 +259,100 @@ def _tokenizer_from_vocab(folder: Path):
     return fast.backend_tokenizer
 
 
+LDM_UNET = "model.diffusion_model."
+LDM_VAE = "first_stage_model."
+
+
+def ldm_original_config(ckpt: dict) -> dict:
+    """The CompVis/LDM `original_config` of a Stable-Diffusion-1.x-layout checkpoint, read off
+    its tensors (what diffusers' single-file conversion needs, without a download). Heads: 8,
+    the SD-1.x convention, which the weights cannot tell."""
+    def get(key):
+        if key not in ckpt:
+            raise ModelError(f"the checkpoint has no {key}: not a Stable Diffusion 1.x (CompVis/LDM) checkpoint")
+        return ckpt[key]
+
+    conv_in = get(LDM_UNET + "input_blocks.0.0.weight")
+    ch = conv_in.shape[0]
+    idx = {int(k[len(LDM_UNET + "input_blocks."):].split(".")[0]) for k in ckpt if k.startswith(LDM_UNET + "input_blocks.")}
+    levels = 1 + sum(1 for k in ckpt if k.startswith(LDM_UNET + "input_blocks.") and k.endswith(".0.op.weight"))
+    per_level = (max(idx) + 1 - levels) // levels
+    mult, attn = [], []
+    for i in range(levels):
+        first = 1 + i * (per_level + 1)
+        mult.append(get(f"{LDM_UNET}input_blocks.{first}.0.out_layers.3.weight").shape[0] // ch)
+        if any(k.startswith(f"{LDM_UNET}input_blocks.{first}.1.") for k in ckpt):
+            attn.append(2**i)
+    to_k = next((v for k, v in ckpt.items() if k.startswith(LDM_UNET) and k.endswith("attn2.to_k.weight")), None)
+    proj_in = next((v for k, v in ckpt.items() if k.startswith(LDM_UNET) and k.endswith("proj_in.weight")), None)
+    unet = {"in_channels": conv_in.shape[1], "out_channels": get(LDM_UNET + "out.2.weight").shape[0],
+            "model_channels": ch, "attention_resolutions": attn, "num_res_blocks": per_level, "channel_mult": mult,
+            "num_heads": 8, "context_dim": to_k.shape[1] if to_k is not None else None, "transformer_depth": 1,
+            "use_linear_in_transformer": proj_in is not None and proj_in.ndim == 2}
+    vch = get(LDM_VAE + "encoder.conv_in.weight").shape[0]
+    vlevels = 1 + max(int(k.split(".")[3]) for k in ckpt if k.startswith(LDM_VAE + "encoder.down."))
+    vres = 1 + max(int(k.split(".")[5]) for k in ckpt if k.startswith(LDM_VAE + "encoder.down.0.block."))
+    vmult = [get(f"{LDM_VAE}encoder.down.{i}.block.0.conv2.weight").shape[0] // vch for i in range(vlevels)]
+    dd = {"double_z": True, "z_channels": get(LDM_VAE + "decoder.conv_in.weight").shape[1], "resolution": 256,
+          "in_channels": 3, "out_ch": 3, "ch": vch, "ch_mult": vmult, "num_res_blocks": vres, "attn_resolutions": [],
+          "dropout": 0.0}
+    return {"model": {"params": {"scale_factor": 0.18215, "unet_config": {"params": unet},
+                                 "first_stage_config": {"params": {"ddconfig": dd}}}}}
+
+
 def _load_single_file(path: Path, task_embedding) -> UniGSModel:
-    raise ModelError(f"{path}: single-file checkpoints are not supported yet; convert it with diffusers' "
-                     "scripts/convert_original_stable_diffusion_to_diffusers.py and pass the folder")
+    """A CompVis/LDM checkpoint (.ckpt/.safetensors, keys like model.diffusion_model.*) through
+    diffusers' own single-file conversion. Its tokenizer comes from a `tokenizer/` folder
+    beside the file (single files carry none, and the CLIP vocabulary cannot be downloaded).
+    CLIP's head count is not in the weights: hidden // 64 (CLIP's head size; 12 for SD-1.x)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import convert_ldm_clip_checkpoint, load_single_file_checkpoint
+    from tokenizers import Tokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    if path.suffix not in (".ckpt", ".safetensors", ".pt", ".bin"):
+        raise ModelError(f"{path}: expected a .ckpt or .safetensors checkpoint, or a diffusers folder")
+    tok_dir = path.parent / "tokenizer"
+    if not (tok_dir / "tokenizer.json").is_file() and not (tok_dir / "vocab.json").is_file():
+        raise ModelError(f"{path} carries no tokenizer: put the model's CLIP tokenizer (tokenizer.json, or vocab.json "
+                         f"+ merges.txt) in {tok_dir}/")
+    try:
+        ckpt = load_single_file_checkpoint(str(path), local_files_only=True)
+    except Exception as e:  # torch/safetensors raise assorted errors on corrupt files
+        raise ModelError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
+    original = ldm_original_config(ckpt)
+    text_sd = convert_ldm_clip_checkpoint(ckpt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the conversion consumes the dict it is given: each gets a copy
+        unet = UNet2DConditionModel.from_single_file(dict(ckpt), original_config=original,
+                                                     local_files_only=True).float()
+        vae = AutoencoderKL.from_single_file(dict(ckpt), original_config=original, local_files_only=True).float()
+    # SD-1.x files say text_model.*; transformers >= 5 names the same weights without the prefix
+    text_sd = {k.removeprefix("text_model."): v for k, v in text_sd.items()}
+    emb = text_sd.get("embeddings.token_embedding.weight")
+    if emb is None:
+        raise ModelError(f"{path} has no CLIP text encoder (cond_stage_model.transformer.*)")
+    layers = 1 + max(int(k.split(".")[2]) for k in text_sd if k.startswith("encoder.layers."))
+    hidden = emb.shape[1]
+    text = CLIPTextModel(CLIPTextConfig(
+        vocab_size=emb.shape[0], hidden_size=hidden, num_hidden_layers=layers,
+        intermediate_size=text_sd["encoder.layers.0.mlp.fc1.weight"].shape[0],
+        num_attention_heads=max(1, hidden // 64), hidden_act="quick_gelu",
+        max_position_embeddings=text_sd["embeddings.position_embedding.weight"].shape[0]))
+    own = set(text.state_dict())
+    if any(k.startswith("text_model.") for k in own):
+        text_sd = {"text_model." + k: v for k, v in text_sd.items()}
+    missing, unexpected = text.load_state_dict(text_sd, strict=False)
+    if [m for m in missing if "position_ids" not in m] or unexpected:
+        raise ModelError(f"{path}: the text encoder weights do not fit a CLIP text model "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    tok = Tokenizer.from_file(str(tok_dir / "tokenizer.json")) if (tok_dir / "tokenizer.json").is_file() \
+        else _tokenizer_from_vocab(tok_dir)
+    was = (unet.config.in_channels, unet.config.out_channels)
+    unet = expand_unet(unet, task_embedding=bool(task_embedding))
+    source = {"kind": "single-file", "path": str(path.resolve()), "unet_channels_in_out": list(was),
+              "sha256": _hash_files([path])}
+    return UniGSModel(unet, vae, text.eval(), tok, dict(SD15_SCHEDULER), source).eval()
 
 
 def save(model: UniGSModel, folder: str | Path, *, half: bool = False) -> Path:
