@@ -15,8 +15,7 @@ def _sub(key: str, pairs) -> str:
 
 
 def unet_to_ldm(unet) -> dict:
-    cfg = unet.config
-    n, per = len(cfg.block_out_channels), cfg.layers_per_block
+    per = unet.config.layers_per_block
     out = {}
     for k, v in unet.state_dict().items():
         parts = k.split(".")
@@ -39,12 +38,12 @@ def unet_to_ldm(unet) -> dict:
                 new = f"output_blocks.{i * (per + 1) + per}.{2 if has_attn else 1}.conv.{'.'.join(parts[5:])}"
         elif k.startswith("mid_block."):
             kind, j, rest = parts[1], int(parts[2]), ".".join(parts[3:])
-            new = f"middle_block.{1 if kind == 'attentions' else 2 * j}.{_sub(rest, RESNET) if kind == 'resnets' else rest}"
+            rest = _sub(rest, RESNET) if kind == "resnets" else rest
+            new = f"middle_block.{1 if kind == 'attentions' else 2 * j}.{rest}"
         else:
             new = _sub(k, [("time_embedding.linear_1", "time_embed.0"), ("time_embedding.linear_2", "time_embed.2"),
                            ("conv_in", "input_blocks.0.0"), ("conv_norm_out", "out.0"), ("conv_out", "out.2")])
         out["model.diffusion_model." + new] = v
-    del n
     return out
 
 

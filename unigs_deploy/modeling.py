@@ -274,7 +274,8 @@ def ldm_original_config(ckpt: dict) -> dict:
 
     conv_in = get(LDM_UNET + "input_blocks.0.0.weight")
     ch = conv_in.shape[0]
-    idx = {int(k[len(LDM_UNET + "input_blocks."):].split(".")[0]) for k in ckpt if k.startswith(LDM_UNET + "input_blocks.")}
+    blocks = [k[len(LDM_UNET + "input_blocks."):] for k in ckpt if k.startswith(LDM_UNET + "input_blocks.")]
+    idx = {int(b.split(".")[0]) for b in blocks}
     levels = 1 + sum(1 for k in ckpt if k.startswith(LDM_UNET + "input_blocks.") and k.endswith(".0.op.weight"))
     per_level = (max(idx) + 1 - levels) // levels
     mult, attn = [], []
