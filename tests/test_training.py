@@ -11,10 +11,10 @@ import pytest
 
 pytest.importorskip("accelerate")
 
-from unigs_deploy.training import coarse, data  # noqa: E402
+from unigs_deploy.training import data  # noqa: E402
 from unigs_deploy.training.config import ConfigError, load_config  # noqa: E402
 
-from unigs_deploy import shapes  # noqa: E402
+from unigs_deploy import coarse, shapes  # noqa: E402
 
 
 def test_coarse_masks_lie_around_their_entity():
