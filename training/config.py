@@ -16,6 +16,7 @@ DEFAULTS = {
         "task_embedding": True,
         "vae": "",  # optional diffusers AutoencoderKL folder replacing the init's VAE
         "train_text_encoder": False,
+        "prediction_type": "",  # epsilon | sample | v_prediction; "" keeps the init's scheduler's
         "seed": 0,
     },
     "data": {

@@ -40,6 +40,11 @@ def _model(cfg) -> modeling.UniGSModel:
         model = modeling.build(init.split(":", 1)[1], task_embedding=m["task_embedding"], seed=m["seed"])
     else:
         model = modeling.load(init, task_embedding=m["task_embedding"])
+    if m["prediction_type"]:
+        if m["prediction_type"] not in ("epsilon", "sample", "v_prediction"):
+            raise ValueError("model.prediction_type must be epsilon, sample or v_prediction, "
+                             f"got {m['prediction_type']!r}")
+        model.scheduler_config = {**model.scheduler_config, "prediction_type": m["prediction_type"]}
     if m["vae"]:
         from diffusers import AutoencoderKL
 
@@ -168,7 +173,11 @@ class Trainer:
         unet = self.trained[0]
         labels = tasks if self.accelerator.unwrap_model(unet).config.num_class_embeds else None
         pred = unet(torch.cat([noisy, m, z_ctrl], 1), timesteps, hidden, class_labels=labels).sample
-        return torch.nn.functional.mse_loss(pred, noise)
+        kind = self.noise_schedule.config.prediction_type
+        target = {"epsilon": noise, "sample": target_latent}.get(kind)
+        if target is None:
+            target = self.noise_schedule.get_velocity(target_latent, noise, timesteps)
+        return torch.nn.functional.mse_loss(pred, target)
 
     def _tokenize(self, prompts) -> np.ndarray:
         if not hasattr(self, "_tok"):
@@ -237,11 +246,21 @@ class Trainer:
                                                                   "steps": self.step})
         if self.stage == "vae":
             model.vae = module
+            model.vae.register_to_config(scaling_factor=self._latent_scale(module))
         else:
             model.unet = module
             if len(self.trained) > 1:
                 model.text_encoder = self.accelerator.unwrap_model(self.trained[1])
         return model.eval()
+
+    def _latent_scale(self, vae) -> float:
+        """1 / std of the latents on training data, as SD's 0.18215 was found: the diffusion's noise
+        schedule assumes unit-variance latents (a from-scratch VAE's are not)."""
+        examples = [self.source.example(10**9, i) for i in range(32)]
+        img, cmap, *_ = _batch_tensors(examples)
+        with torch.no_grad():
+            z = vae.encode(torch.cat([img, cmap])).latent_dist.mean
+        return float(1.0 / z.std())
 
     def export_model(self) -> Path:
         """Save the EMA model as a diffusers-format UniGS folder (what unigs-export --weights takes)."""
