@@ -79,6 +79,8 @@ def read_rgb(ffi, ptr, width: int, height: int, stride: int, what: str = "rgb") 
     if stride < 3 * width:
         raise CError(INVALID, f"{what} stride {stride} is less than 3 * width ({3 * width})")
     buf = np.frombuffer(ffi.buffer(ptr, stride * (height - 1) + 3 * width), np.uint8)
+    if stride == 3 * width:  # packed rows: a view, no copy (the callee only reads it)
+        return buf.reshape(height, width, 3)
     rows = np.lib.stride_tricks.as_strided(buf, (height, 3 * width), (stride, 1))
     return rows.reshape(height, width, 3).copy()
 
@@ -101,7 +103,7 @@ def write_out(ffi, ptr, size: int, array: np.ndarray, what: str) -> None:
     if size < data.nbytes:
         raise CError(TOO_SMALL, f"{what} holds {size} bytes, {data.nbytes} are needed "
                                 "(unigs_required_size tells the size)")
-    ffi.memmove(ptr, data.tobytes(), data.nbytes)
+    ffi.memmove(ptr, ffi.from_buffer(data), data.nbytes)
 
 
 def text(ffi, ptr, what: str = "prompt") -> str:

@@ -53,10 +53,9 @@ def _label(tile: np.ndarray, text: str) -> np.ndarray:
     return tile
 
 
-def _tasks(engine: Path, out_dir: Path, steps: int, seed: int) -> None:
+def _tasks(engine: Path, out_dir: Path, steps: int, seed: int, size: int) -> None:
     from .pipeline import UniGSPipeline
     pipe = UniGSPipeline.from_engine(engine)
-    size = 2 ** round(np.log2(max(32, 16 * pipe.multiple)))
     image, masks, captions, region, j = shapes.held_out_example(seed, size)
     overlay = image.copy()
     overlay[region] = (overlay[region] * 0.5 + np.array([255, 255, 255]) * 0.5).astype(np.uint8)
@@ -91,18 +90,18 @@ def _tasks(engine: Path, out_dir: Path, steps: int, seed: int) -> None:
 @click.option("--seed", default=0, show_default=True)
 @click.option("--codec", is_flag=True, help="Only the colormap codec (no model needed).")
 @click.option("--entities", default=12, show_default=True, help="--codec: entities in the layout.")
-@click.option("--size", default=512, show_default=True, help="--codec: image side in pixels.")
-def main(engine: Path, out: Path, steps: int, seed: int, codec: bool, entities: int, size: int) -> None:
+@click.option("--size", type=int, help="Image side in pixels (default: 64, the demo model's, or 512 with --codec).")
+def main(engine: Path, out: Path, steps: int, seed: int, codec: bool, entities: int, size: int | None) -> None:
     """Run all four UniGS tasks with the demo model on a generated shapes-world example and write
     demo.png (inputs, generated image, colormap and masks side by side) and each task's outputs."""
     if codec:
-        _codec(out, entities, size, seed)
+        _codec(out, entities, size or 512, seed)
         return
     from .backends import EngineError
     from .manifest import ManifestError
 
     try:
-        _tasks(engine, out, steps, seed)
+        _tasks(engine, out, steps, seed, size or 64)
     except (EngineError, ManifestError, ValueError) as e:
         raise click.ClickException(f"{e}\n(make demo exports the shipped demo model to engines/ first)") from None
 
