@@ -128,3 +128,35 @@ def test_accelerate_launch_two_cpu_processes(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert (tmp_path / "ddp" / "model" / "unet" / "config.json").is_file()
     assert "trained 4 steps" in out.stdout
+
+
+def test_open_images_format(tmp_path):
+    """A small dataset in Open Images' layout (CSV + mask PNGs at another resolution + JPEGs)."""
+    import cv2
+
+    rng = np.random.default_rng(5)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    rows = ["MaskPath,ImageID,LabelName,BoxID,BoxXMin,BoxXMax,BoxYMin,BoxYMax,PredictedIoU,Clicks"]
+    for i in range(3):
+        img, masks, _ = shapes.shapes_image(rng, 80)
+        cv2.imwrite(str(tmp_path / "images" / f"img{i}.jpg"), img[..., ::-1])
+        for k, m in enumerate(masks):
+            name = f"img{i}_m0k9_{k}.png"
+            cv2.imwrite(str(tmp_path / "masks" / name), cv2.resize(m.astype(np.uint8) * 255, (160, 160),
+                                                                  interpolation=cv2.INTER_NEAREST))
+            rows.append(f"{name},img{i},/m/0k9,{k},0,1,0,1,0.9,")
+    rows.append("gone.png,img9,/m/0k9,0,0,1,0,1,0.9,")  # an image that is not there
+    (tmp_path / "seg.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "classes.csv").write_text("/m/0k9,Star\n")
+    ds = data.OpenImagesEntities(tmp_path / "seg.csv", tmp_path / "images", tmp_path / "masks",
+                                 tmp_path / "classes.csv", size=64)
+    assert len(ds) == 4
+    assert ds.load(3) is None and ds.skipped["unreadable"] == 1
+    img, masks, caps = ds.load(0)
+    assert img.shape == (64, 64, 3) and masks.shape[1:] == (64, 64) and caps[0] == "a star"
+    src = data.ExampleSource(ds, seed=0, task_ratios={"inpaint": 1.0})
+    assert src.example(0, 0).prompt.startswith("a star")
+    with pytest.raises(ValueError, match="lacks the Open Images columns"):
+        (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+        data.OpenImagesEntities(tmp_path / "bad.csv", tmp_path, tmp_path)

@@ -20,9 +20,11 @@ DEFAULTS = {
         "seed": 0,
     },
     "data": {
-        "kind": "shapes",  # shapes (generated on the fly) | coco (any COCO-format JSON)
-        "annotations": "",
+        "kind": "shapes",  # shapes (generated on the fly) | coco (any COCO-format JSON) | openimages
+        "annotations": "",  # coco: the JSON; openimages: the segmentation CSV
         "images": "",
+        "masks": "",  # openimages: the folder of mask PNGs
+        "classes": "",  # openimages: class-descriptions CSV (LabelName, DisplayName), optional
         "size": 64,
         "max_entities": 4,
     },

@@ -106,6 +106,65 @@ class CocoEntities:
         return np.ascontiguousarray(img), np.stack(masks), caps
 
 
+class OpenImagesEntities:
+    """Open Images segmentation: its CSV (MaskPath, ImageID, LabelName, ...) with the mask PNGs
+    (any resolution: resized to the image) and the images as <ImageID>.jpg. Captions come from
+    class-descriptions (LabelName -> DisplayName) when given, else the label itself. Rows whose
+    image or mask is missing or unreadable are skipped and counted."""
+
+    def __init__(self, csv_path: str | Path, images: str | Path, masks: str | Path,
+                 classes: str | Path | None = None, *, size: int = 128):
+        import csv
+
+        csv_path = Path(csv_path)
+        if not csv_path.is_file():
+            raise ValueError(f"Open Images CSV {csv_path} does not exist")
+        self.images, self.masks, self.size = Path(images), Path(masks), size
+        names = {}
+        if classes:
+            with open(classes, newline="") as f:
+                names = {row[0]: row[1] for row in csv.reader(f) if len(row) >= 2}
+        by_image: dict[str, list[tuple[str, str]]] = {}
+        with open(csv_path, newline="") as f:
+            reader = csv.DictReader(f)
+            missing = {"MaskPath", "ImageID", "LabelName"} - set(reader.fieldnames or [])
+            if missing:
+                raise ValueError(f"{csv_path} lacks the Open Images columns {', '.join(sorted(missing))}")
+            for row in reader:
+                label = row["LabelName"]
+                by_image.setdefault(row["ImageID"], []).append((row["MaskPath"], names.get(label, label)))
+        self.ids = sorted(by_image)
+        self.entities = by_image
+        self.skipped = {"no_entity": 0, "unreadable": 0}
+        if not self.ids:
+            raise ValueError(f"{csv_path} has no mask rows")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def load(self, index: int):
+        image_id = self.ids[index % len(self.ids)]
+        img = cv2.imread(str(self.images / f"{image_id}.jpg"), cv2.IMREAD_COLOR)
+        if img is None:
+            self.skipped["unreadable"] += 1
+            return None
+        img = cv2.resize(img[..., ::-1], (self.size, self.size), interpolation=cv2.INTER_AREA)
+        masks, caps = [], []
+        for mask_path, name in self.entities[image_id]:
+            m = cv2.imread(str(self.masks / mask_path), cv2.IMREAD_GRAYSCALE)
+            if m is None:
+                self.skipped["unreadable"] += 1
+                continue
+            m = cv2.resize(m, (self.size, self.size), interpolation=cv2.INTER_NEAREST) > 0
+            if m.sum() >= 4:
+                masks.append(m)
+                caps.append(f"a {name.lower()}")
+        if not masks:
+            self.skipped["no_entity"] += 1
+            return None
+        return np.ascontiguousarray(img), np.stack(masks), caps
+
+
 # ------------------------------------------------------------------ UniGS examples
 
 

@@ -30,7 +30,10 @@ def _dataset(cfg):
         return data_mod.ShapesOnTheFly(d["size"], seed=cfg["train"]["seed"])
     if d["kind"] == "coco":
         return data_mod.CocoEntities(d["annotations"], d["images"] or None, size=d["size"])
-    raise ValueError(f"data.kind must be shapes or coco, got {d['kind']!r}")
+    if d["kind"] == "openimages":
+        return data_mod.OpenImagesEntities(d["annotations"], d["images"], d["masks"], d["classes"] or None,
+                                           size=d["size"])
+    raise ValueError(f"data.kind must be shapes, coco or openimages, got {d['kind']!r}")
 
 
 def _model(cfg) -> modeling.UniGSModel:
