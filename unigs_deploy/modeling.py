@@ -371,10 +371,6 @@ def save(model: UniGSModel, folder: str | Path, *, half: bool = False) -> Path:
     return folder
 
 
-def clone(model: UniGSModel) -> UniGSModel:
-    return copy.deepcopy(model)
-
-
 def demo_weights_dir() -> Path:
     return Path(__file__).parent / "weights" / "demo"
 

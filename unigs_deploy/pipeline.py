@@ -60,6 +60,12 @@ class UniGSPipeline:
     def encode_text(self, prompts: list[str]) -> np.ndarray:
         return self.components["text_encoder"](input_ids=self.tokenizer(prompts)).copy()
 
+    def _empty_text(self) -> np.ndarray:
+        """The unconditional embedding, computed once per pipeline."""
+        if not hasattr(self, "_uncond"):
+            self._uncond = self.encode_text([""])
+        return self._uncond
+
     def encode_image(self, rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """uint8 (H, W, 3) -> scaled latent (1, C, h, w); the VAE's sample drawn from `rng`."""
         return self.encode_unit(palette.colormap_to_unit(rgb), rng)
@@ -145,7 +151,7 @@ class UniGSPipeline:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             cond = self.encode_text([prompt])
-            uncond = self.encode_text([""]) if guidance != 1.0 else None
+        uncond = self._empty_text() if guidance != 1.0 else None
         notes += [str(w.message) for w in caught]
         timings["text_encoder_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
