@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from unigs_deploy import io
@@ -75,25 +77,20 @@ def capi(repeats, json_path):
     _emit(result, table, json_path)
 
 
-def _workdir(path):
-    from pathlib import Path
-
-    return Path(path)
-
-
 @main.command()
 @click.option("--scale", default="sd15", show_default=True, type=click.Choice(["sd15", "demo", "tiny"]))
 @click.option("--size", default=256, show_default=True, help="Image side (the paper: 512).")
 @click.option("--steps", default=10, show_default=True, help="DDIM steps (the paper: 200).")
 @click.option("--repeats", default=2, show_default=True)
-@click.option("--workdir", default="benchmarks/work", show_default=True, help="Where the UNet ONNX files go.")
+@click.option("--workdir", default="benchmarks/work", show_default=True, type=click.Path(path_type=Path),
+              help="Where the UNet ONNX files go.")
 @click.option("--threads", default=0, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False))
 def table1(scale, size, steps, repeats, workdir, threads, json_path):
     """The paper's Table 1: parameters and s/image, SD-inpainting vs UniGS UNet, same loop."""
     from . import speed
 
-    r = speed.table1(scale=scale, size=size, steps=steps, repeats=repeats, workdir=_workdir(workdir),
+    r = speed.table1(scale=scale, size=size, steps=steps, repeats=repeats, workdir=workdir,
                      threads=threads)
     table = markdown_table(r["rows"], [("method", "method"), ("in_out", "channels"), ("parameters", "parameters"),
                                        ("seconds_per_image", "s/image"), ("peak_rss_mb", "peak RSS MB")])
@@ -105,7 +102,7 @@ def table1(scale, size, steps, repeats, workdir, threads, json_path):
 @click.option("--scale", default="sd15", show_default=True, type=click.Choice(["sd15", "demo", "tiny"]))
 @click.option("--sizes", default="256,512", show_default=True)
 @click.option("--repeats", default=3, show_default=True)
-@click.option("--workdir", default="benchmarks/work", show_default=True)
+@click.option("--workdir", default="benchmarks/work", show_default=True, type=click.Path(path_type=Path))
 @click.option("--threads", default=0, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False))
 def backends(scale, sizes, repeats, workdir, threads, json_path):
@@ -113,7 +110,7 @@ def backends(scale, sizes, repeats, workdir, threads, json_path):
     from . import speed
 
     r = speed.backends(scale=scale, sizes=[int(s) for s in sizes.split(",")], repeats=repeats,
-                       workdir=_workdir(workdir), threads=threads)
+                       workdir=workdir, threads=threads)
     table = markdown_table(r["rows"], [("size", "image"), ("backend", "backend"), ("median_ms", "median ms"),
                                        ("min_ms", "min ms"), ("speedup_vs_torch", "x torch"),
                                        ("peak_rss_mb", "peak RSS MB")])
