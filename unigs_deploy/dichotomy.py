@@ -28,6 +28,7 @@ _BG_LEVEL = 32.0  # a leaf whose every channel is under this snaps to black: the
 _LLOYD_ITERS = 50
 _EDGE_TOL = 24
 _CORE_RADIUS = 2  # a core pixel's label reaches this far in all four directions
+_SEEN = np.int64(1) << 36  # histogram: pixel counts live above the weights (< 2**36 pixels)
 
 
 def _check(colormap, threshold, min_area, max_depth) -> np.ndarray:
@@ -85,8 +86,28 @@ def labels_to_masks(labels: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
+def _edge_weights_row(cur, below, has_below, d, wrow, tol):
+    """wrow[x] = 1 unless pixel x differs from its right or lower neighbour by more than tol.
+
+    Works on row slices with float32 lanes so LLVM vectorises it (computed offsets into the
+    flat image make numba emit wraparound checks that stop vectorisation).
+    """
+    rw = cur.size
+    for j in range(rw - 3):
+        d[j] = np.abs(np.float32(cur[j]) - np.float32(cur[j + 3]))
+    for j in range(rw - 3, rw):
+        d[j] = 0.0
+    if has_below:
+        for j in range(rw):
+            d[j] = max(d[j], np.abs(np.float32(cur[j]) - np.float32(below[j])))
+    for x in range(rw // 3):
+        wrow[x] = np.int32(max(max(d[3 * x], d[3 * x + 1]), d[3 * x + 2]) <= tol)
+
+
+@njit(cache=True, nogil=True)
 def _histogram(cm, edge_tol):
-    """Bins of 8 levels per channel: bin of every pixel, and the bins' mean colours and weights.
+    """Bins of 8 levels per channel: bin id of every pixel (0..32767) and, per bin, the pixel
+    count * _SEEN + weight, and the weighted colour sums (32768, 4).
 
     With edge_tol > 0 a pixel that differs from its right or lower neighbour by more than
     edge_tol in a channel has no weight: blur and JPEG ramps between entities then cannot form
@@ -94,149 +115,142 @@ def _histogram(cm, edge_tol):
     """
     h, w, _ = cm.shape
     n = h * w
+    rw = 3 * w
     flat = cm.reshape(n * 3)
-    bins = np.empty(n, np.int32)
-    counts = np.zeros(32768, np.int32)
-    seen = np.zeros(32768, np.bool_)
-    sums = np.zeros((32768, 3), np.int64)
-    tol = np.int32(edge_tol)
+    bins = np.empty(n, np.uint16)
+    acc = np.zeros((32768, 4), np.int64)
+    d = np.empty(rw, np.float32)
+    wrow = np.ones(w, np.int32)
+    tol = np.float32(edge_tol)
     for y in range(h):
+        cur = flat[y * rw : (y + 1) * rw]
+        if edge_tol > 0:
+            below = flat[(y + 1) * rw : (y + 2) * rw] if y + 1 < h else cur
+            _edge_weights_row(cur, below, y + 1 < h, d, wrow, tol)
+        brow = bins[y * w : (y + 1) * w]
         for x in range(w):
-            i = y * w + x
-            p = 3 * i
-            r, g, b = np.int32(flat[p]), np.int32(flat[p + 1]), np.int32(flat[p + 2])
-            k = ((r >> 3) << 10) | ((g >> 3) << 5) | (b >> 3)
-            bins[i] = k
-            seen[k] = True
-            wgt = np.int32(1)
-            if tol > 0:  # branch-free: the weight is 0 at a strong edge
-                if x + 1 < w:
-                    q = p + 3
-                    e = max(abs(r - np.int32(flat[q])), abs(g - np.int32(flat[q + 1])),
-                            abs(b - np.int32(flat[q + 2])))
-                    wgt &= np.int32(e <= tol)
-                if y + 1 < h:
-                    q = p + 3 * w
-                    e = max(abs(r - np.int32(flat[q])), abs(g - np.int32(flat[q + 1])),
-                            abs(b - np.int32(flat[q + 2])))
-                    wgt &= np.int32(e <= tol)
-            counts[k] += wgt
-            sums[k, 0] += r * wgt
-            sums[k, 1] += g * wgt
-            sums[k, 2] += b * wgt
-    m = 0
-    for k in range(32768):
-        if seen[k]:
-            m += 1
-    pts = np.empty((m, 3), np.float64)
-    wts = np.empty(m, np.float64)
-    remap = np.full(32768, -1, np.int32)
-    j = 0
-    for k in range(32768):
-        if seen[k]:
-            c = counts[k]
-            if c > 0:
-                pts[j, 0] = sums[k, 0] / c
-                pts[j, 1] = sums[k, 1] / c
-                pts[j, 2] = sums[k, 2] / c
-            else:  # only edge pixels: the bin's centre stands for them
-                pts[j, 0] = (k >> 10) * 8 + 3.5
-                pts[j, 1] = ((k >> 5) & 31) * 8 + 3.5
-                pts[j, 2] = (k & 31) * 8 + 3.5
-            wts[j] = c
-            remap[k] = j
-            j += 1
-    for i in range(n):
-        bins[i] = remap[bins[i]]
-    return bins, pts, wts
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _d2(p, i, c0, c1, c2):
-    a = p[i, 0] - c0
-    b = p[i, 1] - c1
-    c = p[i, 2] - c2
-    return a * a + b * b + c * c
+            brow[x] = ((np.uint16(cur[3 * x]) >> 3) << 10) | ((np.uint16(cur[3 * x + 1]) >> 3) << 5) | (
+                np.uint16(cur[3 * x + 2]) >> 3)
+        for x in range(w):
+            k = np.int64(brow[x])
+            wg = np.int64(wrow[x])
+            acc[k, 0] += _SEEN | wg
+            acc[k, 1] += np.int64(cur[3 * x]) * wg
+            acc[k, 2] += np.int64(cur[3 * x + 1]) * wg
+            acc[k, 3] += np.int64(cur[3 * x + 2]) * wg
+    return bins, acc
 
 
 @njit(cache=True, nogil=True)
-def _split(pts, wts, idx, lo, hi, side, thr2, min_w):
+def _bin_points(acc):
+    """The occupied bins as weighted points: ids (m,), mean colours (m, 3), weights (m,)."""
+    m = 0
+    for k in range(32768):
+        m += acc[k, 0] >= _SEEN
+    ids = np.empty(m, np.int64)
+    j = 0
+    for k in range(32768):
+        if acc[k, 0] >= _SEEN:
+            ids[j] = k
+            j += 1
+    pts = np.empty((m, 3), np.float64)
+    wts = np.empty(m, np.float64)
+    for j in range(m):
+        k = ids[j]
+        c = acc[k, 0] & (_SEEN - 1)
+        if c > 0:
+            pts[j, 0] = acc[k, 1] / c
+            pts[j, 1] = acc[k, 2] / c
+            pts[j, 2] = acc[k, 3] / c
+        else:  # only edge pixels: the bin's centre stands for them
+            pts[j, 0] = (k >> 10) * 8 + 3.5
+            pts[j, 1] = ((k >> 5) & 31) * 8 + 3.5
+            pts[j, 2] = (k & 31) * 8 + 3.5
+        wts[j] = c
+    return ids, pts, wts
+
+
+@njit(cache=True, nogil=True)
+def _split(pts, wts, idx, lo, hi, thr2, min_w):
     """2-means of idx[lo:hi]; True and idx partitioned (side 0 first) -> mid, if spread >= thr."""
-    sw = 0.0
-    m0 = m1 = m2 = 0.0
-    for t in range(lo, hi):
-        i = idx[t]
-        sw += wts[i]
-        m0 += wts[i] * pts[i, 0]
-        m1 += wts[i] * pts[i, 1]
-        m2 += wts[i] * pts[i, 2]
-    m0 /= sw
-    m1 /= sw
-    m2 /= sw
+    m = hi - lo
+    p0 = np.empty(m)
+    p1 = np.empty(m)
+    p2 = np.empty(m)
+    pw = np.empty(m)
+    for t in range(m):
+        i = idx[lo + t]
+        p0[t] = pts[i, 0]
+        p1[t] = pts[i, 1]
+        p2[t] = pts[i, 2]
+        pw[t] = wts[i]
+    sw = pw.sum()
+    m0 = (pw * p0).sum() / sw
+    m1 = (pw * p1).sum() / sw
+    m2 = (pw * p2).sum() / sw
     # deterministic init, k-means++ made greedy: the bin with the largest weight * squared
     # distance from the centre, then the same from that one (a lone noisy bin cannot win)
     best = -1.0
-    a = idx[lo]
-    for t in range(lo, hi):
-        d = wts[idx[t]] * _d2(pts, idx[t], m0, m1, m2)
+    a = 0
+    for t in range(m):
+        d = pw[t] * ((p0[t] - m0) ** 2 + (p1[t] - m1) ** 2 + (p2[t] - m2) ** 2)
         if d > best:
             best = d
-            a = idx[t]
-    a0, a1, a2 = pts[a, 0], pts[a, 1], pts[a, 2]
+            a = t
+    a0, a1, a2 = p0[a], p1[a], p2[a]
     best = -1.0
     diam = 0.0
-    b = idx[lo]
-    for t in range(lo, hi):
-        d2 = _d2(pts, idx[t], a0, a1, a2)
+    b = 0
+    for t in range(m):
+        d2 = (p0[t] - a0) ** 2 + (p1[t] - a1) ** 2 + (p2[t] - a2) ** 2
         diam = max(diam, d2)
-        d = wts[idx[t]] * d2
+        d = pw[t] * d2
         if d > best:
             best = d
-            b = idx[t]
+            b = t
     if diam < thr2:  # the spread cannot exceed the diameter
         return -1
-    b0, b1, b2 = pts[b, 0], pts[b, 1], pts[b, 2]
-    for t in range(lo, hi):
-        side[idx[t]] = -1
+    b0, b1, b2 = p0[b], p1[b], p2[b]
+    s = np.full(m, np.int8(-1))
     for _ in range(_LLOYD_ITERS):
-        changed = False
-        s0 = s1 = 0.0
-        x0 = x1 = x2 = y0 = y1 = y2 = 0.0
-        for t in range(lo, hi):
-            i = idx[t]
-            s = 1 if _d2(pts, i, b0, b1, b2) < _d2(pts, i, a0, a1, a2) else 0
-            if s != side[i]:
-                side[i] = s
-                changed = True
-            wi = wts[i]
-            if s == 0:
-                s0 += wi
-                x0 += wi * pts[i, 0]
-                x1 += wi * pts[i, 1]
-                x2 += wi * pts[i, 2]
-            else:
-                s1 += wi
-                y0 += wi * pts[i, 0]
-                y1 += wi * pts[i, 1]
-                y2 += wi * pts[i, 2]
+        changed = 0
+        s1 = x0 = x1 = x2 = y0 = y1 = y2 = 0.0
+        for t in range(m):
+            da = (p0[t] - a0) ** 2 + (p1[t] - a1) ** 2 + (p2[t] - a2) ** 2
+            db = (p0[t] - b0) ** 2 + (p1[t] - b1) ** 2 + (p2[t] - b2) ** 2
+            one = np.int8(db < da)
+            changed |= one ^ s[t]
+            s[t] = one
+            f = np.float64(one) * pw[t]
+            s1 += f
+            y0 += f * p0[t]
+            y1 += f * p1[t]
+            y2 += f * p2[t]
+        s0 = 0.0
+        for t in range(m):
+            f = np.float64(1 - s[t]) * pw[t]
+            s0 += f
+            x0 += f * p0[t]
+            x1 += f * p1[t]
+            x2 += f * p2[t]
         if s0 == 0.0 or s1 == 0.0:
             return -1
         a0, a1, a2 = x0 / s0, x1 / s0, x2 / s0
         b0, b1, b2 = y0 / s1, y1 / s1, y2 / s1
-        if not changed:
+        if changed == 0:
             break
     if (a0 - b0) ** 2 + (a1 - b1) ** 2 + (a2 - b2) ** 2 < thr2 or s0 < min_w or s1 < min_w:
         return -1
     # stable partition: side 0 first
     tmp = idx[lo:hi].copy()
     k = lo
-    for t in range(tmp.size):
-        if side[tmp[t]] == 0:
+    for t in range(m):
+        if s[t] == 0:
             idx[k] = tmp[t]
             k += 1
     mid = k
-    for t in range(tmp.size):
-        if side[tmp[t]] == 1:
+    for t in range(m):
+        if s[t] == 1:
             idx[k] = tmp[t]
             k += 1
     return mid
@@ -247,7 +261,6 @@ def _dichotomy(pts, wts, thr, max_depth, min_w):
     """Depth-first splits; returns leaf centres (K, 3)."""
     m = pts.shape[0]
     idx = np.arange(m)
-    side = np.zeros(m, np.int8)
     thr2 = thr * thr
     stack_lo = [0]
     stack_hi = [m]
@@ -259,7 +272,7 @@ def _dichotomy(pts, wts, thr, max_depth, min_w):
         d = stack_d.pop()
         mid = -1
         if d < max_depth and hi - lo > 1:
-            mid = _split(pts, wts, idx, lo, hi, side, thr2, min_w)
+            mid = _split(pts, wts, idx, lo, hi, thr2, min_w)
         if mid < 0:
             sw = 0.0
             c = np.zeros(3)
@@ -284,16 +297,22 @@ def _dichotomy(pts, wts, thr, max_depth, min_w):
 
 @njit(cache=True, nogil=True)
 def _nearest(pts, centres):
-    out = np.empty(pts.shape[0], np.int32)
-    for i in range(pts.shape[0]):
-        best = np.inf
-        bk = 0
-        for k in range(centres.shape[0]):
-            d = _d2(pts, i, centres[k, 0], centres[k, 1], centres[k, 2])
-            if d < best:
-                best = d
-                bk = k
-        out[i] = bk
+    """Index of the nearest centre per point (ties to the lower index); centre-major so the
+    inner loop over points vectorises."""
+    m = pts.shape[0]
+    out = np.zeros(m, np.int32)
+    best = np.full(m, np.inf)
+    p0 = np.ascontiguousarray(pts[:, 0])
+    p1 = np.ascontiguousarray(pts[:, 1])
+    p2 = np.ascontiguousarray(pts[:, 2])
+    for k in range(centres.shape[0]):
+        c0, c1, c2 = centres[k, 0], centres[k, 1], centres[k, 2]
+        kk = np.int32(k)
+        for i in range(m):
+            d = (p0[i] - c0) ** 2 + (p1[i] - c1) ** 2 + (p2[i] - c2) ** 2
+            if d < best[i]:
+                best[i] = d
+                out[i] = kk
     return out
 
 
@@ -353,104 +372,137 @@ def _find(parent, i):
 
 
 @njit(cache=True, nogil=True)
-def _components(lab):
-    """4-connected components of equal labels (union-find over row runs): component id per
-    pixel, and each component's core size (pixels whose label reaches _CORE_RADIUS in all four directions)."""
+def _unstable_pixels(lab, min_area):
+    """Flat indices, in raster order, of the pixels whose 4-connected component of equal labels
+    has a core under min_area pixels: union-find over row runs.
+
+    A core pixel's label reaches _CORE_RADIUS pixels in all four directions; the border counts
+    as the same label, which an edge-replicated copy of the label map gives for free.
+    """
     h, w = lab.shape
-    run_of = np.empty((h, w), np.int32)
-    run_start = []
-    run_end = []
+    n = h * w
+    r_ = _CORE_RADIUS
+    pad = np.empty((h + 2 * r_, w + 2 * r_), np.int32)
+    for y in range(h + 2 * r_):
+        src = lab[min(max(y - r_, 0), h - 1)]
+        row = pad[y]
+        for x in range(w):
+            row[x + r_] = src[x]
+        for x in range(r_):
+            row[x] = src[0]
+            row[w + r_ + x] = src[w - 1]
+    core = np.empty(w, np.int32)
+    core_cum = np.empty(w + 1, np.int32)
+    run_start = np.empty(n, np.int32)
+    run_end = np.empty(n, np.int32)
+    run_core = np.empty(n, np.int32)
     row_first = np.empty(h + 1, np.int64)
+    nr = 0
     for y in range(h):
-        row_first[y] = len(run_start)
-        x = 0
-        while x < w:
-            v = lab[y, x]
-            x0 = x
-            while x < w and lab[y, x] == v:
-                run_of[y, x] = len(run_start)
-                x += 1
-            run_start.append(x0)
-            run_end.append(x)
-    nr = len(run_start)
+        row_first[y] = nr
+        c = pad[y + r_]
+        for x in range(w):
+            core[x] = 1
+        for d in range(1, r_ + 1):
+            u = pad[y + r_ - d]
+            b = pad[y + r_ + d]
+            for x in range(w):
+                v = c[x + r_]
+                core[x] &= np.int32((u[x + r_] == v) & (b[x + r_] == v) & (c[x + r_ - d] == v) & (c[x + r_ + d] == v))
+        core_cum[0] = 0
+        for x in range(w):
+            core_cum[x + 1] = core_cum[x] + core[x]
+        v = lab[y]
+        x0 = 0
+        for x in range(1, w + 1):
+            if x == w or v[x] != v[x - 1]:
+                run_start[nr] = x0
+                run_end[nr] = x
+                run_core[nr] = core_cum[x] - core_cum[x0]
+                nr += 1
+                x0 = x
     row_first[h] = nr
     parent = np.arange(nr)
     for y in range(1, h):
         a, a_end = row_first[y - 1], row_first[y]
+        up = lab[y - 1]
+        v = lab[y]
         for r in range(row_first[y], row_first[y + 1]):
             x0, x1 = run_start[r], run_end[r]
             while a < a_end and run_end[a] <= x0:
                 a += 1
             t = a
             while t < a_end and run_start[t] < x1:
-                if lab[y - 1, run_start[t]] == lab[y, x0]:
+                if up[run_start[t]] == v[x0]:
                     ra, rb = _find(parent, t), _find(parent, r)
                     if ra != rb:
                         parent[max(ra, rb)] = min(ra, rb)
                 t += 1
-    comp_of_run = np.empty(nr, np.int32)
-    n = 0
+            if t > a:  # the last run above that overlaps this one may overlap the next one too
+                a = t - 1
+    total = np.zeros(nr, np.int64)
     for r in range(nr):
-        root = _find(parent, r)
-        if root == r:
-            comp_of_run[r] = n
-            n += 1
-        else:
-            comp_of_run[r] = comp_of_run[root]
-    cores = np.zeros(n, np.int64)
-    comp = np.empty((h, w), np.int32)
+        parent[r] = _find(parent, r)
+        total[parent[r]] += run_core[r]
+    m = 0
+    for r in range(nr):
+        if total[parent[r]] < min_area:
+            m += run_end[r] - run_start[r]
+    out = np.empty(m, np.int32)
+    j = 0
     for y in range(h):
-        for x in range(w):
-            c = comp_of_run[run_of[y, x]]
-            comp[y, x] = c
-            v = lab[y, x]
-            core = True
-            for d in range(1, _CORE_RADIUS + 1):
-                core = core and (y < d or lab[y - d, x] == v) and (y + d >= h or lab[y + d, x] == v)
-                core = core and (x < d or lab[y, x - d] == v) and (x + d >= w or lab[y, x + d] == v)
-            cores[c] += core
-    return comp, cores
+        for r in range(row_first[y], row_first[y + 1]):
+            if total[parent[r]] < min_area:
+                for x in range(run_start[r], run_end[r]):
+                    out[j] = y * w + x
+                    j += 1
+    return out
 
 
 @njit(cache=True, nogil=True)
-def _dissolve(lab, comp, cores, min_area, cm, centres):
-    """Pixels of components whose core is under min_area take, sweep by sweep from the stable
-    regions inward, the label of a neighbour whose centre is nearest to their own colour."""
+def _dissolve(lab, pending, min_area, cm, centres):
+    """The pending pixels take, sweep by sweep from the stable regions inward, the label of a
+    4-neighbour whose centre is nearest to their own colour. Each sweep reads only the
+    previous sweep's labels, so the result does not depend on the visiting order."""
     h, w = lab.shape
-    cur = lab.copy()
-    pending = []
-    for y in range(h):
-        for x in range(w):
-            if cores[comp[y, x]] < min_area:
-                cur[y, x] = -1
-                pending.append(y * w + x)
-    if len(pending) == h * w:
-        return lab.copy()
-    while len(pending) > 0:
-        nxt = cur.copy()
-        rest = []
-        for p in pending:
+    n = h * w
+    if pending.size == n or pending.size == 0:
+        return lab
+    cur = lab.reshape(n).copy()
+    for t in range(pending.size):
+        cur[pending[t]] = -1
+    flat = cm.reshape(n * 3)
+    todo = pending.copy()
+    got = np.empty(todo.size, np.int32)
+    m = todo.size
+    while m > 0:
+        for t in range(m):
+            p = todo[t]
             y = p // w
-            x = p % w
+            x = p - y * w
+            c0, c1, c2 = np.float64(flat[3 * p]), np.float64(flat[3 * p + 1]), np.float64(flat[3 * p + 2])
             best = np.inf
             bl = -1
-            for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
-                yy, xx = y + dy, x + dx
-                if 0 <= yy < h and 0 <= xx < w and cur[yy, xx] >= 0:
-                    k = cur[yy, xx]
-                    d = 0.0
-                    for ch in range(3):
-                        d += (cm[y, x, ch] - centres[k, ch]) ** 2
-                    if d < best:
-                        best = d
-                        bl = k
-            if bl >= 0:
-                nxt[y, x] = bl
+            for q, ok in ((p - w, y > 0), (p + w, y + 1 < h), (p - 1, x > 0), (p + 1, x + 1 < w)):
+                if ok:
+                    k = cur[q]
+                    if k >= 0:
+                        dd = (c0 - centres[k, 0]) ** 2 + (c1 - centres[k, 1]) ** 2 + (c2 - centres[k, 2]) ** 2
+                        if dd < best:
+                            best = dd
+                            bl = k
+            got[t] = bl
+        keep = 0
+        for t in range(m):
+            if got[t] >= 0:
+                cur[todo[t]] = got[t]
             else:
-                rest.append(p)
-        cur = nxt
-        pending = rest
-    return cur
+                todo[keep] = todo[t]
+                keep += 1
+        if keep == m:  # cannot happen while a stable pixel exists; guards an endless loop
+            break
+        m = keep
+    return cur.reshape(h, w)
 
 
 @njit(cache=True, nogil=True)
@@ -476,21 +528,23 @@ def _number(lab, is_bg, keep_background):
 @njit(cache=True, nogil=True)
 def _decode(cm, thr, min_area, max_depth, keep_background):
     h, w, _ = cm.shape
-    pix_bin, pts, wts = _histogram(cm, _EDGE_TOL if min_area > 0 else 0)
+    bins, acc = _histogram(cm, _EDGE_TOL if min_area > 0 else 0)
+    ids, pts, wts = _bin_points(acc)
     sel = wts > 0
     if not sel.any():  # nothing but edges (a fine checkerboard): let every pixel count
-        pix_bin, pts, wts = _histogram(cm, 0)
+        bins, acc = _histogram(cm, 0)
+        ids, pts, wts = _bin_points(acc)
         sel = wts > 0
     cp, cw = pts[sel], wts[sel]
     centres = _refine(cp, cw, _dichotomy(cp, cw, thr, max_depth, max(min_area, 1.0)), thr)
-    leaf_of_bin = _nearest(pts, centres)
+    leaf_of_bin = np.zeros(32768, np.int32)
+    leaf_of_bin[ids] = _nearest(pts, centres)
     lab = np.empty(h * w, np.int32)
     for i in range(h * w):
-        lab[i] = leaf_of_bin[pix_bin[i]]
+        lab[i] = leaf_of_bin[bins[i]]
     lab = lab.reshape(h, w)
     if min_area > 0 and centres.shape[0] > 1:
-        comp, cores = _components(lab)
-        lab = _dissolve(lab, comp, cores, min_area, cm, centres)
+        lab = _dissolve(lab, _unstable_pixels(lab, min_area), min_area, cm, centres)
     k = centres.shape[0]
     is_bg = np.zeros(k, np.bool_)
     for j in range(k):
