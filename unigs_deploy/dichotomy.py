@@ -12,7 +12,9 @@ into the nearest surviving leaves by colour: that removes the thin bands a blur 
 two entities, and specks, while every pixel still ends with a label.
 
 The product is `decode_colormap` (Numba, on a weighted histogram of colours quantised to 8
-levels per bin: a 512x512 colormap has ~1e3-1e4 distinct bins against 262,144 pixels).
+levels per bin: a 512x512 colormap has ~1e3-1e4 distinct bins against 262,144 pixels). On
+images of 256x256 and more with min_area >= 16 the histogram takes every second row and
+column (mean PQ 0.977 -> 0.976 at the standard corruption, 2.5x faster with the other changes).
 `decode_colormap_reference` is the same algorithm in plain numpy on every pixel, kept for tests.
 """
 
@@ -28,7 +30,7 @@ _BG_LEVEL = 32.0  # a leaf whose every channel is under this snaps to black: the
 _LLOYD_ITERS = 50
 _EDGE_TOL = 24
 _CORE_RADIUS = 2  # a core pixel's label reaches this far in all four directions
-_SEEN = np.int64(1) << 36  # histogram: pixel counts live above the weights (< 2**36 pixels)
+_SAMPLE_MIN_AREA = 16
 
 
 def _check(colormap, threshold, min_area, max_depth) -> np.ndarray:
@@ -86,6 +88,51 @@ def labels_to_masks(labels: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
+def _histogram(cm, edge_tol, step):
+    """Bins of 8 levels per channel: the bin id of every pixel (0..32767), and per bin the
+    weight and the weighted colour sums (32768, 4) of every `step`-th row and column, and
+    whether any pixel falls in it.
+
+    With edge_tol > 0 a pixel that differs from its right or lower neighbour by more than
+    edge_tol in a channel has no weight: blur and JPEG ramps between entities then cannot form
+    clusters of their own, and every pixel is still labelled by its nearest centre afterwards.
+    A sampled pixel weighs step**2, so weights still count pixels.
+    """
+    h, w, _ = cm.shape
+    n = h * w
+    rw = 3 * w
+    flat = cm.reshape(n * 3)
+    bins = np.empty(n, np.uint16)
+    seen = np.zeros(32768, np.bool_)
+    acc = np.zeros((32768, 4), np.int64)
+    d = np.empty(rw, np.float32)
+    wrow = np.ones(w, np.int64)
+    tol = np.float32(edge_tol)
+    unit = np.int64(step * step)
+    for y in range(h):
+        cur = flat[y * rw : (y + 1) * rw]
+        brow = bins[y * w : (y + 1) * w]
+        for x in range(w):
+            brow[x] = ((np.uint16(cur[3 * x]) >> 3) << 10) | ((np.uint16(cur[3 * x + 1]) >> 3) << 5) | (
+                np.uint16(cur[3 * x + 2]) >> 3)
+        for x in range(w):
+            seen[brow[x]] = True
+        if y % step:
+            continue
+        if edge_tol > 0:
+            below = flat[(y + 1) * rw : (y + 2) * rw] if y + 1 < h else cur
+            _edge_weights_row(cur, below, y + 1 < h, d, wrow, tol)
+        for x in range(0, w, step):
+            k = np.int64(brow[x])
+            wg = wrow[x] * unit
+            acc[k, 0] += wg
+            acc[k, 1] += np.int64(cur[3 * x]) * wg
+            acc[k, 2] += np.int64(cur[3 * x + 1]) * wg
+            acc[k, 3] += np.int64(cur[3 * x + 2]) * wg
+    return bins, seen, acc
+
+
+@njit(cache=True, nogil=True)
 def _edge_weights_row(cur, below, has_below, d, wrow, tol):
     """wrow[x] = 1 unless pixel x differs from its right or lower neighbour by more than tol.
 
@@ -101,68 +148,24 @@ def _edge_weights_row(cur, below, has_below, d, wrow, tol):
         for j in range(rw):
             d[j] = max(d[j], np.abs(np.float32(cur[j]) - np.float32(below[j])))
     for x in range(rw // 3):
-        wrow[x] = np.int32(max(max(d[3 * x], d[3 * x + 1]), d[3 * x + 2]) <= tol)
+        wrow[x] = np.int64(max(max(d[3 * x], d[3 * x + 1]), d[3 * x + 2]) <= tol)
 
 
 @njit(cache=True, nogil=True)
-def _histogram(cm, edge_tol):
-    """Bins of 8 levels per channel: bin id of every pixel (0..32767) and, per bin, the pixel
-    count * _SEEN + weight, and the weighted colour sums (32768, 4).
-
-    With edge_tol > 0 a pixel that differs from its right or lower neighbour by more than
-    edge_tol in a channel has no weight: blur and JPEG ramps between entities then cannot form
-    clusters of their own, and every pixel is still labelled by its nearest centre afterwards.
-    """
-    h, w, _ = cm.shape
-    n = h * w
-    rw = 3 * w
-    flat = cm.reshape(n * 3)
-    bins = np.empty(n, np.uint16)
-    acc = np.zeros((32768, 4), np.int64)
-    d = np.empty(rw, np.float32)
-    wrow = np.ones(w, np.int32)
-    tol = np.float32(edge_tol)
-    for y in range(h):
-        cur = flat[y * rw : (y + 1) * rw]
-        if edge_tol > 0:
-            below = flat[(y + 1) * rw : (y + 2) * rw] if y + 1 < h else cur
-            _edge_weights_row(cur, below, y + 1 < h, d, wrow, tol)
-        brow = bins[y * w : (y + 1) * w]
-        for x in range(w):
-            brow[x] = ((np.uint16(cur[3 * x]) >> 3) << 10) | ((np.uint16(cur[3 * x + 1]) >> 3) << 5) | (
-                np.uint16(cur[3 * x + 2]) >> 3)
-        for x in range(w):
-            k = np.int64(brow[x])
-            wg = np.int64(wrow[x])
-            acc[k, 0] += _SEEN | wg
-            acc[k, 1] += np.int64(cur[3 * x]) * wg
-            acc[k, 2] += np.int64(cur[3 * x + 1]) * wg
-            acc[k, 3] += np.int64(cur[3 * x + 2]) * wg
-    return bins, acc
-
-
-@njit(cache=True, nogil=True)
-def _bin_points(acc):
+def _bin_points(seen, acc):
     """The occupied bins as weighted points: ids (m,), mean colours (m, 3), weights (m,)."""
-    m = 0
-    for k in range(32768):
-        m += acc[k, 0] >= _SEEN
-    ids = np.empty(m, np.int64)
-    j = 0
-    for k in range(32768):
-        if acc[k, 0] >= _SEEN:
-            ids[j] = k
-            j += 1
+    ids = np.flatnonzero(seen)
+    m = ids.size
     pts = np.empty((m, 3), np.float64)
     wts = np.empty(m, np.float64)
     for j in range(m):
         k = ids[j]
-        c = acc[k, 0] & (_SEEN - 1)
+        c = acc[k, 0]
         if c > 0:
             pts[j, 0] = acc[k, 1] / c
             pts[j, 1] = acc[k, 2] / c
             pts[j, 2] = acc[k, 3] / c
-        else:  # only edge pixels: the bin's centre stands for them
+        else:  # only edge (or unsampled) pixels: the bin's centre stands for them
             pts[j, 0] = (k >> 10) * 8 + 3.5
             pts[j, 1] = ((k >> 5) & 31) * 8 + 3.5
             pts[j, 2] = (k & 31) * 8 + 3.5
@@ -441,8 +444,8 @@ def _unstable_pixels(lab, min_area):
             if t > a:  # the last run above that overlaps this one may overlap the next one too
                 a = t - 1
     total = np.zeros(nr, np.int64)
-    for r in range(nr):
-        parent[r] = _find(parent, r)
+    for r in range(nr):  # parents point to lower runs, so parent[parent[r]] is already a root
+        parent[r] = parent[parent[r]]
         total[parent[r]] += run_core[r]
     m = 0
     for r in range(nr):
@@ -526,14 +529,23 @@ def _number(lab, is_bg, keep_background):
 
 
 @njit(cache=True, nogil=True)
+def _sample_step(h, w, min_area):
+    """Every 2nd row and column feeds the colour histogram of a large image when clusters under
+    min_area >= _SAMPLE_MIN_AREA pixels are dissolved anyway: such a cluster still has >= 4
+    samples, and the histogram only has to find the colour modes (every pixel is labelled)."""
+    return 2 if min_area >= _SAMPLE_MIN_AREA and h >= 256 and w >= 256 else 1
+
+
+@njit(cache=True, nogil=True)
 def _decode(cm, thr, min_area, max_depth, keep_background):
     h, w, _ = cm.shape
-    bins, acc = _histogram(cm, _EDGE_TOL if min_area > 0 else 0)
-    ids, pts, wts = _bin_points(acc)
+    step = _sample_step(h, w, min_area)
+    bins, seen, acc = _histogram(cm, _EDGE_TOL if min_area > 0 else 0, step)
+    ids, pts, wts = _bin_points(seen, acc)
     sel = wts > 0
     if not sel.any():  # nothing but edges (a fine checkerboard): let every pixel count
-        bins, acc = _histogram(cm, 0)
-        ids, pts, wts = _bin_points(acc)
+        bins, seen, acc = _histogram(cm, 0, 1)
+        ids, pts, wts = _bin_points(seen, acc)
         sel = wts > 0
     cp, cw = pts[sel], wts[sel]
     centres = _refine(cp, cw, _dichotomy(cp, cw, thr, max_depth, max(min_area, 1.0)), thr)
