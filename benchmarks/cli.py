@@ -41,10 +41,6 @@ def decoder(json_path: str | None, quick: bool) -> None:
     _emit(result, table, json_path)
 
 
-if __name__ == "__main__":
-    main()
-
-
 @main.command()
 @click.option("--engine", default="engines/unigs.onnx", show_default=True, type=click.Path(),
               help="The exported demo model.")
@@ -65,15 +61,18 @@ def quality(engine, images, steps, guidance, threads, json_path):
 
 
 @main.command()
-@click.option("--repeats", default=50, show_default=True)
+@click.option("--repeats", default=20, show_default=True, help="Calls per round.")
+@click.option("--rounds", default=15, show_default=True, help="Alternating C / Python rounds.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results as JSON.")
-def capi(repeats, json_path):
+def capi(repeats, rounds, json_path):
     """The C boundary's cost: unigs_decode_colormap from C vs decode_colormap from Python, 512x512."""
     from . import capi as bench
 
-    result = bench.run(repeats=repeats)
+    result = bench.run(repeats=repeats, rounds=rounds)
     table = markdown_table(result["rows"], [("caller", "caller"), ("median_ms", "median ms"), ("min_ms", "min ms"),
-                                            ("vs_python", "x Python")])
+                                            ("vs_python", "x Python"), ("faults_per_call", "page faults/call")])
+    table += (f"\n\nboundary cost per call (4x4 colormap, C minus Python): {result['boundary_overhead_us']:.1f} us"
+              f" = {result['boundary_overhead_pct_of_512']:.2f}% of a 512x512 decode")
     _emit(result, table, json_path)
 
 
@@ -132,3 +131,7 @@ def components(engine, size, steps, threads, json_path):
     table = markdown_table(r["rows"], [("stage", "stage"), ("seconds", "seconds"), ("share", "share of total")])
     table += f"\n\nloop overhead: {100 * r['loop_overhead_share_of_loop']:.2f}% of the denoising loop"
     _emit(r, table, json_path)
+
+
+if __name__ == "__main__":
+    main()

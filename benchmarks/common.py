@@ -66,6 +66,7 @@ def markdown_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
         cells = []
         for k, _ in columns:
             v = r.get(k, "")
+            v = "" if v is None else v
             cells.append(f"{v:.3g}" if isinstance(v, float) else str(v))
         body.append("| " + " | ".join(cells) + " |")
     return "\n".join([head, sep, *body])

@@ -142,3 +142,25 @@ def test_bad_parameters():
         dichotomy.decode_colormap(cm, threshold=0)
     with pytest.raises(ValueError, match="min_area"):
         dichotomy.decode_colormap(cm, min_area=-1)
+
+
+def test_out_receives_the_labels_and_the_count():
+    rng = np.random.default_rng(5)
+    masks, _ = shapes.random_layout(rng, 300, 280, 12)
+    cm = shapes.corrupt_colormap(palette.encode_colormap(masks), rng)
+    expected = dichotomy.decode_colormap(cm)
+    out = np.full(cm.shape[:2], -7, np.int32)
+    assert dichotomy.decode_colormap(cm, out=out) is out
+    assert (out == expected).all()
+    labels, k = dichotomy.decode_colormap_counted(cm)
+    assert (labels == expected).all() and k == expected.max()
+    # the scratch arrays are reused between calls: a second size and back gives the same answer
+    dichotomy.decode_colormap(cm[:100, :90])
+    assert (dichotomy.decode_colormap(cm) == expected).all()
+
+
+@pytest.mark.parametrize("out", [np.zeros((4, 5), np.int32), np.zeros((4, 4), np.int64),
+                                 np.zeros((4, 8), np.int32)[:, ::2], "labels"])
+def test_bad_out_is_one_clear_error(out):
+    with pytest.raises(ValueError, match="out must be a writeable C-contiguous int32 array of shape"):
+        dichotomy.decode_colormap(np.zeros((4, 4, 3), np.uint8), out=out)

@@ -10,6 +10,8 @@ import threading
 
 import numpy as np
 
+from . import dichotomy
+
 OK, INVALID, TOO_SMALL, ENGINE, INTERNAL = 0, 1, 2, 3, 4
 LABELS, RGB, MASK = 0, 1, 2
 _ITEM = {LABELS: 4, RGB: 3, MASK: 1}
@@ -148,18 +150,23 @@ def close(handle_id: int) -> None:
 
 
 def decode(ffi, cm, w, h, stride, params, out, size, n_out) -> None:
-    from .dichotomy import DEFAULT_MAX_DEPTH, DEFAULT_MIN_AREA, DEFAULT_THRESHOLD, decode_colormap
-
+    """Zero-copy both ways: the colormap is read in place and the labels land in `out`."""
     colormap = read_rgb(ffi, cm, w, h, stride, "colormap")
     kw = {}
     if params != ffi.NULL:
-        kw = {"threshold": params.threshold or DEFAULT_THRESHOLD,
-              "min_area": DEFAULT_MIN_AREA if params.min_area < 0 else params.min_area,
-              "max_depth": params.max_depth or DEFAULT_MAX_DEPTH, "keep_background": bool(params.keep_background)}
-    labels = decode_colormap(colormap, **kw)
-    write_out(ffi, out, size, labels, "labels_out")
+        kw = {"threshold": params.threshold or dichotomy.DEFAULT_THRESHOLD,
+              "min_area": dichotomy.DEFAULT_MIN_AREA if params.min_area < 0 else params.min_area,
+              "max_depth": params.max_depth or dichotomy.DEFAULT_MAX_DEPTH,
+              "keep_background": bool(params.keep_background)}
+    if out == ffi.NULL:
+        raise CError(INVALID, "labels_out is NULL")
+    if size < required_size(LABELS, w, h):
+        raise CError(TOO_SMALL, f"labels_out holds {size} bytes, {required_size(LABELS, w, h)} are needed "
+                                "(unigs_required_size tells the size)")
+    labels = np.frombuffer(ffi.buffer(out, 4 * w * h), np.int32).reshape(h, w)
+    _, k = dichotomy.decode_colormap_counted(colormap, out=labels, **kw)
     if n_out != ffi.NULL:
-        n_out[0] = int(labels.max())
+        n_out[0] = k
 
 
 def segment(ffi, hid, rgb, w, h, stride, params, out, size, n_out) -> None:

@@ -20,6 +20,8 @@ column (mean PQ 0.977 -> 0.976 at the standard corruption, 2.5x faster with the 
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from numba import njit
 
@@ -63,16 +65,53 @@ def decode_colormap(
     min_area: int = DEFAULT_MIN_AREA,
     max_depth: int = DEFAULT_MAX_DEPTH,
     keep_background: bool = False,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Colormap (H, W, 3) uint8 -> label map (H, W) int32.
 
     0 is the background (the cluster near black) and 1..K the entities, numbered in raster
     order of their first pixel. With `keep_background=True` (entity segmentation) every
     cluster, the black one too, is an entity and 0 does not occur. `min_area=0` keeps every
-    cluster.
+    cluster. `out`, a C-contiguous (H, W) int32 array, receives the labels without an
+    allocation (a caller's buffer, e.g. the C API's); it is returned.
     """
+    return decode_colormap_counted(colormap, threshold=threshold, min_area=min_area, max_depth=max_depth,
+                                   keep_background=keep_background, out=out)[0]
+
+
+def decode_colormap_counted(colormap, *, threshold=DEFAULT_THRESHOLD, min_area=DEFAULT_MIN_AREA,
+                            max_depth=DEFAULT_MAX_DEPTH, keep_background=False, out=None) -> tuple[np.ndarray, int]:
+    """`decode_colormap` and the number of labels K, without a pass over the result to count them."""
     cm = _check(colormap, threshold, min_area, max_depth)
-    return _decode(cm, float(threshold), int(min_area), int(max_depth), bool(keep_background))
+    out = _check_out(out, cm.shape[:2])
+    k = _decode(cm, float(threshold), int(min_area), int(max_depth), bool(keep_background), out,
+                *_workspace(*cm.shape[:2]))
+    return out, int(k)
+
+
+_workspaces = threading.local()
+
+
+def _workspace(h: int, w: int) -> tuple:
+    """Per-thread scratch arrays for the last image size. Reusing them keeps a decode free of
+    large allocations, whose fresh pages otherwise cost a page fault each in hosts whose malloc
+    returns big blocks to the OS (measured: 872 faults, +3.5 ms per 512x512 decode in a C host)."""
+    ws = getattr(_workspaces, "ws", None)
+    if ws is None or ws[0].size != h * w or ws[3].shape != (h + 2 * _CORE_RADIUS, w + 2 * _CORE_RADIUS):
+        ws = (np.empty(h * w, np.uint16), np.empty(32768, np.bool_), np.empty((32768, 4), np.int64),
+              np.empty((h + 2 * _CORE_RADIUS, w + 2 * _CORE_RADIUS), np.int32), np.empty((3, h * w), np.int32))
+        _workspaces.ws = ws
+    return ws
+
+
+def _check_out(out, shape) -> np.ndarray:
+    if out is None:
+        return np.empty(shape, np.int32)
+    if not isinstance(out, np.ndarray) or out.dtype != np.int32 or out.shape != tuple(shape) \
+            or not out.flags.c_contiguous or not out.flags.writeable:
+        got = f"{out.dtype} {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__
+        raise ValueError(f"out must be a writeable C-contiguous int32 array of shape {tuple(shape)}, got {got}")
+    return out
 
 
 def labels_to_masks(labels: np.ndarray) -> np.ndarray:
@@ -88,10 +127,10 @@ def labels_to_masks(labels: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def _histogram(cm, edge_tol, step):
+def _histogram(cm, edge_tol, step, bins, seen, acc):
     """Bins of 8 levels per channel: the bin id of every pixel (0..32767), and per bin the
     weight and the weighted colour sums (32768, 4) of every `step`-th row and column, and
-    whether any pixel falls in it.
+    whether any pixel falls in it, into the given arrays.
 
     With edge_tol > 0 a pixel that differs from its right or lower neighbour by more than
     edge_tol in a channel has no weight: blur and JPEG ramps between entities then cannot form
@@ -102,9 +141,8 @@ def _histogram(cm, edge_tol, step):
     n = h * w
     rw = 3 * w
     flat = cm.reshape(n * 3)
-    bins = np.empty(n, np.uint16)
-    seen = np.zeros(32768, np.bool_)
-    acc = np.zeros((32768, 4), np.int64)
+    seen[:] = False
+    acc[:] = 0
     d = np.empty(rw, np.float32)
     wrow = np.ones(w, np.int64)
     tol = np.float32(edge_tol)
@@ -129,7 +167,6 @@ def _histogram(cm, edge_tol, step):
             acc[k, 1] += np.int64(cur[3 * x]) * wg
             acc[k, 2] += np.int64(cur[3 * x + 1]) * wg
             acc[k, 3] += np.int64(cur[3 * x + 2]) * wg
-    return bins, seen, acc
 
 
 @njit(cache=True, nogil=True)
@@ -375,7 +412,7 @@ def _find(parent, i):
 
 
 @njit(cache=True, nogil=True)
-def _unstable_pixels(lab, min_area):
+def _unstable_pixels(lab, min_area, pad, runs):
     """Flat indices, in raster order, of the pixels whose 4-connected component of equal labels
     has a core under min_area pixels: union-find over row runs.
 
@@ -383,9 +420,7 @@ def _unstable_pixels(lab, min_area):
     as the same label, which an edge-replicated copy of the label map gives for free.
     """
     h, w = lab.shape
-    n = h * w
     r_ = _CORE_RADIUS
-    pad = np.empty((h + 2 * r_, w + 2 * r_), np.int32)
     for y in range(h + 2 * r_):
         src = lab[min(max(y - r_, 0), h - 1)]
         row = pad[y]
@@ -396,9 +431,7 @@ def _unstable_pixels(lab, min_area):
             row[w + r_ + x] = src[w - 1]
     core = np.empty(w, np.int32)
     core_cum = np.empty(w + 1, np.int32)
-    run_start = np.empty(n, np.int32)
-    run_end = np.empty(n, np.int32)
-    run_core = np.empty(n, np.int32)
+    run_start, run_end, run_core = runs[0], runs[1], runs[2]
     row_first = np.empty(h + 1, np.int64)
     nr = 0
     for y in range(h):
@@ -463,15 +496,15 @@ def _unstable_pixels(lab, min_area):
 
 
 @njit(cache=True, nogil=True)
-def _dissolve(lab, pending, min_area, cm, centres):
-    """The pending pixels take, sweep by sweep from the stable regions inward, the label of a
-    4-neighbour whose centre is nearest to their own colour. Each sweep reads only the
+def _dissolve(lab, pending, cm, centres):
+    """In place: the pending pixels take, sweep by sweep from the stable regions inward, the
+    label of a 4-neighbour whose centre is nearest to their own colour. Each sweep reads only the
     previous sweep's labels, so the result does not depend on the visiting order."""
     h, w = lab.shape
     n = h * w
     if pending.size == n or pending.size == 0:
-        return lab
-    cur = lab.reshape(n).copy()
+        return
+    cur = lab.reshape(n)
     for t in range(pending.size):
         cur[pending[t]] = -1
     flat = cm.reshape(n * 3)
@@ -505,16 +538,15 @@ def _dissolve(lab, pending, min_area, cm, centres):
         if keep == m:  # cannot happen while a stable pixel exists; guards an endless loop
             break
         m = keep
-    return cur.reshape(h, w)
 
 
 @njit(cache=True, nogil=True)
-def _number(lab, is_bg, keep_background):
-    """Leaf ids per pixel -> labels 1..K in raster order of first pixel (background 0)."""
+def _number(lab, is_bg, keep_background, out):
+    """Leaf ids per pixel -> labels 1..K in raster order of first pixel (background 0) into
+    out; returns K."""
     h, w = lab.shape
     label_of = np.full(is_bg.size, -1, np.int32)
     nxt = 1
-    out = np.empty((h, w), np.int32)
     for y in range(h):
         for x in range(w):
             leaf = lab[y, x]
@@ -525,7 +557,7 @@ def _number(lab, is_bg, keep_background):
                     label_of[leaf] = nxt
                     nxt += 1
             out[y, x] = label_of[leaf]
-    return out
+    return nxt - 1
 
 
 @njit(cache=True, nogil=True)
@@ -537,31 +569,31 @@ def _sample_step(h, w, min_area):
 
 
 @njit(cache=True, nogil=True)
-def _decode(cm, thr, min_area, max_depth, keep_background):
+def _decode(cm, thr, min_area, max_depth, keep_background, out, bins, seen, acc, pad, runs):
+    """Labels into out (also the working label map); returns K. The rest are scratch arrays."""
     h, w, _ = cm.shape
     step = _sample_step(h, w, min_area)
-    bins, seen, acc = _histogram(cm, _EDGE_TOL if min_area > 0 else 0, step)
+    _histogram(cm, _EDGE_TOL if min_area > 0 else 0, step, bins, seen, acc)
     ids, pts, wts = _bin_points(seen, acc)
     sel = wts > 0
     if not sel.any():  # nothing but edges (a fine checkerboard): let every pixel count
-        bins, seen, acc = _histogram(cm, 0, 1)
+        _histogram(cm, 0, 1, bins, seen, acc)
         ids, pts, wts = _bin_points(seen, acc)
         sel = wts > 0
     cp, cw = pts[sel], wts[sel]
     centres = _refine(cp, cw, _dichotomy(cp, cw, thr, max_depth, max(min_area, 1.0)), thr)
     leaf_of_bin = np.zeros(32768, np.int32)
     leaf_of_bin[ids] = _nearest(pts, centres)
-    lab = np.empty(h * w, np.int32)
+    lab = out.reshape(h * w)
     for i in range(h * w):
         lab[i] = leaf_of_bin[bins[i]]
-    lab = lab.reshape(h, w)
     if min_area > 0 and centres.shape[0] > 1:
-        lab = _dissolve(lab, _unstable_pixels(lab, min_area), min_area, cm, centres)
+        _dissolve(out, _unstable_pixels(out, min_area, pad, runs), cm, centres)
     k = centres.shape[0]
     is_bg = np.zeros(k, np.bool_)
     for j in range(k):
         is_bg[j] = centres[j, 0] < _BG_LEVEL and centres[j, 1] < _BG_LEVEL and centres[j, 2] < _BG_LEVEL
-    return _number(lab, is_bg, keep_background)
+    return _number(out, is_bg, keep_background, out)
 
 
 # ---------------------------------------------------------------- numpy reference

@@ -1,7 +1,9 @@
-/* bench_decode.c: time unigs_decode_colormap on a PPM colormap. Prints "median_ms min_ms". */
+/* bench_decode.c: time unigs_decode_colormap on a PPM colormap.
+ * Prints "median_ms min_ms page_faults_per_call". */
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+#include <sys/resource.h>
 
 #include "unigs.h"
 
@@ -9,6 +11,12 @@ static double now_ms(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+
+static long page_faults(void) {
+    struct rusage r;
+    getrusage(RUSAGE_SELF, &r);
+    return r.ru_minflt + r.ru_majflt;
 }
 
 static int cmp(const void *a, const void *b) {
@@ -31,6 +39,7 @@ int main(int argc, char **argv) {
     int32_t *labels = malloc(size);
     double *t = malloc(sizeof(double) * repeats);
     for (int i = 0; i < 3; i++) unigs_decode_colormap(rgb, w, h, 3 * w, NULL, labels, size, &k); /* warm-up, JIT */
+    long faults = page_faults();
     for (int i = 0; i < repeats; i++) {
         double t0 = now_ms();
         if (unigs_decode_colormap(rgb, w, h, 3 * w, NULL, labels, size, &k) != UNIGS_OK) {
@@ -39,7 +48,8 @@ int main(int argc, char **argv) {
         }
         t[i] = now_ms() - t0;
     }
+    faults = page_faults() - faults;
     qsort(t, repeats, sizeof(double), cmp);
-    printf("%.4f %.4f\n", t[repeats / 2], t[0]);
+    printf("%.4f %.4f %.1f\n", t[repeats / 2], t[0], (double)faults / repeats);
     return 0;
 }
