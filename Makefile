@@ -55,8 +55,9 @@ test: $(VENV)/.dev
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 
+# every benchmark (~40 min on 2 cores, ~20 GB peak): results JSON, REPORT.md, README Performance block
 bench: $(VENV)/.dev
-	$(VENV)/bin/unigs-bench decoder --json benchmarks/results/decoder.json
+	$(VENV)/bin/unigs-bench all --workdir benchmarks/work --readme README.md
 
 # libunigs.so + unigs.h + unigs.pc in build/capi (cffi embedding of the lean runtime)
 capi: $(VENV)/.dev

@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
+import datetime as _dt
+import platform
+import subprocess
+import sys
+import time
+import traceback
 from pathlib import Path
 
 import click
 
 from unigs_deploy import io
 
-from .common import markdown_table
+from . import report
+from .common import machine
+
+SCALES = click.Choice(["sd15", "demo", "tiny"])
 
 
-def _emit(result: dict, table: str, json_path: str | None) -> None:
-    click.echo(table)
+def _emit(result: dict, json_path: str | None) -> None:
+    click.echo(report.RENDER[result["benchmark"]](result))
     if json_path:
         io.write_json(json_path, result)
         click.echo(f"wrote {json_path}")
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: give comma-separated integers, e.g. 256,512") from None
 
 
 @click.group()
@@ -30,15 +46,7 @@ def decoder(json_path: str | None, quick: bool) -> None:
     """Progressive dichotomy decoder: Numba vs numpy reference vs scikit-learn, one core."""
     from . import decoder as bench
 
-    result = bench.run(quick=quick)
-    table = markdown_table(result["rows"], [("size", "colormap"), ("impl", "implementation"),
-                                            ("median_ms", "median ms"), ("min_ms", "min ms"),
-                                            ("x_slower_than_numba", "x numba"), ("pq", "PQ")])
-    table += f"\n\ncold start (fresh process, JIT cache warm): {result['cold_start_ms']:.0f} ms\n\n"
-    table += markdown_table(result["robustness"], [("corruption", "corruption"), ("layouts", "layouts"),
-                                                   ("mean_pq", "mean PQ"), ("min_pq", "min PQ"),
-                                                   ("fp_per_image", "FP/image"), ("fn_per_image", "FN/image")])
-    _emit(result, table, json_path)
+    _emit(bench.run(quick=quick), json_path)
 
 
 @main.command()
@@ -53,11 +61,7 @@ def quality(engine, images, steps, guidance, threads, json_path):
     """The demo model on held-out shapes-world images: all four tasks, against the targets."""
     from . import quality as bench
 
-    result = bench.run(engine, n=images, steps=steps, guidance=guidance, threads=threads)
-    table = markdown_table(result["rows"], [("task", "task"), ("metric", "metric"), ("value", "value"),
-                                            ("target", "target"), ("met", "met")])
-    table += "\n\nseconds per image: " + ", ".join(f"{k} {v:.2f}" for k, v in result["seconds_per_image"].items())
-    _emit(result, table, json_path)
+    _emit(bench.run(engine, n=images, steps=steps, guidance=guidance, threads=threads), json_path)
 
 
 @main.command()
@@ -68,16 +72,11 @@ def capi(repeats, rounds, json_path):
     """The C boundary's cost: unigs_decode_colormap from C vs decode_colormap from Python, 512x512."""
     from . import capi as bench
 
-    result = bench.run(repeats=repeats, rounds=rounds)
-    table = markdown_table(result["rows"], [("caller", "caller"), ("median_ms", "median ms"), ("min_ms", "min ms"),
-                                            ("vs_python", "x Python"), ("faults_per_call", "page faults/call")])
-    table += (f"\n\nboundary cost per call (4x4 colormap, C minus Python): {result['boundary_overhead_us']:.1f} us"
-              f" = {result['boundary_overhead_pct_of_512']:.2f}% of a 512x512 decode")
-    _emit(result, table, json_path)
+    _emit(bench.run(repeats=repeats, rounds=rounds), json_path)
 
 
 @main.command()
-@click.option("--scale", default="sd15", show_default=True, type=click.Choice(["sd15", "demo", "tiny"]))
+@click.option("--scale", default="sd15", show_default=True, type=SCALES)
 @click.option("--size", default=256, show_default=True, help="Image side (the paper: 512).")
 @click.option("--steps", default=10, show_default=True, help="DDIM steps (the paper: 200).")
 @click.option("--repeats", default=2, show_default=True)
@@ -89,32 +88,27 @@ def table1(scale, size, steps, repeats, workdir, threads, json_path):
     """The paper's Table 1: parameters and s/image, SD-inpainting vs UniGS UNet, same loop."""
     from . import speed
 
-    r = speed.table1(scale=scale, size=size, steps=steps, repeats=repeats, workdir=workdir,
-                     threads=threads)
-    table = markdown_table(r["rows"], [("method", "method"), ("in_out", "channels"), ("parameters", "parameters"),
-                                       ("seconds_per_image", "s/image"), ("peak_rss_mb", "peak RSS MB")])
-    table += f"\n\nUniGS / SD time ratio: {r['unigs_over_sd_time']:.3f} (paper: {r['paper']['ratio']:.3f}); {r['note']}"
-    _emit(r, table, json_path)
+    _emit(speed.table1(scale=scale, size=size, steps=steps, repeats=repeats, workdir=workdir, threads=threads),
+          json_path)
 
 
 @main.command()
-@click.option("--scale", default="sd15", show_default=True, type=click.Choice(["sd15", "demo", "tiny"]))
+@click.option("--scale", default="sd15", show_default=True, type=SCALES)
 @click.option("--sizes", default="256,512", show_default=True)
 @click.option("--repeats", default=3, show_default=True)
+@click.option("--image-steps", default=4, show_default=True, help="Steps of the whole-image loop (0: skip it).")
+@click.option("--image-sizes", default="256", show_default=True, help="Sizes that also time a whole image.")
+@click.option("--profile/--no-profile", default=True, show_default=True,
+              help="Profile torch and the best ONNX Runtime by operator at the largest size.")
 @click.option("--workdir", default="benchmarks/work", show_default=True, type=click.Path(path_type=Path))
 @click.option("--threads", default=0, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False))
-def backends(scale, sizes, repeats, workdir, threads, json_path):
-    """One UniGS UNet step: torch eager vs ONNX Runtime (plain, fused) vs TensorRT."""
+def backends(scale, sizes, repeats, image_steps, image_sizes, profile, workdir, threads, json_path):
+    """One UniGS UNet step and a whole image: torch eager vs ONNX Runtime (plain, fused) vs TensorRT."""
     from . import speed
 
-    r = speed.backends(scale=scale, sizes=[int(s) for s in sizes.split(",")], repeats=repeats,
-                       workdir=workdir, threads=threads)
-    table = markdown_table(r["rows"], [("size", "image"), ("backend", "backend"), ("median_ms", "median ms"),
-                                       ("min_ms", "min ms"), ("speedup_vs_torch", "x torch"),
-                                       ("peak_rss_mb", "peak RSS MB")])
-    table += f"\n\nTensorRT: {r['tensorrt']}"
-    _emit(r, table, json_path)
+    _emit(speed.backends(scale=scale, sizes=_ints(sizes), repeats=repeats, workdir=workdir, threads=threads,
+                         image_steps=image_steps, image_sizes=_ints(image_sizes), profile=profile), json_path)
 
 
 @main.command()
@@ -127,10 +121,106 @@ def components(engine, size, steps, threads, json_path):
     """Share of one whole segmentation per component, and the loop's own overhead."""
     from . import speed
 
-    r = speed.components(engine, size=size, steps=steps, threads=threads)
-    table = markdown_table(r["rows"], [("stage", "stage"), ("seconds", "seconds"), ("share", "share of total")])
-    table += f"\n\nloop overhead: {100 * r['loop_overhead_share_of_loop']:.2f}% of the denoising loop"
-    _emit(r, table, json_path)
+    _emit(speed.components(engine, size=size, steps=steps, threads=threads), json_path)
+
+
+@main.command()
+@click.option("--scale", default="sd15", show_default=True, type=SCALES)
+@click.option("--sizes", default="128,192,256,384,512", show_default=True)
+@click.option("--steps", default="1,2,4,8", show_default=True, help="Step counts of the whole-loop series.")
+@click.option("--steps-size", default=256, show_default=True, help="Image side of the step series.")
+@click.option("--repeats", default=2, show_default=True)
+@click.option("--workdir", default="benchmarks/work", show_default=True, type=click.Path(path_type=Path))
+@click.option("--threads", default=0, show_default=True)
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Write the log-log plot (PNG).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False))
+def scaling(scale, sizes, steps, steps_size, repeats, workdir, threads, plot, json_path):
+    """Time and peak memory vs resolution (fitted power law) and vs steps."""
+    from . import scaling as bench
+
+    r = bench.run(scale=scale, sizes=_ints(sizes), steps=_ints(steps), steps_size=steps_size, repeats=repeats,
+                  workdir=workdir, threads=threads, plot=plot)
+    _emit(r, json_path)
+    if plot:
+        click.echo(f"wrote {plot}")
+
+
+def _sd15_engine(workdir: Path, scale: str) -> Path:
+    """A full random-weight export (text encoder, VAE, UNet) for `components`, made once."""
+    out = workdir / f"{scale}-engine"
+    if not (out / "manifest.json").is_file():
+        click.echo(f"exporting a random-weight {scale} engine to {out} (once) ...")
+        subprocess.run([sys.executable, "-m", "unigs_deploy.export.cli", "--scale", scale, "--out", str(out)],
+                       check=True, stdout=subprocess.DEVNULL)
+    return out
+
+
+@main.command(name="all")
+@click.option("--scale", default="sd15", show_default=True, type=SCALES, help="Model shape of the speed runs.")
+@click.option("--quick", is_flag=True, help="A smoke run: tiny model, small sizes, few repeats (minutes).")
+@click.option("--workdir", default="benchmarks/work", show_default=True, type=click.Path(path_type=Path))
+@click.option("--out-dir", default="benchmarks/results", show_default=True, type=click.Path(path_type=Path))
+@click.option("--engine", type=click.Path(), help="Engine for `components` (default: a random-weight export of "
+              "--scale in WORKDIR, made once).")
+@click.option("--quality-engine", type=click.Path(), help="Also run `quality` on this exported demo model.")
+@click.option("--readme", type=click.Path(dir_okay=False, path_type=Path),
+              help="Regenerate this README's Performance block from the run.")
+@click.option("--threads", default=0, show_default=True)
+def all_(scale, quick, workdir, out_dir, engine, quality_engine, readme, threads):
+    """Every benchmark in one run: <out-dir>/<date>-<host>.json, a REPORT.md section, a plot."""
+    from . import capi as capi_bench
+    from . import decoder as decoder_bench
+    from . import quality as quality_bench
+    from . import scaling as scaling_bench
+    from . import speed
+
+    if quick:
+        scale = "tiny"
+    key = f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d}-{platform.node()}" + ("-quick" if quick else "")
+    json_path = out_dir / f"{key}.json"
+    plot = out_dir / f"{key}-scaling.png"
+    run = {"key": key, "json": str(json_path), "machine": machine(threads=threads or None), "results": {},
+           "skipped": {}, "seconds": {}}
+    sizes = [64, 128] if quick else [256, 512]
+    plan = [
+        ("table1", lambda: speed.table1(scale=scale, size=sizes[0], steps=2 if quick else 10,
+                                        repeats=1 if quick else 2, workdir=workdir, threads=threads)),
+        ("backends", lambda: speed.backends(scale=scale, sizes=sizes, repeats=2 if quick else 3, workdir=workdir,
+                                            threads=threads, image_steps=2 if quick else 4,
+                                            image_sizes=sizes[:1])),
+        ("scaling", lambda: scaling_bench.run(scale=scale, sizes=[32, 64, 128] if quick else [128, 192, 256, 384, 512],
+                                              steps=[1, 2, 4] if quick else [1, 2, 4, 8],
+                                              steps_size=64 if quick else 256, repeats=1 if quick else 2,
+                                              workdir=workdir, threads=threads, plot=plot)),
+        ("components", lambda: speed.components(engine or _sd15_engine(workdir, scale), size=sizes[0],
+                                                steps=2 if quick else 10, threads=threads)),
+        ("decoder", lambda: decoder_bench.run(quick=quick)),
+        ("capi", lambda: capi_bench.run(repeats=10 if quick else 20, rounds=3 if quick else 15)),
+    ]
+    if quality_engine:
+        plan.append(("quality", lambda: quality_bench.run(quality_engine, n=10 if quick else 100)))
+    for name, fn in plan:
+        click.echo(f"== {name} ...")
+        t0 = time.perf_counter()
+        try:
+            run["results"][name] = fn()
+            click.echo(report.RENDER[name](run["results"][name]))
+        except Exception as e:  # one broken part must not lose the others
+            run["skipped"][name] = f"failed: {type(e).__name__}: {e}"
+            click.echo(f"{name} failed: {type(e).__name__}: {e}", err=True)
+            traceback.print_exc()
+        run["seconds"][name] = time.perf_counter() - t0
+        io.write_json(json_path, run)  # after every part: an interrupted run keeps what it measured
+    plot_rel = plot.name if "scaling" in run["results"] else None
+    report.update_report(out_dir / "REPORT.md", run, plot_rel)
+    click.echo(f"wrote {json_path}, {out_dir / 'REPORT.md'}" + (f", {plot}" if plot_rel else ""))
+    if readme:
+        base = readme.resolve().parent
+        rel = str(plot.resolve().relative_to(base)) if plot_rel and plot.resolve().is_relative_to(base) else None
+        report.update_readme(readme, run, rel)
+        click.echo(f"updated the Performance block of {readme}")
+    if run["skipped"]:
+        raise click.ClickException(f"{len(run['skipped'])} part(s) failed: {', '.join(run['skipped'])}")
 
 
 if __name__ == "__main__":

@@ -57,6 +57,14 @@ def machine(threads: int | None = None) -> dict:
     }
 
 
+def _fmt(v) -> str:
+    if isinstance(v, bool) or not isinstance(v, float):
+        return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 10000 else str(v)
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.3g}"
+
+
 def markdown_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     """rows of dicts -> Markdown; columns are (key, header)."""
     head = "| " + " | ".join(h for _, h in columns) + " |"
@@ -67,6 +75,6 @@ def markdown_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
         for k, _ in columns:
             v = r.get(k, "")
             v = "" if v is None else v
-            cells.append(f"{v:.3g}" if isinstance(v, float) else str(v))
+            cells.append(_fmt(v))
         body.append("| " + " | ".join(cells) + " |")
     return "\n".join([head, sep, *body])

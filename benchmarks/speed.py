@@ -1,9 +1,14 @@
 """Speed: Table 1 (SD-inpainting vs UniGS UNet, same loop), backends (torch vs ONNX Runtime
 vs TensorRT) and per-component shares of a whole run. Random weights: speed does not depend
-on them. Everything compared is measured side by side in one process."""
+on them. Each model/backend runs in its own process (in_child), one after the other, so peak
+RSS is per run and no run inherits another's memory.
+"""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -67,7 +72,7 @@ def _export_unet(unet, path: Path, hidden: int) -> Path:
 
 
 def _loop(session, in_channels: int, out_channels: int, latent: int, steps: int, hidden: int) -> float:
-    """One image's denoising loop (CFG batch 2, DDIM) on an ORT UNet; seconds."""
+    """One image's denoising loop (CFG batch 2, DDIM) on a UNet runner; seconds."""
     from unigs_deploy.modeling import SD15_SCHEDULER
     from unigs_deploy.scheduler import DDIMScheduler
 
@@ -88,74 +93,153 @@ def _loop(session, in_channels: int, out_channels: int, latent: int, steps: int,
     return time.perf_counter() - t0
 
 
+def table1_one(name: str, cin: int, cout: int, scale: str, size: int, steps: int, repeats: int, workdir: str,
+               threads: int) -> dict:
+    """One model's denoising loop on ONNX Runtime (in a child process: its own peak RSS)."""
+    from unigs_deploy.backends.onnxruntime import OrtSession
+
+    hidden, latent = _hidden(scale), _latent(scale, size)
+    path = _export_unet(_unet(cin, cout, scale), Path(workdir) / f"{scale}-{cin}to{cout}" / "unet.onnx", hidden)
+    sess = OrtSession(path, threads=threads)
+    _loop(sess, cin, cout, latent, 1, hidden)  # warm-up
+    runs = [_loop(sess, cin, cout, latent, steps, hidden) for _ in range(repeats)]
+    return {"method": name, "in_out": f"{cin}->{cout}", "seconds_per_image": float(np.median(runs)),
+            "min_s": float(min(runs)), "peak_rss_mb": peak_rss_mb()}
+
+
 def table1(*, scale: str = "sd15", size: int = 256, steps: int = 10, repeats: int = 2, workdir: Path,
            threads: int = 0) -> dict:
     """The paper's Table 1 on our machinery: parameters, and seconds per image of the denoising
     loop for the SD-inpainting UNet and the UniGS UNet on ONNX Runtime, same everything else."""
-    from unigs_deploy.backends.onnxruntime import OrtSession
-
-    hidden = 768 if scale == "sd15" else {"demo": 128, "tiny": 32}[scale]
-    latent = size // 8 if scale == "sd15" else size // 4
-    rows, times = [], {}
-    for name, cin, cout in (("Stable Diffusion inpainting", 9, 4), ("UniGS", 13, 8)):
-        path = _export_unet(_unet(cin, cout, scale), workdir / f"{scale}-{cin}to{cout}" / "unet.onnx", hidden)
-        sess = OrtSession(path, threads=threads)
-        _loop(sess, cin, cout, latent, 1, hidden)  # warm-up
-        runs = [_loop(sess, cin, cout, latent, steps, hidden) for _ in range(repeats)]
-        times[name] = float(np.median(runs))
-        rows.append({"method": name, "in_out": f"{cin}->{cout}", "seconds_per_image": times[name],
-                     "min_s": float(min(runs)), "peak_rss_mb": peak_rss_mb()})
-        del sess
+    rows = [in_child("table1_one", name=name, cin=cin, cout=cout, scale=scale, size=size, steps=steps,
+                     repeats=repeats, workdir=str(workdir), threads=threads)
+            for name, cin, cout in (("Stable Diffusion inpainting", 9, 4), ("UniGS", 13, 8))]
     counts = parameter_counts(scale)
     rows[0]["parameters"] = counts["sd_inpainting"]
     rows[1]["parameters"] = counts["unigs"]
-    ratio = times["UniGS"] / times["Stable Diffusion inpainting"]
+    ratio = rows[1]["seconds_per_image"] / rows[0]["seconds_per_image"]
     return {"benchmark": "table1", "machine": machine(threads=threads or None), "scale": scale,
-            "note": f"ONNX Runtime CPU, {size}x{size}, {steps} DDIM steps, CFG batch 2, denoising loop only "
-                    "(the paper: 512x512, 200 steps on a GPU)",
+            "note": f"ONNX Runtime CPU, {size}x{size}, {steps} DDIM steps, CFG batch 2, denoising loop only, "
+                    "each model in its own process (the paper: 512x512, 200 steps on a GPU)",
             "rows": rows, "parameters": counts, "unigs_over_sd_time": ratio,
             "paper": {"sd_parameters_m": 859.54, "unigs_parameters_m": 859.56, "sd_s": 14.48, "unigs_s": 14.40,
                       "ratio": 14.40 / 14.48}}
 
 
-def backends(*, scale: str = "sd15", sizes=(256, 512), repeats: int = 3, workdir: Path, threads: int = 0) -> dict:
-    """One UniGS UNet step (batch 2) on torch eager vs ONNX Runtime (plain and with the CPU-safe
-    fusions) vs TensorRT where it imports; ratios to torch."""
-    import torch
+def _hidden(scale: str) -> int:
+    return 768 if scale == "sd15" else {"demo": 128, "tiny": 32}[scale]
+
+
+def _latent(scale: str, size: int) -> int:
+    return size // (8 if scale == "sd15" else 4)
+
+
+def unet_files(scale: str, workdir: str | Path) -> tuple[str, str]:
+    """The UniGS UNet as plain ONNX and with ORT's CPU fusions; exported once per work folder."""
     from unigs_deploy.export.optimize import optimize
 
-    from unigs_deploy.backends.onnxruntime import OrtSession
-
-    if threads:
-        torch.set_num_threads(threads)
-    hidden = 768 if scale == "sd15" else {"demo": 128, "tiny": 32}[scale]
-    unet = _unet(13, 8, scale)
-    plain = _export_unet(unet, workdir / f"{scale}-13to8" / "unet.onnx", hidden)
-    fused = workdir / f"{scale}-13to8" / "unet.opt.onnx"
+    workdir = Path(workdir)
+    plain = workdir / f"{scale}-13to8" / "unet.onnx"
+    fused = plain.with_name("unet.opt.onnx")
+    if not plain.is_file():
+        _export_unet(_unet(13, 8, scale), plain, _hidden(scale))
     if not fused.is_file():
         optimize(plain, fused, component="unet")
-    rows = []
-    factor = 8 if scale == "sd15" else 4
-    for size in sizes:
-        lat = size // factor
-        rng = np.random.default_rng(0)
-        feed = {"sample": rng.standard_normal((2, 13, lat, lat), dtype=np.float32),
-                "timestep": np.array([500, 500], np.float32),
-                "encoder_hidden_states": rng.standard_normal((2, 77, hidden), dtype=np.float32)}
-        tfeed = {k: torch.from_numpy(v) for k, v in feed.items()}
-        with torch.no_grad():
-            t = time_call(lambda tf=tfeed: unet(tf["sample"], tf["timestep"], tf["encoder_hidden_states"]),
-                          repeat=repeats, warmup=1)
-        base = t["median_ms"]
-        rows.append({"size": size, "backend": "torch eager fp32", **t, "speedup_vs_torch": 1.0})
-        for name, path in (("onnxruntime", plain), ("onnxruntime + CPU fusions", fused)):
-            sess = OrtSession(path, threads=threads)
-            t = time_call(lambda s=sess, f=feed: s(**f), repeat=repeats, warmup=1)
-            rows.append({"size": size, "backend": name, **t, "speedup_vs_torch": base / t["median_ms"]})
-            del sess
+    return str(plain), str(fused)
+
+
+def _runner(backend: str, scale: str, workdir: Path, threads: int):
+    """feed dict of numpy arrays -> eps numpy, for one backend."""
+    if backend == "torch eager fp32":
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        unet = _unet(13, 8, scale)
+
+        def run(**f):
+            with torch.no_grad():
+                return unet(torch.from_numpy(f["sample"]), torch.from_numpy(f["timestep"]),
+                            torch.from_numpy(f["encoder_hidden_states"])).sample.numpy()
+        return run
+    from unigs_deploy.backends.onnxruntime import OrtSession
+
+    plain, fused = unet_files(scale, workdir)
+    return OrtSession(fused if backend == "onnxruntime + CPU fusions" else plain, threads=threads)
+
+
+def measure_backend(backend: str, scale: str, size: int, repeats: int, workdir: str, threads: int,
+                    image_steps: int) -> dict:
+    """One (backend, size): a UNet step at batch 2 and, if image_steps, a whole denoising loop."""
+    t0 = time.perf_counter()
+    run = _runner(backend, scale, Path(workdir), threads)
+    load_s = time.perf_counter() - t0
+    lat, hidden = _latent(scale, size), _hidden(scale)
+    rng = np.random.default_rng(0)
+    feed = {"sample": rng.standard_normal((2, 13, lat, lat), dtype=np.float32),
+            "timestep": np.array([500, 500], np.float32),
+            "encoder_hidden_states": rng.standard_normal((2, 77, hidden), dtype=np.float32)}
+    res = {"load_s": load_s, **time_call(lambda: run(**feed), repeat=repeats, warmup=1)}
+    if image_steps:
+        res["image_s"] = _loop(run, 13, 8, lat, image_steps, hidden)
+        res["image_steps"] = image_steps
+    res["peak_rss_mb"] = peak_rss_mb()
+    return res
+
+
+def in_child(fn: str, **kwargs) -> dict:
+    """speed.<fn> (or "<module>.<fn>") (**kwargs) in a fresh interpreter: its peak RSS is that run's alone, and one
+    run's memory is returned to the OS before the next starts (sd15 at 512x512 needs ~10 GB)."""
+    mod, _, name = fn.rpartition(".")
+    mod = mod or "speed"
+    code = (f"import json, sys\nfrom unigs_deploy.benchmarks import {mod}\n"
+            f"print('RESULT ' + json.dumps({mod}.{name}(**json.loads(sys.argv[1]))))")
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(kwargs, default=str)], capture_output=True,
+                         text=True)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
+    if out.returncode or not lines:
+        tail = (out.stderr or out.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeError(f"{fn}({kwargs}) failed in a child process (exit {out.returncode}): {tail[0]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+BACKENDS = ("torch eager fp32", "onnxruntime", "onnxruntime + CPU fusions")
+
+
+def backends(*, scale: str = "sd15", sizes=(256, 512), repeats: int = 3, workdir: Path, threads: int = 0,
+             image_steps: int = 4, image_sizes=(256,), profile: bool = True) -> dict:
+    """One UniGS UNet step (batch 2) on torch eager vs ONNX Runtime (plain and with the CPU-safe
+    fusions) vs TensorRT where it imports, each in its own process; ratios to torch. A whole
+    denoising loop of `image_steps` steps too, at `image_sizes`. At the largest size, torch and
+    the best ONNX Runtime configuration are profiled by operator."""
     from unigs_deploy.backends import tensorrt as trt_backend
 
-    return {"benchmark": "backends", "machine": machine(threads=threads or None), "scale": scale, "rows": rows,
+    in_child("unet_files", scale=scale, workdir=str(workdir))  # export once, outside the timed children
+    rows = []
+    for size in sizes:
+        base = base_image = None
+        for backend in BACKENDS:
+            r = in_child("measure_backend", backend=backend, scale=scale, size=size, repeats=repeats,
+                         workdir=str(workdir), threads=threads,
+                         image_steps=image_steps if size in image_sizes else 0)
+            base = base or r["median_ms"]
+            row = {"size": size, "backend": backend, **r, "speedup_vs_torch": base / r["median_ms"]}
+            if "image_s" in r:
+                base_image = base_image or r["image_s"]
+                row["image_speedup_vs_torch"] = base_image / r["image_s"]
+            rows.append(row)
+    big = max(sizes)
+    best = max((r for r in rows if r["size"] == big and r["backend"] != BACKENDS[0]),
+               key=lambda r: r["speedup_vs_torch"])
+    profiles = [in_child("profile_step", backend=b, scale=scale, size=big, workdir=str(workdir), threads=threads)
+                for b in (BACKENDS[0], best["backend"])] if profile else []
+    return {"benchmark": "backends", "machine": machine(threads=threads or None), "scale": scale,
+            "method": "each (size, backend) in a fresh process; UNet step = batch 2 (CFG), median of "
+                      f"{repeats} after 1 warm-up; whole image = {image_steps} DDIM steps with CFG",
+            "rows": rows, "largest": {"size": big, "best_onnxruntime": best["backend"],
+                                      "speedup_vs_torch": best["speedup_vs_torch"], "target": 1.3,
+                                      "met": best["speedup_vs_torch"] >= 1.3},
+            "profiles": profiles,
             "tensorrt": "measured" if trt_backend.available() else "not importable here (needs an NVIDIA GPU)"}
 
 
@@ -200,3 +284,57 @@ def components(engine: str | Path, *, size: int = 256, steps: int = 10, threads:
     return {"benchmark": "components", "machine": machine(threads=threads or None), "engine": str(engine),
             "size": size, "steps": steps, "rows": rows, "total_s": total,
             "loop_overhead_share_of_loop": (t["denoise_s"] - unet.seconds) / t["denoise_s"]}
+
+
+def profile_step(backend: str, scale: str, size: int, workdir: str, threads: int, top: int = 10) -> dict:
+    """Where one UNet step's time goes, by operator, on torch (torch.profiler) or ONNX Runtime
+    (its own profiler): the evidence for why a backend is or is not faster at a size."""
+    lat, hidden = _latent(scale, size), _hidden(scale)
+    rng = np.random.default_rng(0)
+    feed = {"sample": rng.standard_normal((2, 13, lat, lat), dtype=np.float32),
+            "timestep": np.array([500, 500], np.float32),
+            "encoder_hidden_states": rng.standard_normal((2, 77, hidden), dtype=np.float32)}
+    by_op: dict[str, float] = {}
+    if backend == "torch eager fp32":
+        import torch
+        from torch.profiler import ProfilerActivity, profile
+
+        run = _runner(backend, scale, Path(workdir), threads)
+        run(**feed)  # warm-up
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            t0 = time.perf_counter()
+            run(**feed)
+            wall = time.perf_counter() - t0
+        for ev in prof.key_averages():
+            if ev.key.startswith("aten::") and ev.self_cpu_time_total > 0:
+                by_op[ev.key] = by_op.get(ev.key, 0.0) + ev.self_cpu_time_total / 1e3
+        del torch
+    else:
+        import onnxruntime as ort
+
+        plain, fused = unet_files(scale, workdir)
+        so = ort.SessionOptions()
+        so.enable_profiling = True
+        so.profile_file_prefix = str(Path(workdir) / "ort-profile")
+        so.log_severity_level = 3
+        if threads:
+            so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+        sess = ort.InferenceSession(fused if backend == "onnxruntime + CPU fusions" else plain, so,
+                                    providers=["CPUExecutionProvider"])
+        sess.run(None, feed)  # warm-up, also profiled: only the last run counts below
+        t0 = time.perf_counter()
+        sess.run(None, feed)
+        wall = time.perf_counter() - t0
+        trace = Path(sess.end_profiling())
+        events = json.loads(trace.read_text())
+        trace.unlink()
+        runs = [e for e in events if e.get("name") == "model_run"]
+        last = runs[-1]["ts"] if runs else 0
+        for e in events:
+            if e.get("cat") == "Node" and e.get("ts", 0) >= last and e["name"].endswith("_kernel_time"):
+                op = e.get("args", {}).get("op_name", "?")
+                by_op[op] = by_op.get(op, 0.0) + e["dur"] / 1e3
+    total = sum(by_op.values())
+    ops = sorted(by_op.items(), key=lambda kv: -kv[1])
+    rows = [{"op": k, "ms": v, "share": v / total} for k, v in ops[:top]]
+    return {"backend": backend, "size": size, "wall_ms": wall * 1e3, "op_ms_total": total, "rows": rows}

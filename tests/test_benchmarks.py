@@ -1,0 +1,84 @@
+"""unigs-bench's instrument: fits, the report files, and one quick `all` run end to end."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from unigs_deploy.benchmarks import report, scaling
+
+README = """# x
+
+## Performance
+
+intro
+
+{begin}
+old numbers
+{end}
+
+## After
+kept
+"""
+
+
+def test_fit_power_and_line_recover_known_laws():
+    px = np.array([128, 256, 512]) ** 2
+    k, c = scaling.fit_power(px, 3e-4 * px**1.25)
+    assert k == pytest.approx(1.25, abs=1e-9) and c == pytest.approx(3e-4, rel=1e-6)
+    slope, intercept = scaling.fit_line([1, 2, 4, 8], [0.5 + 2.0 * n for n in (1, 2, 4, 8)])
+    assert slope == pytest.approx(2.0) and intercept == pytest.approx(0.5)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """`unigs-bench all --quick` on the tiny model: every part, the JSON, REPORT.md, README, plot."""
+    tmp = tmp_path_factory.mktemp("bench")
+    readme = tmp / "README.md"
+    readme.write_text(README.format(begin=report.README_BEGIN, end=report.README_END))
+    out = subprocess.run([sys.executable, "-m", "unigs_deploy.benchmarks.cli", "all", "--quick", "--workdir",
+                          str(tmp / "work"), "--out-dir", str(tmp / "results"), "--readme", str(readme)],
+                         capture_output=True, text=True, timeout=1200)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (json_path,) = (tmp / "results").glob("*-quick.json")
+    return tmp, json.loads(json_path.read_text()), readme
+
+
+def test_all_measures_every_part(quick_run):
+    tmp, run, _ = quick_run
+    assert set(run["results"]) == {"table1", "backends", "scaling", "components", "decoder", "capi"}
+    assert run["skipped"] == {}
+    t1 = run["results"]["table1"]
+    assert t1["unigs_over_sd_time"] > 0 and [r["in_out"] for r in t1["rows"]] == ["9->4", "13->8"]
+    b = run["results"]["backends"]
+    assert [r["backend"] for r in b["rows"]] == 2 * ["torch eager fp32", "onnxruntime", "onnxruntime + CPU fusions"]
+    assert all(r["peak_rss_mb"] > 0 and r["median_ms"] > 0 for r in b["rows"])
+    s = run["results"]["scaling"]
+    assert [r["size"] for r in s["rows"]] == [32, 64, 128] and np.isfinite(s["time_exponent"])
+    png = tmp / "results" / f"{run['key']}-scaling.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_and_readme_are_generated(quick_run):
+    tmp, run, readme = quick_run
+    text = readme.read_text()
+    assert "old numbers" not in text and "## After\nkept" in text and "intro" in text
+    assert f"### {run['key']}" in text and "Table 1 on our machinery" in text
+    assert f"({run['key']}-scaling.png)" not in text  # the README links the plot by its path from the README
+    assert f"results/{run['key']}-scaling.png" in text
+    rep = tmp / "results" / "REPORT.md"
+    assert rep.read_text().count(f"## {run['key']}\n") == 1
+    report.update_report(rep, run, None)  # the same run again replaces its section
+    report.update_report(rep, {**run, "key": "another-run"}, None)
+    again = rep.read_text()
+    assert again.count(f"## {run['key']}\n") == 1 and again.count("## another-run\n") == 1
+
+
+def test_readme_without_markers_is_a_clear_error(tmp_path, quick_run):
+    _, run, _ = quick_run
+    readme = tmp_path / "README.md"
+    readme.write_text("# no block\n")
+    with pytest.raises(Exception, match="no generated Performance block"):
+        report.update_readme(readme, run, None)
+    assert readme.read_text() == "# no block\n"
