@@ -79,7 +79,7 @@ def capi(repeats, rounds, json_path):
 @click.option("--scale", default="sd15", show_default=True, type=SCALES)
 @click.option("--size", default=256, show_default=True, help="Image side (the paper: 512).")
 @click.option("--steps", default=10, show_default=True, help="DDIM steps (the paper: 200).")
-@click.option("--repeats", default=2, show_default=True)
+@click.option("--repeats", default=4, show_default=True, help="Rounds, alternating the two models.")
 @click.option("--workdir", default="benchmarks/work", show_default=True, type=click.Path(path_type=Path),
               help="Where the UNet ONNX files go.")
 @click.option("--threads", default=0, show_default=True)
@@ -95,7 +95,8 @@ def table1(scale, size, steps, repeats, workdir, threads, json_path):
 @main.command()
 @click.option("--scale", default="sd15", show_default=True, type=SCALES)
 @click.option("--sizes", default="256,512", show_default=True)
-@click.option("--repeats", default=3, show_default=True)
+@click.option("--repeats", default=2, show_default=True, help="Timed UNet steps per process.")
+@click.option("--rounds", default=3, show_default=True, help="Rounds per size, backend order rotating.")
 @click.option("--image-steps", default=4, show_default=True, help="Steps of the whole-image loop (0: skip it).")
 @click.option("--image-sizes", default="256", show_default=True, help="Sizes that also time a whole image.")
 @click.option("--profile/--no-profile", default=True, show_default=True,
@@ -103,11 +104,12 @@ def table1(scale, size, steps, repeats, workdir, threads, json_path):
 @click.option("--workdir", default="benchmarks/work", show_default=True, type=click.Path(path_type=Path))
 @click.option("--threads", default=0, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False))
-def backends(scale, sizes, repeats, image_steps, image_sizes, profile, workdir, threads, json_path):
+def backends(scale, sizes, repeats, rounds, image_steps, image_sizes, profile, workdir, threads, json_path):
     """One UniGS UNet step and a whole image: torch eager vs ONNX Runtime (plain, fused) vs TensorRT."""
     from . import speed
 
-    _emit(speed.backends(scale=scale, sizes=_ints(sizes), repeats=repeats, workdir=workdir, threads=threads,
+    _emit(speed.backends(scale=scale, sizes=_ints(sizes), repeats=repeats, rounds=rounds, workdir=workdir,
+                         threads=threads,
                          image_steps=image_steps, image_sizes=_ints(image_sizes), profile=profile), json_path)
 
 
@@ -184,9 +186,9 @@ def all_(scale, quick, workdir, out_dir, engine, quality_engine, readme, threads
     sizes = [64, 128] if quick else [256, 512]
     plan = [
         ("table1", lambda: speed.table1(scale=scale, size=sizes[0], steps=2 if quick else 10,
-                                        repeats=1 if quick else 2, workdir=workdir, threads=threads)),
-        ("backends", lambda: speed.backends(scale=scale, sizes=sizes, repeats=2 if quick else 3, workdir=workdir,
-                                            threads=threads, image_steps=2 if quick else 4,
+                                        repeats=2 if quick else 4, workdir=workdir, threads=threads)),
+        ("backends", lambda: speed.backends(scale=scale, sizes=sizes, repeats=2, rounds=1 if quick else 3,
+                                            workdir=workdir, threads=threads, image_steps=2 if quick else 4,
                                             image_sizes=sizes[:1])),
         ("scaling", lambda: scaling_bench.run(scale=scale, sizes=[32, 64, 128] if quick else [128, 192, 256, 384, 512],
                                               steps=[1, 2, 4] if quick else [1, 2, 4, 8],

@@ -39,7 +39,7 @@ def table1(r: dict) -> str:
         r["rows"], (f"{r['paper']['sd_parameters_m']}M, {r['paper']['sd_s']} s",
                     f"{r['paper']['unigs_parameters_m']}M, {r['paper']['unigs_s']} s"), strict=True)]
     t = markdown_table(rows, [("method", "method"), ("in_out", "UNet channels"), ("parameters", "parameters"),
-                              ("seconds_per_image", "s/image"), ("peak_rss_mb", "peak RSS MB"), ("paper", "paper")])
+                              ("seconds_per_image", "s/image"), ("min_s", "min s"), ("paper", "paper")])
     return t + (f"\n\nUniGS / SD time ratio: **{r['unigs_over_sd_time']:.3f}** (paper {r['paper']['ratio']:.3f}). "
                 f"With the task embedding: {r['parameters']['unigs_task_embedding']:,} parameters. {r['note']}.")
 
