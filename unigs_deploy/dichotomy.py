@@ -97,8 +97,8 @@ def _workspace(h: int, w: int) -> tuple:
     large allocations, whose fresh pages otherwise cost a page fault each in hosts whose malloc
     returns big blocks to the OS (measured: 872 faults, +3.5 ms per 512x512 decode in a C host)."""
     ws = getattr(_workspaces, "ws", None)
-    if ws is None or ws[0].size != h * w or ws[3].shape != (h + 2 * _CORE_RADIUS, w + 2 * _CORE_RADIUS):
-        ws = (np.empty(h * w, np.uint16), np.empty(32768, np.bool_), np.empty((32768, 4), np.int64),
+    if ws is None or ws[0].size != h * w or ws[2].shape != (h + 2 * _CORE_RADIUS, w + 2 * _CORE_RADIUS):
+        ws = (np.empty(h * w, np.uint16), np.empty((32768, 4), np.int64),
               np.empty((h + 2 * _CORE_RADIUS, w + 2 * _CORE_RADIUS), np.int32), np.empty((3, h * w), np.int32))
         _workspaces.ws = ws
     return ws
@@ -127,10 +127,10 @@ def labels_to_masks(labels: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def _histogram(cm, edge_tol, step, bins, seen, acc):
+def _histogram(cm, edge_tol, step, bins, acc):
     """Bins of 8 levels per channel: the bin id of every pixel (0..32767), and per bin the
-    weight and the weighted colour sums (32768, 4) of every `step`-th row and column, and
-    whether any pixel falls in it, into the given arrays.
+    weight and the weighted colour sums (32768, 4) of every `step`-th row and column, into the
+    given arrays.
 
     With edge_tol > 0 a pixel that differs from its right or lower neighbour by more than
     edge_tol in a channel has no weight: blur and JPEG ramps between entities then cannot form
@@ -141,7 +141,6 @@ def _histogram(cm, edge_tol, step, bins, seen, acc):
     n = h * w
     rw = 3 * w
     flat = cm.reshape(n * 3)
-    seen[:] = False
     acc[:] = 0
     d = np.empty(rw, np.float32)
     wrow = np.ones(w, np.int64)
@@ -153,8 +152,6 @@ def _histogram(cm, edge_tol, step, bins, seen, acc):
         for x in range(w):
             brow[x] = ((np.uint16(cur[3 * x]) >> 3) << 10) | ((np.uint16(cur[3 * x + 1]) >> 3) << 5) | (
                 np.uint16(cur[3 * x + 2]) >> 3)
-        for x in range(w):
-            seen[brow[x]] = True
         if y % step:
             continue
         if edge_tol > 0:
@@ -189,25 +186,40 @@ def _edge_weights_row(cur, below, has_below, d, wrow, tol):
 
 
 @njit(cache=True, nogil=True)
-def _bin_points(seen, acc):
-    """The occupied bins as weighted points: ids (m,), mean colours (m, 3), weights (m,)."""
-    ids = np.flatnonzero(seen)
-    m = ids.size
+def _bin_points(acc):
+    """The bins with weight as points: ids (m,), mean colours (m, 3), weights (m,)."""
+    m = 0
+    for k in range(32768):
+        m += acc[k, 0] > 0
+    ids = np.empty(m, np.int64)
+    j = 0
+    for k in range(32768):
+        if acc[k, 0] > 0:
+            ids[j] = k
+            j += 1
     pts = np.empty((m, 3), np.float64)
     wts = np.empty(m, np.float64)
     for j in range(m):
         k = ids[j]
         c = acc[k, 0]
-        if c > 0:
-            pts[j, 0] = acc[k, 1] / c
-            pts[j, 1] = acc[k, 2] / c
-            pts[j, 2] = acc[k, 3] / c
-        else:  # only edge (or unsampled) pixels: the bin's centre stands for them
-            pts[j, 0] = (k >> 10) * 8 + 3.5
-            pts[j, 1] = ((k >> 5) & 31) * 8 + 3.5
-            pts[j, 2] = (k & 31) * 8 + 3.5
+        pts[j, 0] = acc[k, 1] / c
+        pts[j, 1] = acc[k, 2] / c
+        pts[j, 2] = acc[k, 3] / c
         wts[j] = c
     return ids, pts, wts
+
+
+@njit(cache=True, nogil=True)
+def _nearest_to_bin(k, centres):
+    """The nearest centre to the centre of bin k: for bins whose every pixel sits on an edge
+    (or was not sampled), which have no mean colour of their own."""
+    r, g, b = (k >> 10) * 8 + 3.5, ((k >> 5) & 31) * 8 + 3.5, (k & 31) * 8 + 3.5
+    best, bk = np.inf, 0
+    for j in range(centres.shape[0]):
+        d = (r - centres[j, 0]) ** 2 + (g - centres[j, 1]) ** 2 + (b - centres[j, 2]) ** 2
+        if d < best:
+            best, bk = d, j
+    return bk
 
 
 @njit(cache=True, nogil=True)
@@ -569,24 +581,25 @@ def _sample_step(h, w, min_area):
 
 
 @njit(cache=True, nogil=True)
-def _decode(cm, thr, min_area, max_depth, keep_background, out, bins, seen, acc, pad, runs):
+def _decode(cm, thr, min_area, max_depth, keep_background, out, bins, acc, pad, runs):
     """Labels into out (also the working label map); returns K. The rest are scratch arrays."""
     h, w, _ = cm.shape
     step = _sample_step(h, w, min_area)
-    _histogram(cm, _EDGE_TOL if min_area > 0 else 0, step, bins, seen, acc)
-    ids, pts, wts = _bin_points(seen, acc)
-    sel = wts > 0
-    if not sel.any():  # nothing but edges (a fine checkerboard): let every pixel count
-        _histogram(cm, 0, 1, bins, seen, acc)
-        ids, pts, wts = _bin_points(seen, acc)
-        sel = wts > 0
-    cp, cw = pts[sel], wts[sel]
-    centres = _refine(cp, cw, _dichotomy(cp, cw, thr, max_depth, max(min_area, 1.0)), thr)
-    leaf_of_bin = np.zeros(32768, np.int32)
+    _histogram(cm, _EDGE_TOL if min_area > 0 else 0, step, bins, acc)
+    ids, pts, wts = _bin_points(acc)
+    if ids.size == 0:  # nothing but edges (a fine checkerboard): let every pixel count
+        _histogram(cm, 0, 1, bins, acc)
+        ids, pts, wts = _bin_points(acc)
+    centres = _refine(pts, wts, _dichotomy(pts, wts, thr, max_depth, max(min_area, 1.0)), thr)
+    leaf_of_bin = np.full(32768, -1, np.int32)
     leaf_of_bin[ids] = _nearest(pts, centres)
     lab = out.reshape(h * w)
     for i in range(h * w):
-        lab[i] = leaf_of_bin[bins[i]]
+        leaf = leaf_of_bin[bins[i]]
+        if leaf < 0:
+            leaf = _nearest_to_bin(np.int64(bins[i]), centres)
+            leaf_of_bin[bins[i]] = leaf
+        lab[i] = leaf
     if min_area > 0 and centres.shape[0] > 1:
         _dissolve(out, _unstable_pixels(out, min_area, pad, runs), cm, centres)
     k = centres.shape[0]
