@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import platform
 import subprocess
 import sys
@@ -167,8 +168,10 @@ def _sd15_engine(workdir: Path, scale: str) -> Path:
 @click.option("--quality-engine", type=click.Path(), help="Also run `quality` on this exported demo model.")
 @click.option("--readme", type=click.Path(dir_okay=False, path_type=Path),
               help="Regenerate this README's Performance block from the run.")
+@click.option("--only", help="Comma-separated parts to (re)run, merged into today's JSON for this host "
+              "(e.g. decoder,capi after a decoder change); the others keep their numbers.")
 @click.option("--threads", default=0, show_default=True)
-def all_(scale, quick, workdir, out_dir, engine, quality_engine, readme, threads):
+def all_(scale, quick, workdir, out_dir, engine, quality_engine, readme, only, threads):
     """Every benchmark in one run: <out-dir>/<date>-<host>.json, a REPORT.md section, a plot."""
     from . import capi as capi_bench
     from . import decoder as decoder_bench
@@ -183,6 +186,11 @@ def all_(scale, quick, workdir, out_dir, engine, quality_engine, readme, threads
     plot = out_dir / f"{key}-scaling.png"
     run = {"key": key, "json": str(json_path), "machine": machine(threads=threads or None), "results": {},
            "skipped": {}, "seconds": {}}
+    if only:
+        if not json_path.is_file():
+            raise click.ClickException(f"--only merges into {json_path}, which does not exist: run without --only")
+        run = json.loads(json_path.read_text())
+        run.setdefault("reruns", []).append({"parts": only, "machine": machine(threads=threads or None)})
     sizes = [64, 128] if quick else [256, 512]
     plan = [
         ("table1", lambda: speed.table1(scale=scale, size=sizes[0], steps=2 if quick else 10,
@@ -201,9 +209,17 @@ def all_(scale, quick, workdir, out_dir, engine, quality_engine, readme, threads
     ]
     if quality_engine:
         plan.append(("quality", lambda: quality_bench.run(quality_engine, n=10 if quick else 100)))
+    if only:
+        wanted = [p.strip() for p in only.split(",") if p.strip()]
+        unknown = sorted(set(wanted) - {name for name, _ in plan})
+        if unknown:
+            raise click.BadParameter(f"unknown part(s) {', '.join(unknown)}; parts: "
+                                     f"{', '.join(name for name, _ in plan)}", param_hint="--only")
+        plan = [(name, fn) for name, fn in plan if name in wanted]
     for name, fn in plan:
         click.echo(f"== {name} ...")
         t0 = time.perf_counter()
+        run["skipped"].pop(name, None)
         try:
             run["results"][name] = fn()
             click.echo(report.RENDER[name](run["results"][name]))
@@ -213,7 +229,7 @@ def all_(scale, quick, workdir, out_dir, engine, quality_engine, readme, threads
             traceback.print_exc()
         run["seconds"][name] = time.perf_counter() - t0
         io.write_json(json_path, run)  # after every part: an interrupted run keeps what it measured
-    plot_rel = plot.name if "scaling" in run["results"] else None
+    plot_rel = plot.name if "scaling" in run["results"] and plot.is_file() else None
     report.update_report(out_dir / "REPORT.md", run, plot_rel)
     click.echo(f"wrote {json_path}, {out_dir / 'REPORT.md'}" + (f", {plot}" if plot_rel else ""))
     if readme:

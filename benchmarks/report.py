@@ -103,6 +103,8 @@ def section(run: dict, *, level: int = 2, plot: str | None = None) -> str:
     """One run as Markdown: a heading, the machine, then each benchmark's table."""
     h = "#" * level
     parts = [f"{h} {run['key']}", "", machine_line(run["machine"]), f"Raw numbers: `{run['json']}`."]
+    for again in run.get("reruns", []):
+        parts.append(f"Re-run with `--only {again['parts']}` at {again['machine']['date']}.")
     for name in ("table1", "backends", "scaling", "components", "decoder", "capi", "quality"):
         if name in run["results"]:
             parts += ["", f"{h}# {TITLES[name]}", "", RENDER[name](run["results"][name])]

@@ -82,3 +82,18 @@ def test_readme_without_markers_is_a_clear_error(tmp_path, quick_run):
     with pytest.raises(Exception, match="no generated Performance block"):
         report.update_readme(readme, run, None)
     assert readme.read_text() == "# no block\n"
+
+
+def test_only_reruns_parts_into_the_same_json(quick_run):
+    tmp, run, readme = quick_run
+    args = [sys.executable, "-m", "unigs_deploy.benchmarks.cli", "all", "--quick", "--workdir", str(tmp / "work"),
+            "--out-dir", str(tmp / "results"), "--readme", str(readme)]
+    bad = subprocess.run([*args, "--only", "nope"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown part(s) nope" in bad.stderr
+    out = subprocess.run([*args, "--only", "capi"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    again = json.loads((tmp / "results" / f"{run['key']}.json").read_text())
+    assert again["results"]["table1"] == run["results"]["table1"]
+    assert again["results"]["capi"]["machine"]["date"] >= run["results"]["capi"]["machine"]["date"]
+    assert [r["parts"] for r in again["reruns"]] == ["capi"]
+    assert "Re-run with `--only capi`" in readme.read_text()
