@@ -220,6 +220,8 @@ def all_(scale, quick, workdir, out_dir, engine, quality_engine, readme, only, t
         click.echo(f"== {name} ...")
         t0 = time.perf_counter()
         run["skipped"].pop(name, None)
+        if only and name in run["results"]:  # a re-run keeps what it replaces
+            run["reruns"][-1].setdefault("replaced", {})[name] = run["results"].pop(name)
         try:
             run["results"][name] = fn()
             click.echo(report.RENDER[name](run["results"][name]))

@@ -96,4 +96,5 @@ def test_only_reruns_parts_into_the_same_json(quick_run):
     assert again["results"]["table1"] == run["results"]["table1"]
     assert again["results"]["capi"]["machine"]["date"] >= run["results"]["capi"]["machine"]["date"]
     assert [r["parts"] for r in again["reruns"]] == ["capi"]
+    assert again["reruns"][0]["replaced"]["capi"] == run["results"]["capi"]
     assert "Re-run with `--only capi`" in readme.read_text()
