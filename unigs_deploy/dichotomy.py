@@ -96,12 +96,12 @@ def _workspace(h: int, w: int) -> tuple:
     """Per-thread scratch arrays for the last image size. Reusing them keeps a decode free of
     large allocations, whose fresh pages otherwise cost a page fault each in hosts whose malloc
     returns big blocks to the OS (measured: 872 faults, +3.5 ms per 512x512 decode in a C host)."""
-    ws = getattr(_workspaces, "ws", None)
-    if ws is None or ws[0].size != h * w or ws[2].shape != (h + 2 * _CORE_RADIUS, w + 2 * _CORE_RADIUS):
-        ws = (np.empty(h * w, np.uint16), np.empty((32768, 4), np.int64),
-              np.empty((h + 2 * _CORE_RADIUS, w + 2 * _CORE_RADIUS), np.int32), np.empty((3, h * w), np.int32))
-        _workspaces.ws = ws
-    return ws
+    if getattr(_workspaces, "size", None) != (h, w):
+        _workspaces.ws = (np.empty(h * w, np.uint16), np.empty((32768, 4), np.int64),
+                          np.empty((h + 2 * _CORE_RADIUS, w + 2 * _CORE_RADIUS), np.int32),
+                          np.empty((3, h * w), np.int32))
+        _workspaces.size = (h, w)
+    return _workspaces.ws
 
 
 def _check_out(out, shape) -> np.ndarray:
