@@ -51,9 +51,13 @@ def run(repeats: int = 20, rounds: int = 15) -> dict:
         subprocess.run(["gcc", "-O2", str(ROOT / "examples" / "c" / "bench_decode.c"), "-I", str(tmp / "include"),
                         "-L", str(tmp / "lib"), f"-Wl,-rpath,{tmp / 'lib'}", "-lunigs", "-o", str(exe)], check=True)
 
+        ppms = {}
+        for cm in (big, tiny):
+            ppms[cm.shape] = tmp / f"cm{cm.shape[0]}.ppm"
+            ppms[cm.shape].write_bytes(f"P6 {cm.shape[1]} {cm.shape[0]} 255\n".encode() + cm.tobytes())
+
         def c_call(cm, n):
-            ppm = tmp / f"cm{cm.shape[0]}.ppm"
-            ppm.write_bytes(f"P6 {cm.shape[1]} {cm.shape[0]} 255\n".encode() + cm.tobytes())
+            ppm = ppms[cm.shape]
             res = subprocess.run([str(exe), str(ppm), str(n)], check=True, capture_output=True, text=True,
                                  env={"NUMBA_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
             return tuple(float(x) for x in res.stdout.split())

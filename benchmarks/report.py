@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import click
+
 from unigs_deploy import io
 
 from .common import markdown_table
@@ -128,14 +130,9 @@ def update_readme(path: Path, run: dict, plot: str | None) -> Path:
     """Replace the README's generated Performance block with this run."""
     text = path.read_text()
     if README_BEGIN not in text or README_END not in text:
-        raise click_error(f"{path} has no generated Performance block: add the lines\n{README_BEGIN}\n{README_END}")
+        raise click.ClickException(f"{path} has no generated Performance block: add the lines\n"
+                                   f"{README_BEGIN}\n{README_END}")
     body = section(run, level=3, plot=plot)
     head, rest = text.split(README_BEGIN, 1)
     _, tail = rest.split(README_END, 1)
     return io.write_bytes(path, (head + README_BEGIN + "\n" + body + README_END + tail).encode())
-
-
-def click_error(message: str):
-    import click
-
-    return click.ClickException(message)

@@ -1,7 +1,8 @@
 """Speed: Table 1 (SD-inpainting vs UniGS UNet, same loop), backends (torch vs ONNX Runtime
 vs TensorRT) and per-component shares of a whole run. Random weights: speed does not depend
-on them. Each model/backend runs in its own process (in_child), one after the other, so peak
-RSS is per run and no run inherits another's memory.
+on them. Runs go to child processes (in_child), so peak RSS is per run and no run inherits
+another's memory; what is compared is alternated (table1: step by step in one process,
+backends: rounds of processes) because this machine's speed drifts.
 """
 
 from __future__ import annotations
@@ -197,6 +198,14 @@ def _runner(backend: str, scale: str, workdir: Path, threads: int):
     return OrtSession(fused if backend == "onnxruntime + CPU fusions" else plain, threads=threads)
 
 
+def _step_feed(lat: int, hidden: int) -> dict:
+    """One UniGS UNet step's inputs at batch 2 (CFG), the same for every backend."""
+    rng = np.random.default_rng(0)
+    return {"sample": rng.standard_normal((2, 13, lat, lat), dtype=np.float32),
+            "timestep": np.array([500, 500], np.float32),
+            "encoder_hidden_states": rng.standard_normal((2, 77, hidden), dtype=np.float32)}
+
+
 def measure_backend(backend: str, scale: str, size: int, repeats: int, workdir: str, threads: int,
                     image_steps: int) -> dict:
     """One (backend, size): a UNet step at batch 2 and, if image_steps, a whole denoising loop."""
@@ -204,10 +213,7 @@ def measure_backend(backend: str, scale: str, size: int, repeats: int, workdir: 
     run = _runner(backend, scale, Path(workdir), threads)
     load_s = time.perf_counter() - t0
     lat, hidden = _latent(scale, size), _hidden(scale)
-    rng = np.random.default_rng(0)
-    feed = {"sample": rng.standard_normal((2, 13, lat, lat), dtype=np.float32),
-            "timestep": np.array([500, 500], np.float32),
-            "encoder_hidden_states": rng.standard_normal((2, 77, hidden), dtype=np.float32)}
+    feed = _step_feed(lat, hidden)
     res = {"load_s": load_s, **time_call(lambda: run(**feed), repeat=repeats, warmup=1)}
     if image_steps:
         res["image_s"] = _loop(run, 13, 8, lat, image_steps, hidden)
@@ -330,13 +336,9 @@ def profile_step(backend: str, scale: str, size: int, workdir: str, threads: int
     """Where one UNet step's time goes, by operator, on torch (torch.profiler) or ONNX Runtime
     (its own profiler): the evidence for why a backend is or is not faster at a size."""
     lat, hidden = _latent(scale, size), _hidden(scale)
-    rng = np.random.default_rng(0)
-    feed = {"sample": rng.standard_normal((2, 13, lat, lat), dtype=np.float32),
-            "timestep": np.array([500, 500], np.float32),
-            "encoder_hidden_states": rng.standard_normal((2, 77, hidden), dtype=np.float32)}
+    feed = _step_feed(lat, hidden)
     by_op: dict[str, float] = {}
     if backend == "torch eager fp32":
-        import torch
         from torch.profiler import ProfilerActivity, profile
 
         run = _runner(backend, scale, Path(workdir), threads)
@@ -348,7 +350,6 @@ def profile_step(backend: str, scale: str, size: int, workdir: str, threads: int
         for ev in prof.key_averages():
             if ev.key.startswith("aten::") and ev.self_cpu_time_total > 0:
                 by_op[ev.key] = by_op.get(ev.key, 0.0) + ev.self_cpu_time_total / 1e3
-        del torch
     else:
         import onnxruntime as ort
 
