@@ -43,6 +43,32 @@ def test_reference_equals_product_on_clean_colormaps(lab):
     assert (dichotomy.decode_colormap_reference(cm, min_area=0) == dichotomy.decode_colormap(cm, min_area=0)).all()
 
 
+@st.composite
+def blocky_label_maps(draw):
+    """Label maps of blocks and specks: components with and without a core, touching borders."""
+    gh, gw = draw(st.integers(1, 8)), draw(st.integers(1, 8))
+    k = draw(st.integers(1, 6))
+    grid = draw(arrays(np.int32, (gh, gw), elements=st.integers(0, k)))
+    lab = np.repeat(np.repeat(grid, draw(st.integers(1, 6)), 0), draw(st.integers(1, 6)), 1)
+    specks = draw(st.lists(st.tuples(st.integers(0, lab.shape[0] - 1), st.integers(0, lab.shape[1] - 1),
+                                     st.integers(0, k)), max_size=6))
+    for y, x, v in specks:
+        lab[y, x] = v
+    return lab
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(blocky_label_maps(), st.sampled_from([1, 4, 9, 25]), st.booleans())
+def test_reference_equals_product_when_dissolving(lab, min_area, keep_background):
+    """Cores, components, dissolve and numbering after it: exactly the reference's, including
+    images where nothing is stable (then nothing dissolves)."""
+    ids = [k for k in np.unique(lab) if k]
+    masks = np.stack([lab == k for k in ids]) if ids else np.zeros((0,) + lab.shape, bool)
+    cm = palette.encode_colormap(masks)
+    kw = dict(min_area=min_area, keep_background=keep_background)
+    assert (dichotomy.decode_colormap_reference(cm, **kw) == dichotomy.decode_colormap(cm, **kw)).all()
+
+
 def test_decoder_survives_diffusion_like_corruption():
     """200 layouts of 1-40 entities (each >= 256 px of 512x512), noise 8, blur 5, JPEG 75, shift 12."""
     rng = np.random.default_rng(2024)
@@ -83,6 +109,18 @@ def test_labels_are_numbered_in_raster_order():
     cm[3, 0] = (0, 0, 255)
     lab = dichotomy.decode_colormap(cm, min_area=0)
     assert lab[0, 6] == 1 and lab[3, 0] == 2 and lab[5, 5] == 3 and lab[0, 0] == 0
+
+
+def test_a_dissolved_pixel_can_be_an_entitys_first():
+    """The dark band at the top has no core and dissolves (mostly) into green, so green's first
+    pixel (0, 0) comes before red's although green's own body starts on row 2."""
+    cm = np.zeros((16, 16, 3), np.uint8)
+    cm[:2, :6] = (0, 128, 0)
+    cm[:2, 6:] = cm[2:, 8:] = (255, 0, 0)
+    cm[2:, :8] = (0, 255, 0)
+    lab = dichotomy.decode_colormap(cm, min_area=4)
+    assert lab[0, 0] == lab[2, 0] == 1 and lab[0, 8] == lab[2, 8] == 2
+    assert (lab == dichotomy.decode_colormap_reference(cm, min_area=4)).all()
 
 
 def test_keep_background_makes_every_cluster_an_entity():

@@ -33,6 +33,8 @@ _LLOYD_ITERS = 50
 _EDGE_TOL = 24
 _CORE_RADIUS = 2  # a core pixel's label reaches this far in all four directions
 _SAMPLE_MIN_AREA = 16
+# reassociating sums lets LLVM vectorise the 2-means loops (2x); no fast-math on NaN or inf
+_SUMS = {"reassoc", "contract", "nsz", "arcp"}
 
 
 def _check(colormap, threshold, min_area, max_depth) -> np.ndarray:
@@ -97,9 +99,7 @@ def _workspace(h: int, w: int) -> tuple:
     large allocations, whose fresh pages otherwise cost a page fault each in hosts whose malloc
     returns big blocks to the OS (measured: 872 faults, +3.5 ms per 512x512 decode in a C host)."""
     if getattr(_workspaces, "size", None) != (h, w):
-        _workspaces.ws = (np.empty(h * w, np.uint16), np.empty((32768, 4), np.int64),
-                          np.empty((h + 2 * _CORE_RADIUS, w + 2 * _CORE_RADIUS), np.int32),
-                          np.empty((3, h * w), np.int32))
+        _workspaces.ws = (np.empty((32768, 4), np.int64), np.empty((4, h * w), np.int32))
         _workspaces.size = (h, w)
     return _workspaces.ws
 
@@ -127,10 +127,9 @@ def labels_to_masks(labels: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def _histogram(cm, edge_tol, step, bins, acc):
-    """Bins of 8 levels per channel: the bin id of every pixel (0..32767), and per bin the
-    weight and the weighted colour sums (32768, 4) of every `step`-th row and column, into the
-    given arrays.
+def _histogram(cm, edge_tol, step, acc):
+    """Per bin of 8 levels per channel (`_bin_row`), the weight and the weighted colour sums
+    (32768, 4) of every `step`-th row and column, into acc.
 
     With edge_tol > 0 a pixel that differs from its right or lower neighbour by more than
     edge_tol in a channel has no weight: blur and JPEG ramps between entities then cannot form
@@ -138,22 +137,17 @@ def _histogram(cm, edge_tol, step, bins, acc):
     A sampled pixel weighs step**2, so weights still count pixels.
     """
     h, w, _ = cm.shape
-    n = h * w
     rw = 3 * w
-    flat = cm.reshape(n * 3)
+    flat = cm.reshape(h * rw)
     acc[:] = 0
     d = np.empty(rw, np.float32)
     wrow = np.ones(w, np.int64)
+    brow = np.empty(w, np.uint16)
     tol = np.float32(edge_tol)
     unit = np.int64(step * step)
-    for y in range(h):
+    for y in range(0, h, step):
         cur = flat[y * rw : (y + 1) * rw]
-        brow = bins[y * w : (y + 1) * w]
-        for x in range(w):
-            brow[x] = ((np.uint16(cur[3 * x]) >> 3) << 10) | ((np.uint16(cur[3 * x + 1]) >> 3) << 5) | (
-                np.uint16(cur[3 * x + 2]) >> 3)
-        if y % step:
-            continue
+        _bin_row(cur, brow)
         if edge_tol > 0:
             below = flat[(y + 1) * rw : (y + 2) * rw] if y + 1 < h else cur
             _edge_weights_row(cur, below, y + 1 < h, d, wrow, tol)
@@ -164,6 +158,27 @@ def _histogram(cm, edge_tol, step, bins, acc):
             acc[k, 1] += np.int64(cur[3 * x]) * wg
             acc[k, 2] += np.int64(cur[3 * x + 1]) * wg
             acc[k, 3] += np.int64(cur[3 * x + 2]) * wg
+
+
+@njit(cache=True, nogil=True)
+def _bin_row(rgb, brow):
+    """brow[x] = the histogram bin (8 levels per channel, 0..32767) of pixel x of an RGB row."""
+    for x in range(brow.size):
+        brow[x] = ((np.uint16(rgb[3 * x]) >> 3) << 10) | ((np.uint16(rgb[3 * x + 1]) >> 3) << 5) | (
+            np.uint16(rgb[3 * x + 2]) >> 3)
+
+
+@njit(cache=True, nogil=True)
+def _leaf_row(rgb, leaf_of_bin, centres, brow, dst):
+    """dst[x] = the leaf of pixel x of an RGB row. A bin no weighted pixel fell into (edges,
+    unsampled pixels) gets the centre nearest to its middle the first time it is met."""
+    _bin_row(rgb, brow)
+    for x in range(dst.size):
+        leaf = leaf_of_bin[brow[x]]
+        if leaf < 0:
+            leaf = _nearest_to_bin(np.int64(brow[x]), centres)
+            leaf_of_bin[brow[x]] = leaf
+        dst[x] = leaf
 
 
 @njit(cache=True, nogil=True)
@@ -222,7 +237,7 @@ def _nearest_to_bin(k, centres):
     return bk
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=_SUMS)
 def _split(pts, wts, idx, lo, hi, thr2, min_w):
     """2-means of idx[lo:hi]; True and idx partitioned (side 0 first) -> mid, if spread >= thr."""
     m = hi - lo
@@ -424,64 +439,79 @@ def _find(parent, i):
 
 
 @njit(cache=True, nogil=True)
-def _unstable_pixels(lab, min_area, pad, runs):
-    """Flat indices, in raster order, of the pixels whose 4-connected component of equal labels
-    has a core under min_area pixels: union-find over row runs.
+def _unstable_pixels(cm, leaf_of_bin, centres, min_area, lab, runs, first):
+    """Flat indices, in raster order, of the pixels whose 4-connected component of equal leaves
+    has a core under min_area pixels: union-find over row runs, the leaves written into lab row by
+    row as they are needed. first[leaf] receives the first stable pixel of each leaf in
+    raster order (h * w if none). If no pixel is stable there is nothing to dissolve into: no
+    pixel is returned and every pixel counts as stable.
 
-    A core pixel's label reaches _CORE_RADIUS pixels in all four directions; the border counts
-    as the same label, which an edge-replicated copy of the label map gives for free.
+    A core pixel's leaf reaches _CORE_RADIUS pixels in all four directions; the border counts
+    as the same leaf. Horizontally that is a run's interior; vertically a per-column count of
+    equal leaves above, read _CORE_RADIUS rows late (when the rows below are known).
     """
     h, w = lab.shape
+    rw = 3 * w
+    rgb = cm.reshape(h * rw)
+    brow = np.empty(w, np.uint16)
     r_ = _CORE_RADIUS
-    for y in range(h + 2 * r_):
-        src = lab[min(max(y - r_, 0), h - 1)]
-        row = pad[y]
-        for x in range(w):
-            row[x + r_] = src[x]
-        for x in range(r_):
-            row[x] = src[0]
-            row[w + r_ + x] = src[w - 1]
-    core = np.empty(w, np.int32)
-    core_cum = np.empty(w + 1, np.int32)
-    run_start, run_end, run_core = runs[0], runs[1], runs[2]
+    run_start, run_end, run_core, run_leaf = runs[0], runs[1], runs[2], runs[3]
     row_first = np.empty(h + 1, np.int64)
+    words = (w + 7) // 8
+    edge = np.zeros(8 * words, np.uint8)  # edge[x]: a run ends at x (x = w - 1 always)
+    edge_words = edge.view(np.uint64)
+    above = np.empty(w, np.int32)  # equal leaves above, the border counting as r_ of them
+    core_cum = np.zeros(w + 1, np.int32)
     nr = 0
-    for y in range(h):
-        row_first[y] = nr
-        c = pad[y + r_]
-        for x in range(w):
-            core[x] = 1
-        for d in range(1, r_ + 1):
-            u = pad[y + r_ - d]
-            b = pad[y + r_ + d]
+    for s in range(h + r_):
+        if s < h:
+            row_first[s] = nr
+            v = lab[s]
+            _leaf_row(rgb[s * rw : (s + 1) * rw], leaf_of_bin, centres, brow, v)
+            if s == 0:
+                above[:] = r_
+            else:
+                up = lab[s - 1]
+                for x in range(w):
+                    above[x] = (above[x] + 1) * np.int32(v[x] == up[x])
+            nxt = v[1:]
+            cur = v[: w - 1]
+            for x in range(w - 1):
+                edge[x] = nxt[x] != cur[x]
+            edge[w - 1] = 1
+            for k in range(words):  # few words hold an edge: skip the rest, store without branches
+                if edge_words[k] != 0:
+                    for x in range(8 * k, min(8 * k + 8, w)):
+                        run_end[nr] = x + 1
+                        nr += edge[x]
+            x0 = 0
+            for r in range(row_first[s], nr):
+                run_start[r] = x0
+                run_leaf[r] = v[x0]
+                x0 = run_end[r]
+        else:  # the rows below the image repeat its last row
             for x in range(w):
-                v = c[x + r_]
-                core[x] &= np.int32((u[x + r_] == v) & (b[x + r_] == v) & (c[x + r_ - d] == v) & (c[x + r_ + d] == v))
-        core_cum[0] = 0
+                above[x] += 1
+        y = s - r_
+        if y < 0:
+            continue
         for x in range(w):
-            core_cum[x + 1] = core_cum[x] + core[x]
-        v = lab[y]
-        x0 = 0
-        for x in range(1, w + 1):
-            if x == w or v[x] != v[x - 1]:
-                run_start[nr] = x0
-                run_end[nr] = x
-                run_core[nr] = core_cum[x] - core_cum[x0]
-                nr += 1
-                x0 = x
+            core_cum[x + 1] = core_cum[x] + np.int32(above[x] >= 2 * r_)
+        for r in range(row_first[y], row_first[y + 1] if y + 1 < h else nr):
+            a = run_start[r] + r_ if run_start[r] > 0 else 0
+            b = run_end[r] - r_ if run_end[r] < w else w
+            run_core[r] = core_cum[b] - core_cum[a] if b > a else 0
     row_first[h] = nr
     parent = np.arange(nr)
     for y in range(1, h):
         a, a_end = row_first[y - 1], row_first[y]
-        up = lab[y - 1]
-        v = lab[y]
         for r in range(row_first[y], row_first[y + 1]):
             x0, x1 = run_start[r], run_end[r]
             while a < a_end and run_end[a] <= x0:
                 a += 1
             t = a
             while t < a_end and run_start[t] < x1:
-                if up[run_start[t]] == v[x0]:
+                if run_leaf[t] == run_leaf[r]:
                     ra, rb = _find(parent, t), _find(parent, r)
                     if ra != rb:
                         parent[max(ra, rb)] = min(ra, rb)
@@ -496,14 +526,19 @@ def _unstable_pixels(lab, min_area, pad, runs):
     for r in range(nr):
         if total[parent[r]] < min_area:
             m += run_end[r] - run_start[r]
-    out = np.empty(m, np.int32)
+    stable_cut = min_area if m < h * w else 0
+    out = np.empty(m if m < h * w else 0, np.int32)
+    first[:] = h * w
     j = 0
     for y in range(h):
         for r in range(row_first[y], row_first[y + 1]):
-            if total[parent[r]] < min_area:
+            if total[parent[r]] < stable_cut:
                 for x in range(run_start[r], run_end[r]):
                     out[j] = y * w + x
                     j += 1
+            else:
+                leaf = run_leaf[r]
+                first[leaf] = min(first[leaf], y * w + run_start[r])
     return out
 
 
@@ -553,23 +588,33 @@ def _dissolve(lab, pending, cm, centres):
 
 
 @njit(cache=True, nogil=True)
-def _number(lab, is_bg, keep_background, out):
-    """Leaf ids per pixel -> labels 1..K in raster order of first pixel (background 0) into
-    out; returns K."""
-    h, w = lab.shape
-    label_of = np.full(is_bg.size, -1, np.int32)
-    nxt = 1
-    for y in range(h):
-        for x in range(w):
-            leaf = lab[y, x]
-            if label_of[leaf] < 0:
-                if is_bg[leaf] and not keep_background:
-                    label_of[leaf] = 0
-                else:
-                    label_of[leaf] = nxt
-                    nxt += 1
-            out[y, x] = label_of[leaf]
-    return nxt - 1
+def _first_pixels(lab, first):
+    """first[leaf] = the first pixel of each leaf in raster order (h * w if none)."""
+    flat = lab.reshape(lab.size)
+    first[:] = flat.size
+    todo = first.size
+    for i in range(flat.size):
+        leaf = flat[i]
+        if first[leaf] == flat.size:
+            first[leaf] = i
+            todo -= 1
+            if todo == 0:
+                break
+
+
+@njit(cache=True, nogil=True)
+def _label_of(first, n, centres, keep_background):
+    """Leaf -> label: 1..K in raster order of each leaf's first pixel, 0 for the background
+    leaves (unless keep_background) and for leaves without pixels (first == n). Returns K too."""
+    label_of = np.zeros(first.size, np.int32)
+    nxt = 0
+    for leaf in np.argsort(first, kind="mergesort"):
+        c = centres[leaf]
+        is_bg = c[0] < _BG_LEVEL and c[1] < _BG_LEVEL and c[2] < _BG_LEVEL
+        if first[leaf] < n and (keep_background or not is_bg):
+            nxt += 1
+            label_of[leaf] = nxt
+    return label_of, nxt
 
 
 @njit(cache=True, nogil=True)
@@ -581,32 +626,36 @@ def _sample_step(h, w, min_area):
 
 
 @njit(cache=True, nogil=True)
-def _decode(cm, thr, min_area, max_depth, keep_background, out, bins, acc, pad, runs):
+def _decode(cm, thr, min_area, max_depth, keep_background, out, acc, runs):
     """Labels into out (also the working label map); returns K. The rest are scratch arrays."""
     h, w, _ = cm.shape
     step = _sample_step(h, w, min_area)
-    _histogram(cm, _EDGE_TOL if min_area > 0 else 0, step, bins, acc)
+    _histogram(cm, _EDGE_TOL if min_area > 0 else 0, step, acc)
     ids, pts, wts = _bin_points(acc)
     if ids.size == 0:  # nothing but edges (a fine checkerboard): let every pixel count
-        _histogram(cm, 0, 1, bins, acc)
+        _histogram(cm, 0, 1, acc)
         ids, pts, wts = _bin_points(acc)
     centres = _refine(pts, wts, _dichotomy(pts, wts, thr, max_depth, max(min_area, 1.0)), thr)
     leaf_of_bin = np.full(32768, -1, np.int32)
     leaf_of_bin[ids] = _nearest(pts, centres)
-    lab = out.reshape(h * w)
-    for i in range(h * w):
-        leaf = leaf_of_bin[bins[i]]
-        if leaf < 0:
-            leaf = _nearest_to_bin(np.int64(bins[i]), centres)
-            leaf_of_bin[bins[i]] = leaf
-        lab[i] = leaf
+    n = h * w
+    lab = out.reshape(n)
+    first = np.empty(centres.shape[0], np.int64)
     if min_area > 0 and centres.shape[0] > 1:
-        _dissolve(out, _unstable_pixels(out, min_area, pad, runs), cm, centres)
-    k = centres.shape[0]
-    is_bg = np.zeros(k, np.bool_)
-    for j in range(k):
-        is_bg[j] = centres[j, 0] < _BG_LEVEL and centres[j, 1] < _BG_LEVEL and centres[j, 2] < _BG_LEVEL
-    return _number(out, is_bg, keep_background, out)
+        pending = _unstable_pixels(cm, leaf_of_bin, centres, min_area, out, runs, first)
+        _dissolve(out, pending, cm, centres)
+        for p in pending:  # raster order: the first pending pixel of a leaf is its earliest
+            first[lab[p]] = min(first[lab[p]], p)
+    else:
+        rgb = cm.reshape(n * 3)
+        brow = np.empty(w, np.uint16)
+        for y in range(h):
+            _leaf_row(rgb[3 * y * w : 3 * (y + 1) * w], leaf_of_bin, centres, brow, out[y])
+        _first_pixels(out, first)
+    label_of, k = _label_of(first, n, centres, keep_background)
+    for i in range(n):
+        lab[i] = label_of[lab[i]]
+    return k
 
 
 # ---------------------------------------------------------------- numpy reference
