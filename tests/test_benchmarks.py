@@ -31,6 +31,16 @@ def test_fit_power_and_line_recover_known_laws():
     assert slope == pytest.approx(2.0) and intercept == pytest.approx(0.5)
 
 
+def test_runtime_closure_is_the_runtime_install():
+    from unigs_deploy.benchmarks import decoder
+
+    closure = decoder.runtime_closure()
+    assert {"unigs-deploy", "numba", "llvmlite", "numpy", "onnxruntime", "opencv-python-headless"} <= closure
+    assert not {"torch", "scikit-learn", "scipy", "cffi", "pytest"} & closure
+    hidden = decoder._outside_runtime()
+    assert {"torch", "sklearn", "scipy", "pytest"} <= set(hidden) and not {"numba", "numpy", "cv2"} & set(hidden)
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     """`unigs-bench all --quick` on the tiny model: every part, the JSON, REPORT.md, README, plot."""
@@ -58,6 +68,9 @@ def test_all_measures_every_part(quick_run):
     assert [r["size"] for r in s["rows"]] == [32, 64, 128] and np.isfinite(s["time_exponent"])
     png = tmp / "results" / f"{run['key']}-scaling.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    cold = run["results"]["decoder"]["cold_start_ms"]
+    assert cold["runtime_only"] > 0 and cold["installed"] > 0
+    assert cold["runtime_only_imports_outside_runtime"] == []  # the hidden packages stayed hidden
 
 
 def test_report_and_readme_are_generated(quick_run):
