@@ -11,8 +11,8 @@ import time
 from importlib import metadata
 
 
-def time_call(fn, *, repeat: int = 20, warmup: int = 2) -> dict:
-    """Median and min wall time of fn() in ms after warm-up, and peak RSS so far in MB."""
+def call_times(fn, *, repeat: int, warmup: int = 0) -> list[float]:
+    """Wall time in ms of each of `repeat` calls of fn() after `warmup` untimed ones."""
     for _ in range(warmup):
         fn()
     times = []
@@ -20,6 +20,12 @@ def time_call(fn, *, repeat: int = 20, warmup: int = 2) -> dict:
         t0 = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def time_call(fn, *, repeat: int = 20, warmup: int = 2) -> dict:
+    """Median and min wall time of fn() in ms after warm-up, and peak RSS so far in MB."""
+    times = call_times(fn, repeat=repeat, warmup=warmup)
     return {"median_ms": statistics.median(times), "min_ms": min(times), "runs": repeat,
             "peak_rss_mb": peak_rss_mb()}
 
