@@ -169,23 +169,23 @@ def run(quick: bool = False) -> dict:
             if size == 512 or not quick:
                 others.append(("sklearn KMeans", decode_sklearn, 1))
             # the product's calls in batches between the slow calls, so that its median spans the
-            # whole comparison (this VM's speed drifts by up to 1.5x within seconds to minutes)
+            # whole comparison (this VM's speed drifts by up to 2x within seconds to minutes)
             def product(x=noisy):
                 return dichotomy.decode_colormap(x)
 
             fast = call_times(product, repeat=batch, warmup=1)
-            slow = {}
+            slow, labels = {}, {"numba (product)": product()}
             for name, fn, repeat in others:
                 for _ in range(repeat):
-                    slow.setdefault(name, []).extend(call_times(lambda fn=fn, x=noisy: fn(x), repeat=1))
+                    slow.setdefault(name, []).extend(call_times(
+                        lambda fn=fn, name=name, got=labels, x=noisy: got.__setitem__(name, fn(x)), repeat=1))
                     fast += call_times(product, repeat=batch)
             base = float(np.median(fast))
-            for name, fn, times in [("numba (product)", dichotomy.decode_colormap, fast)] + [
-                    (name, fn, slow[name]) for name, fn, _ in others]:
+            for name, times in [("numba (product)", fast), *slow.items()]:
                 rows.append({"size": f"{size}x{size}", "impl": name, "median_ms": float(np.median(times)),
                              "min_ms": float(np.min(times)), "calls": len(times),
                              "x_slower_than_numba": float(np.median(times)) / base,
-                             "pq": metrics.panoptic_quality(fn(noisy), truth)["pq"]})
+                             "pq": metrics.panoptic_quality(labels[name], truth)["pq"]})
     return {"benchmark": "decoder", "machine": machine(threads=1), "entities": 20,
             "corruption": "noise sigma 8, 5x5 blur, JPEG 75, colour shift <= 12",
             "rows": rows, "cold_start_ms": cold_start(runs=1 if quick else 5),
