@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 PIP_INSTALL := $(PIP) install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo demo-model test lint bench capi clean
+.PHONY: demo demo-model test test-fast lint bench capi clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ demo-model: $(VENV)/.dev
 test: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
+
+# the edit-test loop: everything but the tests marked slow (whole-model exports, training, benchmarks)
+test-fast: $(VENV)/.dev
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q -m "not slow"
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .

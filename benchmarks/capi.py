@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from unigs_deploy import dichotomy, palette, shapes
+from unigs_deploy import dichotomy, palette
+from unigs_deploy.synthetic import shapes
 
 from .common import machine, time_call
 

@@ -11,16 +11,19 @@ import sys
 
 import numpy as np
 
-from unigs_deploy import dichotomy, metrics, palette, shapes
+from unigs_deploy import dichotomy, metrics, palette
+from unigs_deploy import dichotomy_reference as reference
+from unigs_deploy.labels import masks_to_labels
+from unigs_deploy.synthetic import shapes
 
 from .common import call_times, machine
 
 
 def _split_sklearn(p, score_w, threshold, min_w):
-    """The split of dichotomy._split_reference with scikit-learn's KMeans doing the 2-means."""
+    """The reference's split with scikit-learn's KMeans doing the 2-means."""
     from sklearn.cluster import KMeans
 
-    pair = dichotomy._init_pair(p, score_w, threshold)
+    pair = reference.init_pair(p, score_w, threshold)
     if pair is None:
         return None
     km = KMeans(n_clusters=2, init=np.stack(pair), n_init=1, max_iter=50, algorithm="lloyd").fit(p)
@@ -32,17 +35,13 @@ def _split_sklearn(p, score_w, threshold, min_w):
 
 
 def decode_sklearn(cm, **kw):
-    return dichotomy._decode_reference(
-        cm, kw.get("threshold", dichotomy.DEFAULT_THRESHOLD), kw.get("min_area", dichotomy.DEFAULT_MIN_AREA),
-        kw.get("max_depth", dichotomy.DEFAULT_MAX_DEPTH), False, _split_sklearn)
+    return reference.decode_with_split(cm, _split_sklearn, **kw)
 
 
 def _case(size: int, n: int, seed: int):
     rng = np.random.default_rng(seed)
     masks, _ = shapes.random_layout(rng, size, size, n)
-    truth = np.zeros((size, size), np.int32)
-    for k, m in enumerate(masks, 1):
-        truth[m] = k
+    truth = masks_to_labels(masks)
     noisy = shapes.corrupt_colormap(palette.encode_colormap(masks), rng)
     return noisy, truth
 
@@ -138,9 +137,7 @@ def robustness(n_layouts: int = 200, size: int = 512, seed: int = 0) -> list[dic
     layouts = []
     for _ in range(n_layouts):
         masks, _ = shapes.random_layout(rng, size, size, int(rng.integers(1, 41)))
-        truth = np.zeros((size, size), np.int32)
-        for k, m in enumerate(masks, 1):
-            truth[m] = k
+        truth = masks_to_labels(masks)
         layouts.append((palette.encode_colormap(masks), truth))
     rows = []
     for name, kw in levels:
@@ -165,7 +162,7 @@ def run(quick: bool = False) -> dict:
         for size in (512, 1024):
             noisy, truth = _case(size, 20, seed=size)
             dichotomy.decode_colormap(noisy)  # JIT
-            others = [("numpy reference", dichotomy.decode_colormap_reference, 3 if not quick else 1)]
+            others = [("numpy reference", reference.decode_colormap, 3 if not quick else 1)]
             if size == 512 or not quick:
                 others.append(("sklearn KMeans", decode_sklearn, 1))
             # the product's calls in batches between the slow calls, so that its median spans the

@@ -14,19 +14,16 @@ import time
 
 import numpy as np
 
-from unigs_deploy import detect, metrics, palette
-from unigs_deploy.shapes import held_out_example
+from unigs_deploy import metrics, palette
+from unigs_deploy.labels import masks_to_labels
+from unigs_deploy.synthetic.shapes import held_out_example
 
+from . import detect
 from .common import machine
 
 
 def _truth(masks, with_background: bool) -> np.ndarray:
-    lab = np.zeros(masks.shape[1:], np.int32)
-    for k, m in enumerate(masks, 1):
-        lab[m] = k
-    if with_background:
-        lab[lab == 0] = len(masks) + 1
-    return lab
+    return masks_to_labels(masks, background=len(masks) + 1 if with_background else 0)
 
 
 def mask_ap(preds: list[np.ndarray], truths: list[np.ndarray]) -> float:

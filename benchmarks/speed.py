@@ -49,32 +49,22 @@ def parameter_counts(scale: str = "sd15") -> dict:
 def _export_unet(unet, path: Path, hidden: int) -> Path:
     """UNet alone to ONNX (the same exporter as unigs-export), once per work folder."""
     import torch
-    from unigs_deploy.export.components import UNetWrapper
+
+    from unigs_deploy.export.components import unet_spec
     from unigs_deploy.export.to_onnx import export_component
 
     if path.is_file():
         return path
-    cin, cout = unet.config.in_channels, unet.config.out_channels
-
-    class _Spec:
-        name, file = "unet", path.name
-        module = UNetWrapper(unet)
-        inputs = {"sample": ("float32", ["batch", cin, "height", "width"]), "timestep": ("float32", ["batch"]),
-                  "encoder_hidden_states": ("float32", ["batch", "sequence", hidden])}
-        outputs = {"out_sample": ("float32", ["batch", cout, "height", "width"])}
-        dynamic_axes = {"sample": {0: "batch", 2: "height", 3: "width"}, "timestep": {0: "batch"},
-                        "encoder_hidden_states": {0: "batch", 1: "sequence"},
-                        "out_sample": {0: "batch", 2: "height", 3: "width"}}
-
-    example = {"sample": torch.randn(2, cin, 16, 16), "timestep": torch.tensor([1.0, 1.0]),
+    example = {"sample": torch.randn(2, unet.config.in_channels, 16, 16), "timestep": torch.tensor([1.0, 1.0]),
                "encoder_hidden_states": torch.randn(2, 77, hidden)}
     path.parent.mkdir(parents=True, exist_ok=True)
-    return export_component(_Spec(), example, path, slim=False)
+    return export_component(unet_spec(unet, hidden, path.name), example, path, slim=False)
 
 
 class _Denoiser:
     """One image's denoising loop (CFG batch 2, DDIM) on a UNet runner, a step at a time, so two
-    models' loops can be interleaved step by step."""
+    models' loops can be interleaved step by step. Not the pipeline's loop: Table 1 runs the
+    SD-inpainting UNet (9 -> 4 channels) beside UniGS, which the UniGS pipeline cannot feed."""
 
     def __init__(self, session, in_channels: int, out_channels: int, latent: int, steps: int, hidden: int):
         from unigs_deploy.modeling import SD15_SCHEDULER

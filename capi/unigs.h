@@ -46,8 +46,8 @@ typedef struct {
 } unigs_options;
 
 typedef struct {
-    int steps;       /* DDIM steps (>= 1); 0 = 25 */
-    float guidance;  /* classifier-free guidance; 0 = 7.5, 1 = off */
+    int steps;       /* DDIM steps (>= 1); 0 = the task's default (25) */
+    float guidance;  /* classifier-free guidance; 0 = the task's default (7.5), 1 = off */
     uint64_t seed;   /* same seed, same output */
     float eta;       /* DDIM eta, 0 = deterministic */
 } unigs_params;

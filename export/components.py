@@ -65,23 +65,28 @@ class Spec:
         return axes
 
 
-def specs(model: UniGSModel) -> list[Spec]:
-    unet, vae, text = model.unet, model.vae, model.text_encoder
+def unet_spec(unet, hidden: int, file: str = "unigs.onnx") -> Spec:
+    """Any diffusers UNet2DConditionModel (UniGS 13->8, SD-inpainting 9->4, ...) as a component."""
     c_in, c_out = unet.config.in_channels, unet.config.out_channels
-    lat = vae.config.latent_channels
-    hidden = text.config.hidden_size
-    down = 2 ** (len(unet.config.block_out_channels) - 1)
-    vae_down = 2 ** (len(vae.config.block_out_channels) - 1)
-    unet_inputs = {
+    inputs = {
         "sample": ("float32", ["batch", c_in, "height", "width"]),
         "timestep": ("float32", ["batch"]),
         "encoder_hidden_states": ("float32", ["batch", "sequence", hidden]),
     }
-    if model.task_embedding:
-        unet_inputs["class_labels"] = ("int64", ["batch"])
+    if unet.config.num_class_embeds is not None:
+        inputs["class_labels"] = ("int64", ["batch"])
+    return Spec("unet", file, UNetWrapper(unet), inputs,
+                {"out_sample": ("float32", ["batch", c_out, "height", "width"])},
+                2 ** (len(unet.config.block_out_channels) - 1))
+
+
+def specs(model: UniGSModel) -> list[Spec]:
+    vae, text = model.vae, model.text_encoder
+    lat = vae.config.latent_channels
+    hidden = text.config.hidden_size
+    vae_down = 2 ** (len(vae.config.block_out_channels) - 1)
     return [
-        Spec("unet", "unigs.onnx", UNetWrapper(unet), unet_inputs,
-             {"out_sample": ("float32", ["batch", c_out, "height", "width"])}, down),
+        unet_spec(model.unet, hidden),
         Spec("text_encoder", "text_encoder.onnx", TextEncoderWrapper(text),
              {"input_ids": ("int32", ["batch", "sequence"])},
              {"last_hidden_state": ("float32", ["batch", "sequence", hidden])}, 1),

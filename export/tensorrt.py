@@ -11,6 +11,7 @@ from pathlib import Path
 
 from unigs_deploy.backends.tensorrt import available
 from unigs_deploy.io import atomic_path
+from unigs_deploy.manifest import Manifest
 
 PLAN = {"unet": "unigs.plan", "text_encoder": "text_encoder.plan", "vae_encoder": "vae_encoder.plan",
         "vae_decoder": "vae_decoder.plan"}
@@ -37,11 +38,11 @@ class Ranges:
     width: tuple[int, int, int] = (256, 512, 768)
 
 
-def profile_shapes(component: str, manifest: dict, r: Ranges) -> dict:
+def profile_shapes(component: str, manifest: Manifest, r: Ranges) -> dict:
     """Per input name: (min, opt, max) shapes for one component."""
-    comp = manifest["components"][component]
-    factor = manifest["model"]["vae_scale_factor"]
-    seq = manifest["model"]["max_text_length"]
+    comp = manifest.components[component]
+    factor = manifest.model.vae_scale_factor
+    seq = manifest.model.max_text_length
     shapes = {}
     for name, spec in comp["inputs"].items():
         triple = []
@@ -67,7 +68,7 @@ def profile_shapes(component: str, manifest: dict, r: Ranges) -> dict:
     return shapes
 
 
-def build_engines(folder: Path, manifest: dict, *, fp16: bool, ranges: Ranges, log=print) -> dict:
+def build_engines(folder: Path, manifest: Manifest, *, fp16: bool, ranges: Ranges, log=print) -> dict:
     """Build one plan per component beside its ONNX file; the timing cache is kept in `folder`."""
     require()
     from polygraphy.backend.trt import (
@@ -81,8 +82,7 @@ def build_engines(folder: Path, manifest: dict, *, fp16: bool, ranges: Ranges, l
     built = {}
     cache = folder / TIMING_CACHE
     for name in ("text_encoder", "unet", "vae_encoder", "vae_decoder"):
-        comp = manifest["components"][name]
-        onnx_path = folder / comp["files"][0]
+        onnx_path = folder / manifest.components[name]["files"][0]
         profile = Profile()
         for inp, (mn, opt, mx) in profile_shapes(name, manifest, ranges).items():
             profile.add(inp, min=mn, opt=opt, max=mx)

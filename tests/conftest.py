@@ -23,3 +23,32 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+# ------------------------------------------------------------------ the tiny model, built once
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """A tiny random UniGS (task embedding), the torch reference of `tiny_engine`."""
+    pytest.importorskip("torch")
+    from unigs_deploy import modeling
+
+    return modeling.build("tiny", task_embedding=True, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_model, tmp_path_factory):
+    """`tiny_model` exported and validated: the engine folder. Tests must not modify it (copy it)."""
+    from unigs_deploy.export.exporter import export_model
+
+    out = tmp_path_factory.mktemp("tiny-engine")
+    export_model(tiny_model, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_pipe(tiny_engine):
+    from unigs_deploy.pipeline import UniGSPipeline
+
+    return UniGSPipeline.from_engine(tiny_engine / "unigs.onnx", threads=1)

@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+
 from unigs_deploy.benchmarks import report, scaling
 
 README = """# x
@@ -55,6 +56,7 @@ def quick_run(tmp_path_factory):
     return tmp, json.loads(json_path.read_text()), readme
 
 
+@pytest.mark.slow
 def test_all_measures_every_part(quick_run):
     tmp, run, _ = quick_run
     assert set(run["results"]) == {"table1", "backends", "scaling", "components", "decoder", "capi"}
@@ -73,6 +75,7 @@ def test_all_measures_every_part(quick_run):
     assert cold["runtime_only_imports_outside_runtime"] == []  # the hidden packages stayed hidden
 
 
+@pytest.mark.slow
 def test_report_and_readme_are_generated(quick_run):
     tmp, run, readme = quick_run
     text = readme.read_text()
@@ -88,6 +91,7 @@ def test_report_and_readme_are_generated(quick_run):
     assert again.count(f"## {run['key']}\n") == 1 and again.count("## another-run\n") == 1
 
 
+@pytest.mark.slow
 def test_readme_without_markers_is_a_clear_error(tmp_path, quick_run):
     _, run, _ = quick_run
     readme = tmp_path / "README.md"
@@ -97,6 +101,7 @@ def test_readme_without_markers_is_a_clear_error(tmp_path, quick_run):
     assert readme.read_text() == "# no block\n"
 
 
+@pytest.mark.slow
 def test_only_reruns_parts_into_the_same_json(quick_run):
     tmp, run, readme = quick_run
     args = [sys.executable, "-m", "unigs_deploy.benchmarks.cli", "all", "--quick", "--workdir", str(tmp / "work"),

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from unigs_deploy import dichotomy, palette, shapes
+from unigs_deploy import dichotomy, palette
+from unigs_deploy.synthetic import shapes
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed")
@@ -58,16 +59,11 @@ def test_decode_from_c_equals_python(capi, tmp_path):
         assert (got == dichotomy.decode_colormap(cm)).all()
 
 
-def test_segment_from_c_equals_python(capi, tmp_path):
-    pytest.importorskip("torch")
-    from unigs_deploy.export.cli import export_model
-
-    from unigs_deploy import modeling
+def test_segment_from_c_equals_python(capi, tiny_engine, tmp_path):
     from unigs_deploy.pipeline import UniGSPipeline
 
     _, progs = capi
-    engine = tmp_path / "eng"
-    export_model(modeling.build("tiny", task_embedding=True, seed=2), engine)
+    engine = tiny_engine
     image = np.random.default_rng(0).integers(0, 256, (32, 40, 3), dtype=np.uint8)
     ppm = write_ppm(tmp_path / "img.ppm", image)
     out = subprocess.run([str(progs["segment"]), str(engine / "unigs.onnx"), str(ppm), str(tmp_path / "l.raw"),
@@ -79,14 +75,14 @@ def test_segment_from_c_equals_python(capi, tmp_path):
     assert "entities" in out.stdout
 
 
+@pytest.mark.slow
 def test_shipped_demo_model_from_c(capi, tmp_path):
     pytest.importorskip("torch")
     from unigs_deploy import modeling
 
     if not (modeling.demo_weights_dir() / "unet").is_dir():
         pytest.skip("the demo model is not in this checkout")
-    from unigs_deploy.export.cli import export_model
-
+    from unigs_deploy.export.exporter import export_model
     from unigs_deploy.pipeline import UniGSPipeline
 
     _, progs = capi
@@ -103,9 +99,8 @@ def test_shipped_demo_model_from_c(capi, tmp_path):
 
 def test_bad_input_through_c_gives_codes_and_messages(capi, tmp_path):
     pytest.importorskip("torch")
-    from unigs_deploy.export.cli import export_model
-
     from unigs_deploy import modeling
+    from unigs_deploy.export.exporter import export_model
 
     _, progs = capi
     engine = tmp_path / "eng"

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from unigs_deploy import detect, shapes
+from unigs_deploy.benchmarks import detect
+from unigs_deploy.synthetic import shapes
 
 
 def test_shape_kinds_are_recognised():

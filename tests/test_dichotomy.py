@@ -4,14 +4,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from unigs_deploy import dichotomy, metrics, palette, shapes
-
-
-def _truth(masks):
-    lab = np.zeros(masks.shape[1:], np.int32)
-    for k, m in enumerate(masks, 1):
-        lab[m] = k
-    return lab
+from unigs_deploy import dichotomy, metrics, palette
+from unigs_deploy import dichotomy_reference as reference
+from unigs_deploy.labels import masks_to_labels
+from unigs_deploy.synthetic import shapes
 
 
 @st.composite
@@ -40,7 +36,7 @@ def test_reference_equals_product_on_clean_colormaps(lab):
     ids = [k for k in np.unique(lab) if k]
     masks = np.stack([lab == k for k in ids]) if ids else np.zeros((0,) + lab.shape, bool)
     cm = palette.encode_colormap(masks)
-    assert (dichotomy.decode_colormap_reference(cm, min_area=0) == dichotomy.decode_colormap(cm, min_area=0)).all()
+    assert (reference.decode_colormap(cm, min_area=0) == dichotomy.decode_colormap(cm, min_area=0)).all()
 
 
 @st.composite
@@ -66,9 +62,10 @@ def test_reference_equals_product_when_dissolving(lab, min_area, keep_background
     masks = np.stack([lab == k for k in ids]) if ids else np.zeros((0,) + lab.shape, bool)
     cm = palette.encode_colormap(masks)
     kw = dict(min_area=min_area, keep_background=keep_background)
-    assert (dichotomy.decode_colormap_reference(cm, **kw) == dichotomy.decode_colormap(cm, **kw)).all()
+    assert (reference.decode_colormap(cm, **kw) == dichotomy.decode_colormap(cm, **kw)).all()
 
 
+@pytest.mark.slow
 def test_decoder_survives_diffusion_like_corruption():
     """200 layouts of 1-40 entities (each >= 256 px of 512x512), noise 8, blur 5, JPEG 75, shift 12."""
     rng = np.random.default_rng(2024)
@@ -76,7 +73,7 @@ def test_decoder_survives_diffusion_like_corruption():
     for _ in range(200):
         masks, _ = shapes.random_layout(rng, 512, 512, int(rng.integers(1, 41)), min_pixels=256)
         noisy = shapes.corrupt_colormap(palette.encode_colormap(masks), rng)
-        pqs.append(metrics.panoptic_quality(dichotomy.decode_colormap(noisy), _truth(masks))["pq"])
+        pqs.append(metrics.panoptic_quality(dichotomy.decode_colormap(noisy), masks_to_labels(masks))["pq"])
     assert np.mean(pqs) >= 0.95, f"mean PQ {np.mean(pqs):.3f}, worst {np.min(pqs):.3f}"
 
 
@@ -87,8 +84,8 @@ def test_reference_agrees_with_product_on_noisy_colormaps():
     for _ in range(8):
         masks, _ = shapes.random_layout(rng, 256, 256, 12, min_pixels=256)
         noisy = shapes.corrupt_colormap(palette.encode_colormap(masks), rng)
-        a, b = dichotomy.decode_colormap(noisy), dichotomy.decode_colormap_reference(noisy)
-        truth = _truth(masks)
+        a, b = dichotomy.decode_colormap(noisy), reference.decode_colormap(noisy)
+        truth = masks_to_labels(masks)
         mutual.append(metrics.panoptic_quality(a, b)["pq"])
         gap.append(metrics.panoptic_quality(a, truth)["pq"] - metrics.panoptic_quality(b, truth)["pq"])
     assert np.mean(mutual) > 0.93
@@ -120,7 +117,7 @@ def test_a_dissolved_pixel_can_be_an_entitys_first():
     cm[2:, :8] = (0, 255, 0)
     lab = dichotomy.decode_colormap(cm, min_area=4)
     assert lab[0, 0] == lab[2, 0] == 1 and lab[0, 8] == lab[2, 8] == 2
-    assert (lab == dichotomy.decode_colormap_reference(cm, min_area=4)).all()
+    assert (lab == reference.decode_colormap(cm, min_area=4)).all()
 
 
 def test_keep_background_makes_every_cluster_an_entity():
@@ -169,7 +166,7 @@ def test_labels_to_masks():
     ],
 )
 def test_bad_input_is_one_clear_error(bad, message):
-    for fn in (dichotomy.decode_colormap, dichotomy.decode_colormap_reference):
+    for fn in (dichotomy.decode_colormap, reference.decode_colormap):
         with pytest.raises(ValueError, match=message):
             fn(bad)
 

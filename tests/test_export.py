@@ -1,4 +1,4 @@
-"""unigs-export on the tiny model, and every component checked on every backend (test-backend-ops)."""
+"""unigs-export on the tiny_model model, and every component checked on every backend (test-backend-ops)."""
 
 import json
 import os
@@ -8,41 +8,31 @@ import pytest
 
 torch = pytest.importorskip("torch")
 from click.testing import CliRunner  # noqa: E402
+
+from unigs_deploy import manifest as mf  # noqa: E402
+from unigs_deploy import modeling  # noqa: E402
 from unigs_deploy.export import cli  # noqa: E402
 from unigs_deploy.export.components import example_inputs, specs  # noqa: E402
 from unigs_deploy.export.tensorrt import available as _trt_available  # noqa: E402
 
-from unigs_deploy import manifest as mf  # noqa: E402
-from unigs_deploy import modeling  # noqa: E402
-
 HAS_TRT = _trt_available()
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    return modeling.build("tiny", task_embedding=True, seed=0)
-
-
-@pytest.fixture(scope="module")
-def exported(tiny, tmp_path_factory):
-    out = tmp_path_factory.mktemp("engines")
-    cli.export_model(tiny, out)
-    return out
-
-
-def test_export_writes_every_file_and_a_valid_manifest(exported):
-    data = mf.load(exported)
-    assert data["precision"] == "fp32" and data["model"]["task_embedding"]
-    assert data["model"]["unet_in_channels"] == 13 and data["model"]["unet_out_channels"] == 8
+def test_export_writes_every_file_and_a_valid_manifest(tiny_engine):
+    m = mf.load(tiny_engine)
+    assert m.precision == "fp32" and m.model.task_embedding
+    assert m.model.unet_in_channels == 13 and m.model.unet_out_channels == 8
     for name in mf.COMPONENTS:
-        comp = data["components"][name]
+        comp = m.components[name]
         for f in comp["files"]:
-            assert (exported / f).is_file()
+            assert (tiny_engine / f).is_file()
         assert len(comp["validation"]) == 2 and all(v["ok"] for v in comp["validation"])
         assert all(v["max_abs_error"] < 3e-5 for v in comp["validation"])
-    assert set(data["components"]["unet"]["inputs"]) == {"sample", "timestep", "encoder_hidden_states", "class_labels"}
-    assert (exported / "tokenizer.json").is_file()
-    assert not [p for p in exported.iterdir() if p.name.startswith(".")]  # no staging left
+    assert set(m.components["unet"]["inputs"]) == {"sample", "timestep", "encoder_hidden_states", "class_labels"}
+    assert (tiny_engine / "tokenizer.json").is_file()
+    assert not [p for p in tiny_engine.iterdir() if p.name.startswith(".")]  # no staging left
+    written = json.loads((tiny_engine / mf.MANIFEST_NAME).read_text())
+    assert mf.Manifest.from_dict(written).to_dict() == written  # the schema round-trips
 
 
 def _ort_run(path, feed):
@@ -65,21 +55,20 @@ BACKENDS = [pytest.param("onnxruntime", id="onnxruntime"),
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("component", mf.COMPONENTS)
-def test_backend_matches_torch(tiny, exported, component, backend, tmp_path):
-    spec = next(s for s in specs(tiny) if s.name == component)
-    feed = example_inputs(spec, tiny, batch=3, size=2 * max(spec.latent_multiple, 4), seed=42)  # unseen shapes
+def test_backend_matches_torch(tiny_model, tiny_engine, component, backend, tmp_path):
+    spec = next(s for s in specs(tiny_model) if s.name == component)
+    feed = example_inputs(spec, tiny_model, batch=3, size=2 * max(spec.latent_multiple, 4), seed=42)  # unseen shapes
     with torch.no_grad():
         ref = spec.module(**feed).numpy()
     if backend == "onnxruntime":
-        got = _ort_run(exported / spec.file, feed)
+        got = _ort_run(tiny_engine / spec.file, feed)
         tol = 3e-5
     else:
         from unigs_deploy.export import tensorrt as trt_build
 
-        data = mf.load(exported)
         ranges = trt_build.Ranges((1, 3, 4), (8, 16, 32), (8, 20, 40))
-        trt_build.build_engines(exported, data, fp16=False, ranges=ranges)
-        got = _trt_run(exported / trt_build.PLAN[component], feed)
+        trt_build.build_engines(tiny_engine, mf.load(tiny_engine), fp16=False, ranges=ranges)
+        got = _trt_run(tiny_engine / trt_build.PLAN[component], feed)
         tol = 1e-3
     assert got.shape == ref.shape
     assert np.abs(got - ref).max() <= tol * max(1.0, np.abs(ref).max())
@@ -129,7 +118,7 @@ def test_bad_inputs_end_in_one_line(tmp_path):
                     "choose one")
 
 
-def test_interrupted_export_leaves_nothing_that_looks_valid(tmp_path, monkeypatch, tiny):
+def test_interrupted_export_leaves_nothing_that_looks_valid(tmp_path, monkeypatch, tiny_model):
     from unigs_deploy.export import to_onnx
 
     real = to_onnx.export_component
@@ -142,7 +131,7 @@ def test_interrupted_export_leaves_nothing_that_looks_valid(tmp_path, monkeypatc
         return real(spec, *a, **kw)
 
     monkeypatch.setattr(to_onnx, "export_component", interrupt_second)
-    monkeypatch.setattr(modeling, "build", lambda *a, **kw: tiny)
+    monkeypatch.setattr(modeling, "build", lambda *a, **kw: tiny_model)
     res = CliRunner().invoke(cli.main, ["--scale", "tiny", "--out", str(tmp_path)])
     assert res.exit_code == 130 and "interrupted" in res.output
     assert os.listdir(tmp_path) == []

@@ -108,7 +108,7 @@ def test_single_file_ldm_checkpoint_loads_through_diffusers_conversion(tmp_path)
     from safetensors.torch import save_file
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from unigs_deploy.tokenizer import save_tokenizer_folder
+    from unigs_deploy.modeling.vocabulary import save_tokenizer_folder
 
     from .ldm_format import clip_to_ldm, unet_to_ldm, vae_to_ldm
 

@@ -11,29 +11,9 @@ from unigs_deploy.pipeline import UniGSPipeline
 
 torch = pytest.importorskip("torch")
 
-from unigs_deploy.export.cli import export_model  # noqa: E402
 from unigs_deploy.training import sample as torch_reference  # noqa: E402
 
-from unigs_deploy import modeling  # noqa: E402
-
 H, W = 32, 40
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return modeling.build("tiny", task_embedding=True, seed=1)
-
-
-@pytest.fixture(scope="module")
-def engine(tiny, tmp_path_factory):
-    out = tmp_path_factory.mktemp("engines")
-    export_model(tiny, out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def pipe(engine):
-    return UniGSPipeline.from_engine(engine / "unigs.onnx", threads=1)
 
 
 @pytest.fixture(scope="module")
@@ -45,53 +25,53 @@ def inputs():
     return image, mask
 
 
-def _reference(tiny, pipe, task, control_unit, mask, prompt, seed=7):
-    ids = (pipe.tokenizer([prompt]), pipe.tokenizer([""]))
-    return torch_reference.run(tiny, ids, task, control_unit, mask, steps=4, guidance=5.0, seed=seed)
+def _reference(tiny_model, tiny_pipe, task, control_unit, mask, prompt, seed=7):
+    ids = (tiny_pipe.tokenizer([prompt]), tiny_pipe.tokenizer([""]))
+    return torch_reference.run(tiny_model, ids, task, control_unit, mask, steps=4, guidance=5.0, seed=seed)
 
 
 @pytest.mark.parametrize("task", ["inpaint", "synthesize", "refer", "segment"])
-def test_runtime_equals_torch_reference(tiny, pipe, inputs, task):
+def test_runtime_equals_torch_reference(tiny_model, tiny_pipe, inputs, task):
     image, mask = inputs
     kw = dict(steps=4, guidance=5.0, seed=7)
     prompt = "a red star"
     if task == "inpaint":
-        res = pipe.inpaint(image, [(mask, prompt)], **kw)
+        res = tiny_pipe.inpaint(image, [(mask, prompt)], **kw)
         control, m = palette.colormap_to_unit(image) * (~mask)[..., None], mask
     elif task == "synthesize":
-        res = pipe.synthesize(image, prompt, **kw)
+        res = tiny_pipe.synthesize(image, prompt, **kw)
         control, m = palette.colormap_to_unit(image), np.ones((H, W), bool)
     elif task == "refer":
-        res = pipe.refer(image, mask, prompt, **kw)
+        res = tiny_pipe.refer(image, mask, prompt, **kw)
         control, m = palette.colormap_to_unit(image), mask
     else:
-        res = pipe.segment(image, prompt, **kw)
+        res = tiny_pipe.segment(image, prompt, **kw)
         control, m = palette.colormap_to_unit(image), np.ones((H, W), bool)
-    ref = _reference(tiny, pipe, task, control, m, prompt)
+    ref = _reference(tiny_model, tiny_pipe, task, control, m, prompt)
     assert res.latents.shape == ref.shape
     assert np.abs(res.latents - ref).max() < 1e-4
     assert res.image.shape == (H, W, 3) and res.colormap.shape == (H, W, 3) and res.labels.shape == (H, W)
 
 
-def test_same_seed_same_output_and_seed_matters(pipe, inputs):
+def test_same_seed_same_output_and_seed_matters(tiny_pipe, inputs):
     image, _ = inputs
-    a, b = pipe.segment(image, steps=2, seed=1), pipe.segment(image, steps=2, seed=1)
-    c = pipe.segment(image, steps=2, seed=2)
+    a, b = tiny_pipe.segment(image, steps=2, seed=1), tiny_pipe.segment(image, steps=2, seed=1)
+    c = tiny_pipe.segment(image, steps=2, seed=2)
     assert (a.latents == b.latents).all() and (a.image == b.image).all()
     assert not (a.latents == c.latents).all()
 
 
-def test_image_not_a_multiple_is_padded_and_said(pipe):
+def test_image_not_a_multiple_is_padded_and_said(tiny_pipe):
     img = np.zeros((30, 37, 3), np.uint8)
-    res = pipe.segment(img, steps=1)
+    res = tiny_pipe.segment(img, steps=1)
     assert res.image.shape == (30, 37, 3) and res.labels.shape == (30, 37)
     assert any("padded" in n for n in res.notes)
 
 
-def test_grayscale_rgba_16bit_images_are_converted(pipe):
+def test_grayscale_rgba_16bit_images_are_converted(tiny_pipe):
     for img, word in [(np.zeros((32, 32), np.uint8), "grayscale"), (np.zeros((32, 32, 4), np.uint8), "alpha"),
                       (np.zeros((32, 32, 3), np.uint16), "16-bit")]:
-        res = pipe.segment(img, steps=1)
+        res = tiny_pipe.segment(img, steps=1)
         assert any(word in n for n in res.notes)
 
 
@@ -105,23 +85,24 @@ def test_grayscale_rgba_16bit_images_are_converted(pipe):
         (lambda p, img, m: p.segment(np.zeros((0, 4, 3), np.uint8)), "empty"),
     ],
 )
-def test_bad_input(pipe, inputs, call, message):
+def test_bad_input(tiny_pipe, inputs, call, message):
     image, mask = inputs
     with pytest.raises(ValueError, match=message):
-        call(pipe, image, mask)
+        call(tiny_pipe, image, mask)
 
 
-def test_long_prompt_is_truncated_with_a_note(pipe, inputs):
-    res = pipe.segment(inputs[0], " ".join(["red star"] * 60), steps=1)
+def test_long_prompt_is_truncated_with_a_note(tiny_pipe, inputs):
+    res = tiny_pipe.segment(inputs[0], " ".join(["red star"] * 60), steps=1)
     assert any("truncated" in n for n in res.notes)
 
 
-def test_tokenizer_matches_transformers(tmp_path, tiny):
+def test_tokenizer_matches_transformers(tmp_path, tiny_model):
     from transformers import CLIPTokenizer as HFTokenizer
 
-    from unigs_deploy.tokenizer import CLIPTokenizer, save_tokenizer_folder
+    from unigs_deploy.modeling.vocabulary import save_tokenizer_folder
+    from unigs_deploy.tokenizer import CLIPTokenizer
 
-    save_tokenizer_folder(tiny.tokenizer, tmp_path)
+    save_tokenizer_folder(tiny_model.tokenizer, tmp_path)
     ours, hf = CLIPTokenizer(tmp_path / "tokenizer.json"), HFTokenizer.from_pretrained(tmp_path)
     prompts = ["a red star and a blue ellipse", "A photo of a CAT!", "  a   green triangle ", "",
                " ".join(["yellow rectangle"] * 50)]
@@ -142,11 +123,11 @@ def _write_inputs(tmp_path, inputs):
 
 
 @pytest.mark.parametrize("task", ["inpaint", "synthesize", "refer", "segment"])
-def test_cli_writes_every_output(engine, tmp_path, inputs, task):
+def test_cli_writes_every_output(tiny_engine, tmp_path, inputs, task):
     from unigs_deploy.cli import main
 
     img, mask = _write_inputs(tmp_path, inputs)
-    args = ["--engine", str(engine / "unigs.onnx"), "--task", task, "--steps", "2", "--out", str(tmp_path / "o"),
+    args = ["--engine", str(tiny_engine / "unigs.onnx"), "--task", task, "--steps", "2", "--out", str(tmp_path / "o"),
             "--seed", "3", "--threads", "1"]
     if task == "synthesize":
         args += ["--colormap", str(img), "--prompt", "a red star"]
@@ -175,9 +156,9 @@ def _cli_error(args, pattern):
     assert "Traceback" not in res.output
 
 
-def test_cli_bad_input_is_one_line(engine, tmp_path, inputs):
+def test_cli_bad_input_is_one_line(tiny_engine, tmp_path, inputs):
     img, mask = _write_inputs(tmp_path, inputs)
-    onnx = str(engine / "unigs.onnx")
+    onnx = str(tiny_engine / "unigs.onnx")
     _cli_error(["--engine", str(tmp_path / "none.onnx"), "--task", "segment", "--image", str(img)], "does not exist")
     _cli_error(["--engine", str(img), "--task", "segment", "--image", str(img)], "not an engine")
     _cli_error(["--engine", onnx, "--task", "segment", "--image", str(tmp_path / "nope.png")], "cannot read")
@@ -193,13 +174,13 @@ def test_cli_bad_input_is_one_line(engine, tmp_path, inputs):
                "cannot write")
 
 
-def test_plan_without_tensorrt_is_one_line(engine, tmp_path, inputs):
+def test_plan_without_tensorrt_is_one_line(tiny_engine, tmp_path, inputs):
     from unigs_deploy.backends import tensorrt as trt_backend
 
     if trt_backend.available():
         pytest.skip("tensorrt is importable here")
     img, _ = _write_inputs(tmp_path, inputs)
-    plan = engine / "unigs.plan"
+    plan = tiny_engine / "unigs.plan"
     plan.write_bytes(b"not really")
     try:
         _cli_error(["--engine", str(plan), "--task", "segment", "--image", str(img)], "need the tensorrt package")
@@ -207,12 +188,12 @@ def test_plan_without_tensorrt_is_one_line(engine, tmp_path, inputs):
         plan.unlink()
 
 
-def test_manifest_problems_are_one_line(engine, tmp_path, inputs):
+def test_manifest_problems_are_one_line(tiny_engine, tmp_path, inputs):
     import shutil
 
     img, _ = _write_inputs(tmp_path, inputs)
     copy = tmp_path / "eng"
-    shutil.copytree(engine, copy)
+    shutil.copytree(tiny_engine, copy)
     data = json.loads((copy / "unigs.json").read_text())
     data["format_version"] = 99
     (copy / "unigs.json").write_text(json.dumps(data))
@@ -226,17 +207,19 @@ def test_manifest_problems_are_one_line(engine, tmp_path, inputs):
 
 
 @pytest.mark.trt
-def test_tensorrt_pipeline_matches_onnxruntime(engine, pipe, inputs):
-    from unigs_deploy.export import tensorrt as trt_build
+def test_tensorrt_pipeline_matches_onnxruntime(tiny_engine, tiny_pipe, inputs, tmp_path):
+    import shutil
 
     from unigs_deploy import manifest as mf
+    from unigs_deploy.export import tensorrt as trt_build
 
-    data = mf.load(engine)
-    built = trt_build.build_engines(engine, data, fp16=False,
+    engine = shutil.copytree(tiny_engine, tmp_path / "eng")  # the shared engine stays as exported
+    manifest = mf.load(engine)
+    built = trt_build.build_engines(engine, manifest, fp16=False,
                                     ranges=trt_build.Ranges((1, 2, 2), (H, H, 2 * H), (W, W, 2 * W)))
-    data["engines"] = {"tensorrt": {"files": built}}
-    mf.write(engine, data)
+    manifest.engines = {"tensorrt": {"files": built}}
+    manifest.write()
     trt_pipe = UniGSPipeline.from_engine(engine / "unigs.plan")
-    a = pipe.segment(inputs[0], steps=3, seed=5)
+    a = tiny_pipe.segment(inputs[0], steps=3, seed=5)
     b = trt_pipe.segment(inputs[0], steps=3, seed=5)
     assert np.abs(a.latents - b.latents).max() < 1e-3

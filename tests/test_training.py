@@ -11,10 +11,10 @@ import pytest
 
 pytest.importorskip("accelerate")
 
+from unigs_deploy import tasks  # noqa: E402
+from unigs_deploy.synthetic import coarse, shapes  # noqa: E402
 from unigs_deploy.training import data  # noqa: E402
 from unigs_deploy.training.config import ConfigError, load_config  # noqa: E402
-
-from unigs_deploy import coarse, shapes  # noqa: E402
 
 
 def test_coarse_masks_lie_around_their_entity():
@@ -48,7 +48,7 @@ def test_box_and_curve_coarse_masks():
 def test_examples_follow_the_input_assembly():
     rng = np.random.default_rng(2)
     img, masks, caps = shapes.shapes_image(rng, 64)
-    for task in data.TASKS:
+    for task in tasks.NAMES:
         ex = data.make_example(task, img, masks, caps, np.random.default_rng(3))
         if task in ("synthesize", "segment"):
             assert (ex.mask == 1).all()
@@ -89,6 +89,7 @@ def test_coco_data_skips_bad_images(tmp_path):
 
 def _train(out, steps, *extra):
     from click.testing import CliRunner
+
     from unigs_deploy.training.cli import main
 
     args = ["--set", f"train.steps={steps}", "--set", f"train.output={out}", "--set", "train.checkpoint_every=10",
@@ -98,6 +99,7 @@ def _train(out, steps, *extra):
     return json.loads((out / "model" / "training.json").read_text())["losses"]
 
 
+@pytest.mark.slow
 def test_tiny_training_learns_resumes_exactly_and_exports(tmp_path):
     full = _train(tmp_path / "a", 30)
     assert np.mean(full[-8:]) < np.mean(full[:8])  # the loss falls
@@ -106,9 +108,8 @@ def test_tiny_training_learns_resumes_exactly_and_exports(tmp_path):
     resumed = _train(tmp_path / "b", 30, "--resume")
     assert resumed == full  # bit for bit, loss by loss
 
-    from unigs_deploy.export.cli import export_model
-
     from unigs_deploy import modeling
+    from unigs_deploy.export.exporter import export_model
     from unigs_deploy.pipeline import UniGSPipeline
 
     export_model(modeling.load(tmp_path / "a" / "model"), tmp_path / "eng")
@@ -116,6 +117,7 @@ def test_tiny_training_learns_resumes_exactly_and_exports(tmp_path):
     assert res.labels.shape == (32, 32)
 
 
+@pytest.mark.slow
 def test_accelerate_launch_two_cpu_processes(tmp_path):
     accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
     if accelerate is None:

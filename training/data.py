@@ -15,14 +15,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from unigs_deploy import palette
-from unigs_deploy.coarse import coarse_mask
+from unigs_deploy import palette, tasks
 from unigs_deploy.io import atomic_path
-from unigs_deploy.shapes import shapes_image
+from unigs_deploy.synthetic.coarse import coarse_mask
+from unigs_deploy.synthetic.shapes import shapes_image
 
 log = logging.getLogger(__name__)
 
-TASKS = ("inpaint", "synthesize", "refer", "segment")
 
 
 def write_shapes_coco(folder: str | Path, n_images: int, *, size: int = 128, seed: int = 0) -> Path:
@@ -179,7 +178,7 @@ class Example:
 
 
 def make_example(task: str, image, masks, captions, rng: np.random.Generator, *, max_entities: int = 4) -> Example:
-    """The input assembly of DESIGN.md for one task on one image."""
+    """One training example: entities picked for the task, then `tasks.model_inputs`."""
     n = len(masks)
     h, w = image.shape[:2]
     unit = palette.colormap_to_unit(image)
@@ -191,16 +190,13 @@ def make_example(task: str, image, masks, captions, rng: np.random.Generator, *,
         pick = np.sort(rng.choice(n, int(rng.integers(1, min(n, max_entities) + 1)), replace=False))
     cmap = palette.encode_colormap(masks[pick])
     prompt = ", ".join(captions[i] for i in pick)
-    if task in ("inpaint", "refer"):
+    region = None
+    if tasks.get(task).uses_region:
         region = np.logical_or.reduce([coarse_mask(masks[i], rng)[0] for i in pick])
-        mask = region.astype(np.float32)
-        control = unit * (1 - mask[..., None]) if task == "inpaint" else unit
-    else:
-        mask = np.ones((h, w), np.float32)
-        control = palette.colormap_to_unit(cmap) if task == "synthesize" else unit
-        if task == "segment":
-            prompt = ""
-    return Example(task, image, cmap, control.astype(np.float32), mask, prompt)
+    if task == "segment":
+        prompt = ""
+    control, mask = tasks.model_inputs(task, unit, region, palette.colormap_to_unit(cmap))
+    return Example(task, image, cmap, control, mask, prompt)
 
 
 class ExampleSource:
@@ -208,7 +204,7 @@ class ExampleSource:
 
     def __init__(self, dataset, *, seed: int, task_ratios: dict, rank: int = 0, max_entities: int = 4):
         self.dataset, self.seed, self.rank, self.max_entities = dataset, seed, rank, max_entities
-        self.tasks = [t for t in TASKS if task_ratios.get(t, 0) > 0]
+        self.tasks = [t for t in tasks.NAMES if task_ratios.get(t, 0) > 0]
         p = np.array([task_ratios[t] for t in self.tasks], float)
         self.p = p / p.sum()
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from diffusers import DDIMScheduler
 
-TASK_IDS = {"inpaint": 0, "synthesize": 1, "refer": 2, "segment": 3}
+from unigs_deploy import tasks
 
 
 @torch.no_grad()
@@ -32,7 +32,7 @@ def run(model, tokenizer_ids, task: str, control_unit: np.ndarray, mask: np.ndar
     sched.set_timesteps(steps)
     c = vae.config.latent_channels
     z = torch.from_numpy(rng.standard_normal((1, 2 * c) + tuple(control.shape[2:]), dtype=np.float32))
-    labels = torch.full((2,), TASK_IDS[task]) if model.unet.config.num_class_embeds else None
+    labels = torch.full((2,), tasks.get(task).id) if model.unet.config.num_class_embeds else None
     for t in sched.timesteps:
         inp = torch.cat([z, m, control], 1).repeat(2, 1, 1, 1)
         eps = model.unet(inp, torch.full((2,), float(t)), torch.cat([uncond, cond]), class_labels=labels).sample

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from unigs_deploy import modeling
-from unigs_deploy.modeling import TASKS
+from unigs_deploy.tasks import NAMES as TASKS
 
 from . import data as data_mod
 

@@ -115,11 +115,12 @@ def text(ffi, ptr, what: str = "prompt") -> str:
 
 
 def loop_params(ffi, p) -> dict:
+    """0 in steps or guidance means the task's default (tasks.py)."""
     if p == ffi.NULL:
-        return {"steps": 25, "guidance": 7.5, "seed": 0, "eta": 0.0}
+        return {}
     if p.steps < 0:
-        raise CError(INVALID, f"steps {p.steps} must be >= 1 (0 = default 25)")
-    return {"steps": p.steps or 25, "guidance": p.guidance or 7.5, "seed": int(p.seed), "eta": float(p.eta)}
+        raise CError(INVALID, f"steps {p.steps} must be >= 1 (0 = the task's default)")
+    return {"steps": p.steps or None, "guidance": p.guidance or None, "seed": int(p.seed), "eta": float(p.eta)}
 
 
 # ------------------------------------------------------------------ the calls

@@ -2,34 +2,15 @@
 
 from __future__ import annotations
 
-import functools
-import sys
 from pathlib import Path
 
 import click
 
-from . import io
-from .dichotomy import labels_to_masks
-
-
-def _fail_cleanly(fn):
-    @functools.wraps(fn)
-    def wrapper(*a, **kw):
-        from .backends import EngineError
-        from .manifest import ManifestError
-
-        try:
-            return fn(*a, **kw)
-        except (ValueError, EngineError, ManifestError) as e:
-            click.echo(f"unigs-run: error: {e}", err=True)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("unigs-run: interrupted; outputs already written are complete, the rest were not written",
-                       err=True)
-            sys.exit(130)
-
-    return wrapper
-
+from . import io, tasks
+from .backends import EngineError
+from .errors import one_line_errors
+from .manifest import ManifestError
+from .results import write_result
 
 TASK_HELP = """\b
 Tasks and their inputs:
@@ -43,29 +24,30 @@ Tasks and their inputs:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=TASK_HELP)
 @click.option("--engine", required=True, type=click.Path(path_type=Path),
               help="engines/unigs.onnx, engines/unigs.plan (TensorRT) or the engine folder.")
-@click.option("--task", required=True, type=click.Choice(["inpaint", "synthesize", "refer", "segment"]))
+@click.option("--task", required=True, type=click.Choice(tasks.NAMES))
 @click.option("--image", type=click.Path(path_type=Path, dir_okay=False), help="Input image (any PNG/JPEG).")
 @click.option("--mask", "masks", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
               help="Coarse region, non-zero inside; repeat for several inpainting regions.")
 @click.option("--colormap", type=click.Path(path_type=Path, dir_okay=False), help="Colormap for synthesize.")
 @click.option("--prompt", "prompts", multiple=True, help="Text; for inpaint one per --mask, in the same order.")
-@click.option("--steps", default=25, show_default=True, help="DDIM steps.")
-@click.option("--guidance", default=7.5, show_default=True, help="Classifier-free guidance scale (1 = off).")
+@click.option("--steps", type=int, help="Denoising steps [default: the task's, see unigs_deploy/tasks.py].")
+@click.option("--guidance", type=float, help="Classifier-free guidance scale, 1 = off [default: the task's].")
 @click.option("--seed", default=0, show_default=True, help="Same seed, same output.")
-@click.option("--eta", default=0.0, show_default=True, help="DDIM eta (0 = deterministic sampler).")
+@click.option("--eta", type=float, help="DDIM eta, 0 = deterministic sampler [default: the task's].")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("out"), show_default=True)
 @click.option("--threads", default=0, show_default=True, help="Intra-op threads for ONNX Runtime (0 = all cores).")
 @click.option("--provider", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
               help="ONNX Runtime provider (auto: CUDA when available).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@_fail_cleanly
+@one_line_errors("unigs-run", (ValueError, EngineError, ManifestError),
+                 interrupted="interrupted; outputs already written are complete, the rest were not written")
 def main(engine, task, image, masks, colormap, prompts, steps, guidance, seed, eta, out, threads, provider, quiet):
     """Run UniGS with the lean runtime (no torch): inpaint, synthesize, refer or segment, and write
     image.png, colormap.png, labels.png, masks.json (COCO RLE), panoptic.png + panoptic.json and
     run.json (settings, seed, timings) into OUT."""
     from .pipeline import UniGSPipeline
 
-    if steps < 1:
+    if steps is not None and steps < 1:
         raise ValueError(f"--steps must be at least 1, got {steps}")
     inputs, notes = _read_inputs(task, image, masks, colormap, prompts)
     try:
@@ -84,9 +66,9 @@ def main(engine, task, image, masks, colormap, prompts, steps, guidance, seed, e
         res = pipe.segment(inputs["image"], " ".join(prompts), **kw)
     for note in notes + res.notes:
         click.echo(f"note: {note}", err=True)
-    written = _write(out, res, engine, provider=next(iter(pipe.components.values())).provider)
+    written = write_result(out, res, engine=engine, provider=pipe.provider)
     t = res.timings
-    click.echo(f"{task}: {steps} steps in {t['denoise_s']:.2f}s ({t['total_s']:.2f}s total), "
+    click.echo(f"{task}: {res.settings['steps']} steps in {t['denoise_s']:.2f}s ({t['total_s']:.2f}s total), "
                f"{int(res.labels.max())} entities")
     for p in written:
         click.echo(f"  wrote {p}")
@@ -118,23 +100,6 @@ def _read_inputs(task, image, masks, colormap, prompts):
             raise ValueError(f"{len(masks)} masks but {len(prompts)} prompts: give one --prompt per --mask")
         inputs["prompts"] = list(prompts) * len(masks) if len(prompts) == 1 else list(prompts)
     return inputs, notes
-
-
-def _write(out: Path, res, engine: Path, provider: str) -> list[Path]:
-    masks = labels_to_masks(res.labels)
-    files = [
-        io.write_image(out / "image.png", res.image),
-        io.write_image(out / "colormap.png", res.colormap),
-        io.write_labels(out / "labels.png", res.labels),
-        io.write_json(out / "masks.json", io.masks_to_rle(masks) if len(masks) else []),
-    ]
-    files += list(io.write_panoptic(out / "panoptic.png", out / "panoptic.json", res.labels))
-    if res.mask is not None:
-        files.append(io.write_image(out / "mask.png", (res.mask * 255).astype("uint8")))
-    files.append(io.write_json(out / "run.json", {
-        "engine": str(engine), "provider": provider, "settings": res.settings, "timings": res.timings,
-        "entities": int(res.labels.max()), "notes": res.notes}))
-    return files
 
 
 if __name__ == "__main__":

@@ -10,15 +10,16 @@ import click
 import cv2
 import numpy as np
 
-from . import dichotomy, io, metrics, palette, shapes
+from . import dichotomy, io, metrics, palette
+from .labels import masks_to_labels
+from .results import write_result
+from .synthetic import shapes
 
 
 def _codec(out_dir: Path, entities: int, size: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     masks, kinds = shapes.random_layout(rng, size, size, entities)
-    truth = np.zeros((size, size), np.int32)
-    for k, m in enumerate(masks, start=1):
-        truth[m] = k
+    truth = masks_to_labels(masks)
     colormap = palette.encode_colormap(masks)
     noisy = shapes.corrupt_colormap(colormap, rng)
     dichotomy.decode_colormap(noisy)  # JIT / cache load, not part of the timing
@@ -70,9 +71,7 @@ def _tasks(engine: Path, out_dir: Path, steps: int, seed: int, size: int) -> Non
     scale = max(1, 192 // image.shape[0])
     rows = []
     for task, title, shown, res in runs:
-        from .cli import _write
-
-        _write(out_dir / task, res, engine, provider=next(iter(pipe.components.values())).provider)
+        write_result(out_dir / task, res, engine=engine, provider=pipe.provider)
         result = res.mask if res.mask is not None and task == "refer" else res.labels
         tiles = [_label(_big(shown, scale), title), _label(_big(res.image, scale), "image"),
                  _label(_big(res.colormap, scale), "colormap"), _label(_big(result, scale), "masks")]
@@ -86,7 +85,7 @@ def _tasks(engine: Path, out_dir: Path, steps: int, seed: int, size: int) -> Non
 @click.option("--engine", type=click.Path(path_type=Path), default=Path("engines/unigs.onnx"), show_default=True,
               help="The exported demo model (make demo exports it).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo_out"), show_default=True)
-@click.option("--steps", default=25, show_default=True, help="DDIM steps.")
+@click.option("--steps", type=int, help="Denoising steps [default: each task's, see unigs_deploy/tasks.py].")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--codec", is_flag=True, help="Only the colormap codec (no model needed).")
 @click.option("--entities", default=12, show_default=True, help="--codec: entities in the layout.")

@@ -1,8 +1,6 @@
 """The four UniGS tasks on top of the backends: one readable DDIM loop, numpy only.
 
-Input assembly (DESIGN.md): the UNet sees `[z_img_t, z_cmap_t, mask, control]`;
-control = masked-image latent (inpaint), colormap latent (synthesize), image latent (refer,
-segment); mask = coarse region (inpaint, refer) or all ones (synthesize, segment).
+What the model sees for each task is assembled by `tasks.model_inputs` (docs/design.md).
 """
 
 from __future__ import annotations
@@ -14,12 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import dichotomy, palette
+from . import dichotomy, palette, tasks
 from .io import to_rgb8
+from .manifest import Manifest
 from .scheduler import DDIMScheduler
 from .tokenizer import CLIPTokenizer
-
-TASK_IDS = {"inpaint": 0, "synthesize": 1, "refer": 2, "segment": 3}
 
 
 @dataclass
@@ -36,24 +33,29 @@ class Result:
 
 
 class UniGSPipeline:
-    def __init__(self, components: dict, manifest: dict, tokenizer: CLIPTokenizer):
+    def __init__(self, components: dict, manifest: Manifest, tokenizer: CLIPTokenizer):
         self.components = components
         self.manifest = manifest
         self.tokenizer = tokenizer
-        m = manifest["model"]
-        self.vae_scale_factor = m["vae_scale_factor"]
-        self.scaling = m["vae_scaling_factor"]
-        self.latent_channels = m["latent_channels"]
-        self.multiple = m["vae_scale_factor"] * m["unet_spatial_multiple"]
-        self.task_embedding = m["task_embedding"]
+        m = manifest.model
+        self.vae_scale_factor = m.vae_scale_factor
+        self.scaling = m.vae_scaling_factor
+        self.latent_channels = m.latent_channels
+        self.multiple = m.pixel_multiple
+        self.task_embedding = m.task_embedding
 
     @classmethod
     def from_engine(cls, engine: str | Path, *, provider: str = "auto", threads: int = 0) -> UniGSPipeline:
         from .backends import open_components
 
-        components, data = open_components(engine, provider=provider, threads=threads)
-        tok = CLIPTokenizer(Path(data["_folder"]) / data["tokenizer"], max_length=data["model"]["max_text_length"])
-        return cls(components, data, tok)
+        components, manifest = open_components(engine, provider=provider, threads=threads)
+        tok = CLIPTokenizer(manifest.tokenizer_path(), max_length=manifest.model.max_text_length)
+        return cls(components, manifest, tok)
+
+    @property
+    def provider(self) -> str:
+        """Where the UNet runs (e.g. CPUExecutionProvider, TensorRT)."""
+        return self.components["unet"].provider
 
     # ------------------------------------------------------------ building blocks
 
@@ -84,11 +86,14 @@ class UniGSPipeline:
 
     def denoise(self, control: np.ndarray, mask: np.ndarray, cond: np.ndarray, uncond: np.ndarray | None,
                 task: str, *, steps: int, guidance: float, rng: np.random.Generator, eta: float = 0.0,
-                progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """The DDIM loop over the joint 8-channel latent `[z_img, z_cmap]`; returns both halves."""
+                progress: bool = False, callback=None) -> tuple[np.ndarray, np.ndarray]:
+        """The DDIM loop over the joint 8-channel latent `[z_img, z_cmap]`; returns both halves.
+
+        `callback(i, t, z)`, if given, is called after each step (as diffusers' `callback_on_step_end`).
+        """
         from tqdm.auto import tqdm
 
-        sched = DDIMScheduler(**self.manifest["scheduler"])
+        sched = DDIMScheduler(**self.manifest.scheduler)
         timesteps = sched.set_timesteps(steps)
         c = self.latent_channels
         z = rng.standard_normal((1, 2 * c) + control.shape[2:], dtype=np.float32) * sched.init_noise_sigma
@@ -100,14 +105,17 @@ class UniGSPipeline:
         sample[:, 2 * c:] = fixed
         feed = {"encoder_hidden_states": text}
         if self.task_embedding:
-            feed["class_labels"] = np.full(batch, TASK_IDS[task], np.int64)
+            feed["class_labels"] = np.full(batch, tasks.get(task).id, np.int64)
         unet = self.components["unet"]
-        for t in tqdm(timesteps, desc=f"{task}: denoising", unit="step", disable=not progress, leave=False):
+        steps_bar = tqdm(timesteps, desc=f"{task}: denoising", unit="step", disable=not progress, leave=False)
+        for i, t in enumerate(steps_bar):
             sample[:, : 2 * c] = z
             eps = unet(sample=sample, timestep=np.full(batch, t, np.float32), **feed)
             if cfg:
                 eps = eps[:1] + guidance * (eps[1:] - eps[:1])
             z = sched.step(eps, int(t), z, eta=eta, generator=rng)
+            if callback is not None:
+                callback(i, int(t), z)
         return z[:, :c], z[:, c:]
 
     # ------------------------------------------------------------ input checks
@@ -140,11 +148,18 @@ class UniGSPipeline:
 
     # ------------------------------------------------------------ tasks
 
-    def _run(self, task: str, control_rgb: np.ndarray | None, control_unit: np.ndarray | None, mask: np.ndarray,
-             prompt: str, size: tuple[int, int], *, steps: int, guidance: float, seed: int, eta: float,
-             progress: bool, keep_background: bool, notes: list) -> Result:
+    def _run(self, task: str, rgb: np.ndarray, region: np.ndarray | None, prompt: str, size: tuple[int, int],
+             notes: list, *, steps: int | None = None, guidance: float | None = None, seed: int = 0,
+             eta: float | None = None, progress: bool = False, callback=None) -> Result:
+        """One task on an image (or colormap) already padded to the model's multiple."""
+        spec = tasks.get(task)
+        steps = spec.steps if steps is None else steps
+        guidance = spec.guidance if guidance is None else guidance
+        eta = spec.eta if eta is None else eta
         if steps < 1:
             raise ValueError(f"steps must be at least 1, got {steps}")
+        unit = palette.colormap_to_unit(rgb)
+        control_unit, mask = tasks.model_inputs(task, unit, region, unit)
         rng = np.random.default_rng(seed)
         timings = {}
         t0 = time.perf_counter()
@@ -155,11 +170,11 @@ class UniGSPipeline:
         notes += [str(w.message) for w in caught]
         timings["text_encoder_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        control = self.encode_image(control_rgb, rng) if control_unit is None else self.encode_unit(control_unit, rng)
+        control = self.encode_unit(control_unit, rng)
         timings["vae_encoder_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         z_img, z_cmap = self.denoise(control, self._latent_mask(mask), cond, uncond, task, steps=steps,
-                                     guidance=guidance, rng=rng, eta=eta, progress=progress)
+                                     guidance=guidance, rng=rng, eta=eta, progress=progress, callback=callback)
         timings["denoise_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         image = self.decode_latent(z_img)[: size[0], : size[1]]
@@ -168,15 +183,14 @@ class UniGSPipeline:
         t0 = time.perf_counter()
         # specks are judged relative to the image: the default min_area is meant for 512x512
         min_area = max(2, round(dichotomy.DEFAULT_MIN_AREA * size[0] * size[1] / 512**2))
-        labels = dichotomy.decode_colormap(colormap, keep_background=keep_background, min_area=min_area)
+        labels = dichotomy.decode_colormap(colormap, keep_background=spec.keep_background, min_area=min_area)
         timings["dichotomy_s"] = time.perf_counter() - t0
         timings["total_s"] = sum(timings.values())
         settings = {"task": task, "prompt": prompt, "steps": steps, "guidance": guidance, "seed": seed, "eta": eta}
         return Result(task, image, colormap, labels, timings=timings, notes=notes, settings=settings,
                       latents=np.concatenate([z_img, z_cmap], axis=1))
 
-    def inpaint(self, image, regions: list[tuple[np.ndarray, str]], *, steps: int = 25, guidance: float = 7.5,
-                seed: int = 0, eta: float = 0.0, progress: bool = False) -> Result:
+    def inpaint(self, image, regions: list[tuple[np.ndarray, str]], **kw) -> Result:
         """Multi-class, multi-region inpainting: every region is a coarse mask with its own text.
 
         One pass, as the model was trained: the union of the regions is inpainted with the texts
@@ -187,10 +201,8 @@ class UniGSPipeline:
         rgb, notes, size = self._prepare(image)
         masks = [self._mask(m, size, rgb.shape[:2], f"mask {i + 1}") for i, (m, _) in enumerate(regions)]
         union = np.logical_or.reduce(masks)
-        masked = palette.colormap_to_unit(rgb) * (~union)[..., None]
         prompt = ", ".join(p for _, p in regions if p)
-        res = self._run("inpaint", None, masked, union, prompt, size, steps=steps, guidance=guidance, seed=seed,
-                        eta=eta, progress=progress, keep_background=False, notes=notes)
+        res = self._run("inpaint", rgb, union, prompt, size, notes, **_loop_kw(kw))
         crop = [m[: size[0], : size[1]] for m in masks]
         region_of = np.zeros(res.labels.max() + 1, np.int32)
         for k in range(1, res.labels.max() + 1):
@@ -204,15 +216,13 @@ class UniGSPipeline:
     def synthesize(self, colormap, prompt: str = "", **kw) -> Result:
         """An image whose entities follow the colormap (location-aware palette colours)."""
         rgb, notes, size = self._prepare(colormap, "colormap")
-        ones = np.ones(rgb.shape[:2], bool)
-        return self._run("synthesize", rgb, None, ones, prompt, size, keep_background=False, notes=notes,
-                         **_loop_kw(kw))
+        return self._run("synthesize", rgb, None, prompt, size, notes, **_loop_kw(kw))
 
     def refer(self, image, mask, prompt: str, **kw) -> Result:
         """Image + coarse region + text -> the mask of the referred entity."""
         rgb, notes, size = self._prepare(image)
         region = self._mask(mask, size, rgb.shape[:2])
-        res = self._run("refer", rgb, None, region, prompt, size, keep_background=False, notes=notes, **_loop_kw(kw))
+        res = self._run("refer", rgb, region, prompt, size, notes, **_loop_kw(kw))
         inside = res.labels[region[: size[0], : size[1]]]
         inside = inside[inside > 0]
         if inside.size:
@@ -225,13 +235,15 @@ class UniGSPipeline:
     def segment(self, image, prompt: str = "", **kw) -> Result:
         """Every entity of the image; background clusters are entities too (as in the paper)."""
         rgb, notes, size = self._prepare(image)
-        ones = np.ones(rgb.shape[:2], bool)
-        return self._run("segment", rgb, None, ones, prompt, size, keep_background=True, notes=notes, **_loop_kw(kw))
+        return self._run("segment", rgb, None, prompt, size, notes, **_loop_kw(kw))
+
+
+_LOOP_ARGS = ("steps", "guidance", "seed", "eta", "progress", "callback")
 
 
 def _loop_kw(kw: dict) -> dict:
-    allowed = {"steps": 25, "guidance": 7.5, "seed": 0, "eta": 0.0, "progress": False}
-    unknown = set(kw) - set(allowed)
+    """steps, guidance and eta default to the task's (tasks.py) when left out or None."""
+    unknown = set(kw) - set(_LOOP_ARGS)
     if unknown:
         raise TypeError(f"unexpected arguments: {', '.join(sorted(unknown))}")
-    return {**allowed, **kw}
+    return kw

@@ -25,9 +25,10 @@ def providers_for(provider: str) -> list[str]:
 
 
 class OrtSession:
-    """Runs one ONNX component. The session is created once; the output buffer is allocated once
-    per input shape and bound with IO binding, so a denoising loop allocates nothing per step.
-    The returned array is that buffer: the next call overwrites it."""
+    """Runs one ONNX component (a `backends.base.Runner`). The session is created once; the
+    output buffer is allocated once per input shape and bound with IO binding, so a denoising
+    loop allocates nothing per step. The returned array is that buffer: the next call
+    overwrites it."""
 
     def __init__(self, path: str | Path, *, provider: str = "auto", threads: int = 0):
         import onnxruntime as ort
@@ -41,6 +42,7 @@ class OrtSession:
         self.path = Path(path)
         self.session = ort.InferenceSession(str(path), so, providers=providers_for(provider))
         self.input_types = {i.name: _NP[i.type] for i in self.session.get_inputs()}
+        self.inputs = list(self.input_types)
         self.output_name = self.session.get_outputs()[0].name
         self._binding = self.session.io_binding()
         self._key = None
@@ -49,6 +51,9 @@ class OrtSession:
     @property
     def provider(self) -> str:
         return self.session.get_providers()[0]
+
+    def close(self) -> None:
+        self.session = self._binding = self._out = None
 
     def __call__(self, **feed: np.ndarray) -> np.ndarray:
         missing = set(self.input_types) - set(feed)

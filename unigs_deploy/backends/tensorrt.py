@@ -26,6 +26,8 @@ def available() -> bool:
 
 
 class TrtSession:
+    """Runs one TensorRT plan (a `backends.base.Runner`)."""
+
     def __init__(self, path: str | Path):
         import tensorrt as trt
         from polygraphy import cuda
@@ -47,7 +49,16 @@ class TrtSession:
         self._host_out: np.ndarray | None = None
         self._shapes = None
 
-    provider = "TensorRT"
+    @property
+    def provider(self) -> str:
+        return "TensorRT"
+
+    def close(self) -> None:
+        for buf in self._device.values():
+            buf.free()
+        self._device = {}
+        self.stream.free()
+        self.context = self.engine = self.runtime = None
 
     def _allocate(self, feed: dict) -> None:
         for n in self.inputs:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .shapes import COLOURS
+from unigs_deploy.synthetic.shapes import COLOURS
 
 
 def colour_name(image: np.ndarray, mask: np.ndarray) -> str:

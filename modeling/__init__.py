@@ -1,4 +1,5 @@
-"""Torch side: build, load and expand UniGS models (never imported by the runtime).
+"""Torch side: build, load and expand UniGS models (export, training and benchmarks use it;
+the runtime never imports it: it installs as unigs_deploy.modeling but lives outside unigs_deploy/).
 
 UniGS UNet = diffusers `UNet2DConditionModel` with 13 input channels
 `[z_img_t(4), z_cmap_t(4), mask(1), control(4)]` and 8 output channels `[eps_img, eps_cmap]`,
@@ -17,11 +18,14 @@ from pathlib import Path
 
 import torch
 
-from .tokenizer import BOS, EOS, build_clip_bpe, shapes_corpus
+from unigs_deploy import tasks
+from unigs_deploy.tokenizer import BOS, EOS
+
+from .vocabulary import build_clip_bpe, save_tokenizer_folder, shapes_corpus
 
 log = logging.getLogger(__name__)
 
-TASKS = ("inpaint", "synthesize", "refer", "segment")
+TASKS = tasks.NAMES
 LATENT = 4
 UNIGS_IN, UNIGS_OUT = 13, 8
 SD_INPAINT_IN, SD_TEXT2IMG_IN, SD_OUT = 9, 4, 4
@@ -360,8 +364,6 @@ def save(model: UniGSModel, folder: str | Path, *, half: bool = False) -> Path:
     """Write a diffusers-format UniGS folder (what `unigs-export --weights` takes).
 
     half=True stores fp16 weights (the shipped demo model: half the size; loading upcasts)."""
-    from .tokenizer import save_tokenizer_folder
-
     folder = Path(folder)
     for name, module in (("unet", model.unet), ("vae", model.vae), ("text_encoder", model.text_encoder)):
         (copy.deepcopy(module).half() if half else module).save_pretrained(folder / name)
@@ -372,7 +374,9 @@ def save(model: UniGSModel, folder: str | Path, *, half: bool = False) -> Path:
 
 
 def demo_weights_dir() -> Path:
-    return Path(__file__).parent / "weights" / "demo"
+    import unigs_deploy
+
+    return Path(unigs_deploy.__file__).parent / "weights" / "demo"
 
 
 def load_demo() -> UniGSModel:
