@@ -71,3 +71,61 @@ def test_trained_betas_are_used():
     betas = np.linspace(0.001, 0.02, 1000).tolist()
     ours, ref = DDIMScheduler(trained_betas=betas), diffusers.DDIMScheduler(trained_betas=betas)
     assert np.abs(ours.alphas_cumprod - ref.alphas_cumprod.numpy()).max() < 1e-6
+
+
+# ------------------------------------------------------------------ every scheduler against diffusers
+
+LOOP_CONFIGS = {
+    "sd15": SD15,
+    "sd15-trailing": {**SD15, "timestep_spacing": "trailing"},
+    "sd15-linspace-v": {**SD15, "timestep_spacing": "linspace", "prediction_type": "v_prediction"},
+    "demo-sample-trailing": {**SD15, "timestep_spacing": "trailing", "prediction_type": "sample"},
+    "linear-leading-sample": {"beta_schedule": "linear", "prediction_type": "sample", "steps_offset": 1},
+}
+DIFFUSERS_CLASS = {"ddim": "DDIMScheduler", "euler": "EulerDiscreteScheduler",
+                   "dpm++2m": "DPMSolverMultistepScheduler"}
+
+
+def _loop(sched, steps, x, x0, alphas_cumprod, to_np, from_np, step_kw=None):
+    """A whole sampling loop with a near-perfect denoiser towards x0 plus a state-dependent error."""
+    sched.set_timesteps(steps)
+    x = from_np(x * float(sched.init_noise_sigma))
+    for t in sched.timesteps:
+        inp = to_np(sched.scale_model_input(x, t))
+        a = np.float32(np.interp(float(t), np.arange(len(alphas_cumprod)), alphas_cumprod))
+        target = {"epsilon": (inp - a**0.5 * x0) / (1 - a) ** 0.5, "sample": x0,
+                  "v_prediction": a**0.5 * (inp - a**0.5 * x0) / (1 - a) ** 0.5 - (1 - a) ** 0.5 * x0}
+        out = (target[sched.config["prediction_type"]] + 0.05 * np.tanh(inp)).astype(np.float32)
+        x = sched.step(from_np(out), t, x, **(step_kw or {}))
+        x = getattr(x, "prev_sample", x)
+    return to_np(x), [float(t) for t in sched.timesteps]
+
+
+@pytest.mark.parametrize("steps", [1, 4, 25])
+@pytest.mark.parametrize("config", list(LOOP_CONFIGS))
+@pytest.mark.parametrize("name", ["ddim", "euler", "dpm++2m"])
+def test_every_scheduler_matches_diffusers_over_whole_loops(name, config, steps):
+    from unigs_deploy.scheduler import make_scheduler
+
+    cfg = LOOP_CONFIGS[config]
+    ours = make_scheduler(name, cfg)
+    ref = getattr(diffusers, DIFFUSERS_CLASS[name]).from_config(cfg)
+    rng = np.random.default_rng(1)
+    x0 = np.clip(rng.standard_normal((2, 4, 8, 8), dtype=np.float32), -1, 1)
+    x = rng.standard_normal(x0.shape, dtype=np.float32)
+    acp = ours.alphas_cumprod
+    got, t_ours = _loop(ours, steps, x, x0, acp, np.asarray, lambda a: a)
+    want, t_ref = _loop(ref, steps, x, x0, acp, lambda a: a.numpy(), torch.from_numpy)
+    assert t_ours == t_ref
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+
+
+def test_make_scheduler_spacing_override_and_errors():
+    from unigs_deploy.scheduler import make_scheduler
+
+    assert make_scheduler("ddim", SD15, spacing="trailing").set_timesteps(1).tolist() == [999]
+    assert make_scheduler("dpm++2m", SD15, spacing="trailing").set_timesteps(2).tolist() == [999, 499]
+    with pytest.raises(ValueError, match="unknown scheduler 'pndm': choose one of ddim, euler, dpm"):
+        make_scheduler("pndm", SD15)
+    with pytest.raises(ValueError, match="unknown timestep spacing 'middle'"):
+        make_scheduler("ddim", SD15, spacing="middle")
