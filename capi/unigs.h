@@ -26,7 +26,7 @@ extern "C" {
 #endif
 
 #define UNIGS_VERSION_MAJOR 0
-#define UNIGS_VERSION_MINOR 1
+#define UNIGS_VERSION_MINOR 2
 
 typedef enum {
     UNIGS_OK = 0,
@@ -50,6 +50,10 @@ typedef struct {
     float guidance;  /* classifier-free guidance; 0 = the task's default (7.5), 1 = off */
     uint64_t seed;   /* same seed, same output */
     float eta;       /* DDIM eta, 0 = deterministic */
+    int resolution;  /* 0 = the model's native resolution (outputs mapped back to the input's size),
+                        -1 = the input's own size, N > 0 = the longer side scaled to N pixels */
+    const char *scheduler; /* NULL = the task's default; "ddim", "euler" or "dpm++2m" */
+    const char *spacing;   /* NULL = the task's default; "leading", "trailing" or "linspace" */
 } unigs_params;
 
 typedef struct {

@@ -152,10 +152,26 @@ def _manifest(model, entries: dict, precision: str) -> Manifest:
         max_text_length=text.config.max_position_embeddings,
         task_embedding=model.task_embedding,
         tasks=list(TASKS),
+        resolution=int(unet.config.sample_size) * 2 ** (len(vae.config.block_out_channels) - 1),
+        self_attention=_self_attention(unet),
     )
     return Manifest(model=info, components=entries, scheduler=dict(model.scheduler_config), precision=precision,
                     created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                     source=model.source, tools=_versions())
+
+
+def _self_attention(unet) -> list[dict]:
+    """Where the UNet attends over its own tokens: what the runtime's memory guard needs."""
+    heads = unet.config.attention_head_dim  # diffusers' legacy name for the number of heads
+    levels = []
+    for i, kind in enumerate(unet.config.down_block_types):
+        if "CrossAttn" in kind:
+            h = heads[i] if isinstance(heads, (list, tuple)) else heads
+            levels.append({"factor": 2**i, "heads": int(h)})
+    if "CrossAttn" in (unet.config.mid_block_type or ""):
+        h = heads[-1] if isinstance(heads, (list, tuple)) else heads
+        levels.append({"factor": 2 ** (len(unet.config.down_block_types) - 1), "heads": int(h)})
+    return levels
 
 
 def _versions() -> dict:

@@ -80,7 +80,7 @@ def unet_config(scale: str, *, in_channels: int = UNIGS_IN, out_channels: int = 
                    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
                    cross_attention_dim=768, attention_head_dim=8)
     elif scale == "demo":
-        cfg = dict(sample_size=32, block_out_channels=(64, 128, 192), layers_per_block=1,
+        cfg = dict(sample_size=16, block_out_channels=(64, 128, 192), layers_per_block=1,
                    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
                    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
                    cross_attention_dim=128, attention_head_dim=8)

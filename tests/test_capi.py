@@ -73,6 +73,16 @@ def test_segment_from_c_equals_python(capi, tiny_engine, tmp_path):
     want = UniGSPipeline.from_engine(engine / "unigs.onnx").segment(image, steps=3, seed=11).labels
     assert (got == want).all()
     assert "entities" in out.stdout
+    out = subprocess.run([str(progs["segment"]), str(engine / "unigs.onnx"), str(ppm), str(tmp_path / "l.raw"),
+                          "3", "11", "euler", "-1"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    got = np.fromfile(tmp_path / "l.raw", np.int32).reshape(32, 40)
+    want = UniGSPipeline.from_engine(engine / "unigs.onnx").segment(image, steps=3, seed=11, scheduler="euler",
+                                                                     resolution="input").labels
+    assert (got == want).all()
+    out = subprocess.run([str(progs["segment"]), str(engine / "unigs.onnx"), str(ppm), str(tmp_path / "l.raw"),
+                          "3", "11", "pndm"], capture_output=True, text=True)
+    assert out.returncode == 1 and "unknown scheduler 'pndm'" in out.stderr
 
 
 @pytest.mark.slow

@@ -33,7 +33,7 @@ def _reference(tiny_model, tiny_pipe, task, control_unit, mask, prompt, seed=7):
 @pytest.mark.parametrize("task", ["inpaint", "synthesize", "refer", "segment"])
 def test_runtime_equals_torch_reference(tiny_model, tiny_pipe, inputs, task):
     image, mask = inputs
-    kw = dict(steps=4, guidance=5.0, seed=7)
+    kw = dict(steps=4, guidance=5.0, seed=7, resolution="input", decode_image=True)
     prompt = "a red star"
     if task == "inpaint":
         res = tiny_pipe.inpaint(image, [(mask, prompt)], **kw)
@@ -57,15 +57,61 @@ def test_same_seed_same_output_and_seed_matters(tiny_pipe, inputs):
     image, _ = inputs
     a, b = tiny_pipe.segment(image, steps=2, seed=1), tiny_pipe.segment(image, steps=2, seed=1)
     c = tiny_pipe.segment(image, steps=2, seed=2)
-    assert (a.latents == b.latents).all() and (a.image == b.image).all()
+    assert (a.latents == b.latents).all() and (a.colormap == b.colormap).all() and (a.labels == b.labels).all()
     assert not (a.latents == c.latents).all()
 
 
 def test_image_not_a_multiple_is_padded_and_said(tiny_pipe):
     img = np.zeros((30, 37, 3), np.uint8)
-    res = tiny_pipe.segment(img, steps=1)
+    res = tiny_pipe.segment(img, steps=1, resolution="input", decode_image=True)
     assert res.image.shape == (30, 37, 3) and res.labels.shape == (30, 37)
-    assert any("padded" in n for n in res.notes)
+    assert "image: 37x30 padded to 40x32 (a multiple of 4); outputs are cropped back" in res.notes
+
+
+def test_native_resolution_runs_at_the_models_size_and_maps_back(tiny_pipe):
+    """The tiny model was made for 16x16 images (sample_size 8, VAE factor 2)."""
+    assert tiny_pipe.manifest.model.resolution == 16
+    img = np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    res = tiny_pipe.segment(img, steps=1)
+    assert res.settings["working_size"] == [16, 13] and res.settings["resolution"] == "native"
+    assert res.labels.shape == (64, 80) and res.colormap.shape == (64, 80, 3)
+    assert "ran at 16x13 (native 16 px); outputs mapped back to 80x64" in res.notes
+    assert tiny_pipe.segment(img, steps=1, resolution=32).settings["working_size"] == [32, 26]
+    assert tiny_pipe.segment(img, steps=1, resolution="input").settings["working_size"] == [80, 64]
+    with pytest.raises(ValueError, match="resolution 'big': give native, input or a side in pixels"):
+        tiny_pipe.segment(img, resolution="big")
+
+
+def test_only_the_work_the_result_needs(tiny_pipe, inputs):
+    image, mask = inputs
+    plain = tiny_pipe.segment(image, steps=2, guidance=1.0)
+    guided = tiny_pipe.segment(image, steps=2, guidance=7.5)  # empty prompt: guidance cannot change anything
+    assert not guided.settings["guidance_applied"] and guided.settings["unet_batch"] == 1
+    assert (plain.latents == guided.latents).all()
+    assert guided.image is None and guided.settings["decoded"] == ["colormap"]
+    assert tiny_pipe.segment(image, steps=2, decode_image=True).image.shape == image.shape
+    refer = tiny_pipe.refer(image, mask, "a red star", steps=2, guidance=5.0)
+    assert refer.settings["guidance_applied"] and refer.settings["unet_batch"] == 2 and refer.image is None
+    assert tiny_pipe.inpaint(image, [(mask, "a red star")], steps=1).image.shape == image.shape
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "euler", "dpm++2m"])
+@pytest.mark.parametrize("spacing", ["leading", "trailing"])
+def test_every_scheduler_runs_in_the_pipeline(tiny_pipe, inputs, scheduler, spacing):
+    res = tiny_pipe.segment(inputs[0], steps=3, scheduler=scheduler, spacing=spacing, seed=4)
+    assert res.settings["scheduler"] == scheduler and res.settings["spacing"] == spacing
+    assert np.isfinite(res.latents).all() and res.labels.shape == inputs[0].shape[:2]
+
+
+def test_memory_guard_stops_a_run_that_cannot_fit(tiny_pipe, inputs, monkeypatch):
+    from unigs_deploy import memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: 50_000_000)
+    with pytest.raises(memory.OutOfMemory, match=r"a 16x13 run needs about .* GB .* but 0.1 GB are available: "
+                                                 r"use --resolution native \(16 px"):
+        tiny_pipe.segment(inputs[0], steps=1)
+    monkeypatch.setattr(memory, "available_bytes", lambda: None)  # unknown: no guard
+    tiny_pipe.segment(inputs[0], steps=1)
 
 
 def test_grayscale_rgba_16bit_images_are_converted(tiny_pipe):
@@ -83,6 +129,10 @@ def test_grayscale_rgba_16bit_images_are_converted(tiny_pipe):
         (lambda p, img, m: p.segment(img, steps=0), "steps must be at least 1"),
         (lambda p, img, m: p.inpaint(img, [], steps=1), "at least one region"),
         (lambda p, img, m: p.segment(np.zeros((0, 4, 3), np.uint8)), "empty"),
+        (lambda p, img, m: p.segment(img, guidance=float("nan")), "guidance must be a finite number >= 0"),
+        (lambda p, img, m: p.segment(img, guidance=-1), "guidance must be a finite number >= 0"),
+        (lambda p, img, m: p.segment(img, scheduler="pndm"), "unknown scheduler 'pndm'"),
+        (lambda p, img, m: p.segment(img, scheduler="euler", eta=0.5), "eta applies to the ddim scheduler only"),
     ],
 )
 def test_bad_input(tiny_pipe, inputs, call, message):
@@ -138,12 +188,17 @@ def test_cli_writes_every_output(tiny_engine, tmp_path, inputs, task):
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     out = tmp_path / "o"
-    for name in ("image.png", "colormap.png", "labels.png", "masks.json", "panoptic.png", "panoptic.json", "run.json"):
+    for name in ("colormap.png", "labels.png", "masks.json", "panoptic.png", "panoptic.json", "run.json"):
         assert (out / name).is_file(), name
     run = json.loads((out / "run.json").read_text())
     assert run["settings"]["seed"] == 3 and run["settings"]["steps"] == 2
     assert set(run["timings"]) >= {"text_encoder_s", "denoise_s", "vae_decoder_s", "dichotomy_s", "total_s"}
-    assert io.read_image(out / "image.png").shape == (H, W, 3)
+    assert io.read_labels(out / "labels.png").shape == (H, W)
+    new_image = task in ("inpaint", "synthesize")  # refer and segment decode only the colormap
+    assert (out / "image.png").is_file() == new_image and run["settings"]["decoded"] == (
+        ["colormap", "image"] if new_image else ["colormap"])
+    if new_image:
+        assert io.read_image(out / "image.png").shape == (H, W, 3)
 
 
 def _cli_error(args, pattern):

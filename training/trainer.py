@@ -254,6 +254,9 @@ class Trainer:
             model.unet = module
             if len(self.trained) > 1:
                 model.text_encoder = self.accelerator.unwrap_model(self.trained[1])
+        # diffusers' sample_size is the latent size the UNet was trained at: the runtime's native resolution
+        factor = 2 ** (len(model.vae.config.block_out_channels) - 1)
+        model.unet.register_to_config(sample_size=self.cfg["data"]["size"] // factor)
         return model.eval()
 
     def _latent_scale(self, vae) -> float:

@@ -120,7 +120,13 @@ def loop_params(ffi, p) -> dict:
         return {}
     if p.steps < 0:
         raise CError(INVALID, f"steps {p.steps} must be >= 1 (0 = the task's default)")
-    return {"steps": p.steps or None, "guidance": p.guidance or None, "seed": int(p.seed), "eta": float(p.eta)}
+    if p.resolution < -1:
+        raise CError(INVALID, f"resolution {p.resolution}: 0 = native, -1 = the input's size, N > 0 = N pixels")
+    resolution = {0: "native", -1: "input"}.get(p.resolution, p.resolution)
+    names = {k: ffi.string(getattr(p, k)).decode() if getattr(p, k) != ffi.NULL else None
+             for k in ("scheduler", "spacing")}
+    return {"steps": p.steps or None, "guidance": p.guidance or None, "seed": int(p.seed), "eta": float(p.eta),
+            "resolution": resolution, **names}
 
 
 # ------------------------------------------------------------------ the calls

@@ -11,6 +11,15 @@ from .backends import EngineError
 from .errors import one_line_errors
 from .manifest import ManifestError
 from .results import write_result
+from .scheduler import SCHEDULERS, SPACINGS
+
+
+def _resolution(ctx, param, value: str):
+    if value in ("native", "input"):
+        return value
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    raise click.BadParameter(f"{value!r}: give native, input or a side in pixels (e.g. 512)")
 
 TASK_HELP = """\b
 Tasks and their inputs:
@@ -34,14 +43,22 @@ Tasks and their inputs:
 @click.option("--guidance", type=float, help="Classifier-free guidance scale, 1 = off [default: the task's].")
 @click.option("--seed", default=0, show_default=True, help="Same seed, same output.")
 @click.option("--eta", type=float, help="DDIM eta, 0 = deterministic sampler [default: the task's].")
+@click.option("--scheduler", type=click.Choice(list(SCHEDULERS)), help="Sampler [default: the task's].")
+@click.option("--spacing", type=click.Choice(SPACINGS),
+              help="Timestep spacing [default: the task's, else the model's scheduler config].")
+@click.option("--resolution", default="native", show_default=True, callback=_resolution,
+              help="Working resolution: native (the model's training resolution; outputs mapped back to the "
+                   "input's size), input (the image's own size) or N (longer side N pixels).")
+@click.option("--decode-image", is_flag=True, help="Also decode the image half for refer and segment.")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("out"), show_default=True)
 @click.option("--threads", default=0, show_default=True, help="Intra-op threads for ONNX Runtime (0 = all cores).")
 @click.option("--provider", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
               help="ONNX Runtime provider (auto: CUDA when available).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@one_line_errors("unigs-run", (ValueError, EngineError, ManifestError),
+@one_line_errors("unigs-run", (ValueError, EngineError, ManifestError, MemoryError),
                  interrupted="interrupted; outputs already written are complete, the rest were not written")
-def main(engine, task, image, masks, colormap, prompts, steps, guidance, seed, eta, out, threads, provider, quiet):
+def main(engine, task, image, masks, colormap, prompts, steps, guidance, seed, eta, scheduler, spacing, resolution,
+         decode_image, out, threads, provider, quiet):
     """Run UniGS with the lean runtime (no torch): inpaint, synthesize, refer or segment, and write
     image.png, colormap.png, labels.png, masks.json (COCO RLE), panoptic.png + panoptic.json and
     run.json (settings, seed, timings) into OUT."""
@@ -55,7 +72,8 @@ def main(engine, task, image, masks, colormap, prompts, steps, guidance, seed, e
     except OSError as e:
         raise ValueError(f"cannot write to {out}: {e.strerror}; choose another --out folder") from None
     pipe = UniGSPipeline.from_engine(engine, provider=provider, threads=threads)
-    kw = dict(steps=steps, guidance=guidance, seed=seed, eta=eta, progress=not quiet)
+    kw = dict(steps=steps, guidance=guidance, seed=seed, eta=eta, scheduler=scheduler, spacing=spacing,
+              resolution=resolution, decode_image=decode_image or None, progress=not quiet)
     if task == "inpaint":
         res = pipe.inpaint(inputs["image"], list(zip(inputs["masks"], inputs["prompts"], strict=True)), **kw)
     elif task == "synthesize":

@@ -37,6 +37,8 @@ class ModelInfo:
     max_text_length: int
     task_embedding: bool
     tasks: list = field(default_factory=list)
+    resolution: int | None = None  # the image side the model was trained at (pixels): the native resolution
+    self_attention: list = field(default_factory=list)  # [{"factor": latent downsampling, "heads": n}, ...]
 
     @property
     def pixel_multiple(self) -> int:

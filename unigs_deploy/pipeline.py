@@ -1,28 +1,34 @@
-"""The four UniGS tasks on top of the backends: one readable DDIM loop, numpy only.
+"""The four UniGS tasks on top of the backends: one readable denoising loop, numpy only.
 
-What the model sees for each task is assembled by `tasks.model_inputs` (docs/design.md).
+What the model sees for each task is assembled by `tasks.model_inputs` (docs/design.md). A run
+works at the model's native resolution by default (the manifest says what it was trained at)
+and maps every output back to the input's size; it does only the work its result needs:
+classifier-free guidance only where it can change the result, the image latent decoded only
+for tasks whose output is a new image.
 """
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
-from . import dichotomy, palette, tasks
+from . import dichotomy, memory, palette, tasks
 from .io import to_rgb8
 from .manifest import Manifest
-from .scheduler import DDIMScheduler
+from .scheduler import make_scheduler
 from .tokenizer import CLIPTokenizer
 
 
 @dataclass
 class Result:
     task: str
-    image: np.ndarray  # (H, W, 3) uint8, the generated image half
+    image: np.ndarray | None  # (H, W, 3) uint8, the generated image half (None when not decoded)
     colormap: np.ndarray  # (H, W, 3) uint8, the generated colormap half
     labels: np.ndarray  # (H, W) int32 from the dichotomy decoder
     mask: np.ndarray | None = None  # refer: the referred entity; inpaint: union of generated entities
@@ -30,6 +36,10 @@ class Result:
     timings: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
     settings: dict = field(default_factory=dict)
+
+
+_LOOP_ARGS = ("steps", "guidance", "seed", "eta", "scheduler", "spacing", "resolution", "decode_image", "progress",
+              "callback")
 
 
 class UniGSPipeline:
@@ -86,18 +96,21 @@ class UniGSPipeline:
 
     def denoise(self, control: np.ndarray, mask: np.ndarray, cond: np.ndarray, uncond: np.ndarray | None,
                 task: str, *, steps: int, guidance: float, rng: np.random.Generator, eta: float = 0.0,
-                progress: bool = False, callback=None) -> tuple[np.ndarray, np.ndarray]:
-        """The DDIM loop over the joint 8-channel latent `[z_img, z_cmap]`; returns both halves.
+                scheduler: str = "ddim", spacing: str | None = None, progress: bool = False,
+                callback=None) -> tuple[np.ndarray, np.ndarray]:
+        """The denoising loop over the joint 8-channel latent `[z_img, z_cmap]`; returns both halves.
 
-        `callback(i, t, z)`, if given, is called after each step (as diffusers' `callback_on_step_end`).
+        Guidance runs (a batch-2 UNet) only when `uncond` is given. `callback(i, t, z)`, if given,
+        is called after each step (as diffusers' `callback_on_step_end`).
         """
         from tqdm.auto import tqdm
 
-        sched = DDIMScheduler(**self.manifest.scheduler)
+        sched = make_scheduler(scheduler, self.manifest.scheduler, spacing=spacing)
         timesteps = sched.set_timesteps(steps)
         c = self.latent_channels
         z = rng.standard_normal((1, 2 * c) + control.shape[2:], dtype=np.float32) * sched.init_noise_sigma
-        cfg = uncond is not None and guidance != 1.0
+        z = z.astype(np.float32, copy=False)
+        cfg = uncond is not None
         text = np.concatenate([uncond, cond]) if cfg else cond
         batch = text.shape[0]
         fixed = np.concatenate([mask, control], axis=1).astype(np.float32)
@@ -109,28 +122,70 @@ class UniGSPipeline:
         unet = self.components["unet"]
         steps_bar = tqdm(timesteps, desc=f"{task}: denoising", unit="step", disable=not progress, leave=False)
         for i, t in enumerate(steps_bar):
-            sample[:, : 2 * c] = z
+            sample[:, : 2 * c] = sched.scale_model_input(z, t)
             eps = unet(sample=sample, timestep=np.full(batch, t, np.float32), **feed)
             if cfg:
                 eps = eps[:1] + guidance * (eps[1:] - eps[:1])
-            z = sched.step(eps, int(t), z, eta=eta, generator=rng)
+            z = sched.step(eps, t, z, eta=eta, generator=rng)
             if callback is not None:
-                callback(i, int(t), z)
+                callback(i, t, z)
         return z[:, :c], z[:, c:]
+
+    # ------------------------------------------------------------ sizes
+
+    def working_size(self, size: tuple[int, int], resolution) -> tuple[tuple[int, int], str]:
+        """The (H, W) a run works at, before padding to the model's multiple, and why.
+
+        resolution: "native" (the side the model was trained at: the longer side is scaled to it),
+        "input" (the image's own size) or an int N (the longer side scaled to N pixels).
+        """
+        h, w = size
+        if resolution == "input":
+            return (h, w), "input"
+        if resolution == "native":
+            side = self.manifest.model.resolution
+            if side is None:
+                return (h, w), "input (the manifest records no training resolution)"
+            why = f"native {side} px"
+        else:
+            try:
+                side = int(resolution)
+            except (TypeError, ValueError):
+                raise ValueError(f"resolution {resolution!r}: give native, input or a side in pixels") from None
+            if side < self.multiple:
+                raise ValueError(f"resolution {side} is under the model's minimum of {self.multiple} px")
+            why = f"{side} px"
+        scale = side / max(h, w)
+        return (max(1, round(h * scale)), max(1, round(w * scale))), why
+
+    def _fit(self, rgb: np.ndarray, regions: list[np.ndarray], work: tuple[int, int], *, exact_colours: bool):
+        """Resize to the working size and pad to the model's multiple (image: edge, masks: zeros)."""
+        if work != rgb.shape[:2]:
+            shrink = work[0] < rgb.shape[0]
+            interp = cv2.INTER_NEAREST if exact_colours else (cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+            rgb = cv2.resize(rgb, (work[1], work[0]), interpolation=interp)
+            regions = [cv2.resize(m.astype(np.uint8), (work[1], work[0]), interpolation=cv2.INTER_NEAREST) > 0
+                       for m in regions]
+        ph, pw = -work[0] % self.multiple, -work[1] % self.multiple
+        rgb = np.pad(rgb, ((0, ph), (0, pw), (0, 0)), mode="edge")
+        regions = [np.pad(m, ((0, ph), (0, pw))) for m in regions]
+        return rgb, regions
+
+    @staticmethod
+    def _back(x: np.ndarray, size: tuple[int, int], nearest: bool) -> np.ndarray:
+        """An output at the working size -> the input's size."""
+        if x.shape[:2] == size:
+            return x
+        shrink = size[0] < x.shape[0]
+        interp = cv2.INTER_NEAREST if nearest else (cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+        return cv2.resize(x, (size[1], size[0]), interpolation=interp)
 
     # ------------------------------------------------------------ input checks
 
-    def _prepare(self, image: np.ndarray, what: str = "image") -> tuple[np.ndarray, list[str], tuple[int, int]]:
-        rgb, notes = to_rgb8(image, what)
-        h, w = rgb.shape[:2]
-        ph, pw = -h % self.multiple, -w % self.multiple
-        if ph or pw:
-            rgb = np.pad(rgb, ((0, ph), (0, pw), (0, 0)), mode="edge")
-            notes.append(f"{what}: {w}x{h} padded to {w + pw}x{h + ph} (a multiple of {self.multiple}); "
-                         "outputs are cropped back")
-        return rgb, notes, (h, w)
+    def _prepare(self, image: np.ndarray, what: str = "image") -> tuple[np.ndarray, list[str]]:
+        return to_rgb8(image, what)
 
-    def _mask(self, mask: np.ndarray, size: tuple[int, int], padded: tuple[int, int], what: str = "mask"):
+    def _mask(self, mask: np.ndarray, size: tuple[int, int], what: str = "mask") -> np.ndarray:
         m = np.asarray(mask)
         if m.ndim == 3:
             m = m.any(axis=2)
@@ -140,7 +195,7 @@ class UniGSPipeline:
         m = m.astype(bool)
         if not m.any():
             raise ValueError(f"{what} is empty: mark the region with non-zero pixels")
-        return np.pad(m, ((0, padded[0] - size[0]), (0, padded[1] - size[1])))
+        return m
 
     def _latent_mask(self, m: np.ndarray) -> np.ndarray:
         f = self.vae_scale_factor
@@ -148,17 +203,43 @@ class UniGSPipeline:
 
     # ------------------------------------------------------------ tasks
 
-    def _run(self, task: str, rgb: np.ndarray, region: np.ndarray | None, prompt: str, size: tuple[int, int],
-             notes: list, *, steps: int | None = None, guidance: float | None = None, seed: int = 0,
-             eta: float | None = None, progress: bool = False, callback=None) -> Result:
-        """One task on an image (or colormap) already padded to the model's multiple."""
+    def _run(self, task: str, rgb: np.ndarray, regions: list[np.ndarray], prompt: str, notes: list, *,
+             steps: int | None = None, guidance: float | None = None, seed: int = 0, eta: float | None = None,
+             scheduler: str | None = None, spacing: str | None = None, resolution="native",
+             decode_image: bool | None = None, progress: bool = False, callback=None) -> Result:
+        """One task on an image (or colormap) and its regions at the input's size -> the result at that size."""
         spec = tasks.get(task)
-        steps = spec.steps if steps is None else steps
-        guidance = spec.guidance if guidance is None else guidance
-        eta = spec.eta if eta is None else eta
+        steps = spec.steps if steps is None else int(steps)
+        guidance = spec.guidance if guidance is None else float(guidance)
+        eta = spec.eta if eta is None else float(eta)
+        scheduler = spec.scheduler if scheduler is None else scheduler
+        spacing = spec.spacing if spacing is None else spacing
+        decode_image = spec.decodes_image if decode_image is None else bool(decode_image)
         if steps < 1:
             raise ValueError(f"steps must be at least 1, got {steps}")
-        unit = palette.colormap_to_unit(rgb)
+        if not math.isfinite(guidance) or guidance < 0:
+            raise ValueError(f"guidance must be a finite number >= 0 (1 = off), got {guidance}")
+        if not math.isfinite(eta) or eta < 0:
+            raise ValueError(f"eta must be a finite number >= 0, got {eta}")
+        if eta and scheduler != "ddim":
+            raise ValueError(f"eta applies to the ddim scheduler only, not {scheduler}")
+        make_scheduler(scheduler, self.manifest.scheduler, spacing=spacing)  # bad names fail before any work
+        size = rgb.shape[:2]
+        work, why = self.working_size(size, resolution)
+        if work != size:
+            notes.append(f"ran at {work[1]}x{work[0]} ({why}); outputs mapped back to {size[1]}x{size[0]}")
+        rgb_w, regions_w = self._fit(rgb, regions, work, exact_colours=spec.control == "colormap")
+        if rgb_w.shape[:2] != work:
+            what = "colormap" if spec.control == "colormap" else "image"
+            notes.append(f"{what}: {work[1]}x{work[0]} padded to {rgb_w.shape[1]}x{rgb_w.shape[0]} (a multiple of "
+                         f"{self.multiple}); outputs are cropped back")
+        # guidance changes the result only when the prompt differs from the unconditional (empty) one
+        cfg = guidance != 1.0 and prompt != ""
+        latent_hw = (rgb_w.shape[0] // self.vae_scale_factor, rgb_w.shape[1] // self.vae_scale_factor)
+        memory.check(self.manifest, latent_hw, batch=2 if cfg else 1, work=work)
+
+        unit = palette.colormap_to_unit(rgb_w)
+        region = np.logical_or.reduce(regions_w) if regions_w else None
         control_unit, mask = tasks.model_inputs(task, unit, region, unit)
         rng = np.random.default_rng(seed)
         timings = {}
@@ -166,7 +247,7 @@ class UniGSPipeline:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             cond = self.encode_text([prompt])
-        uncond = self._empty_text() if guidance != 1.0 else None
+        uncond = self._empty_text() if cfg else None
         notes += [str(w.message) for w in caught]
         timings["text_encoder_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -174,21 +255,27 @@ class UniGSPipeline:
         timings["vae_encoder_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         z_img, z_cmap = self.denoise(control, self._latent_mask(mask), cond, uncond, task, steps=steps,
-                                     guidance=guidance, rng=rng, eta=eta, progress=progress, callback=callback)
+                                     guidance=guidance, rng=rng, eta=eta, scheduler=scheduler, spacing=spacing,
+                                     progress=progress, callback=callback)
         timings["denoise_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        image = self.decode_latent(z_img)[: size[0], : size[1]]
-        colormap = self.decode_latent(z_cmap)[: size[0], : size[1]]
+        colormap = self.decode_latent(z_cmap)[: work[0], : work[1]]
+        image = self.decode_latent(z_img)[: work[0], : work[1]] if decode_image else None
         timings["vae_decoder_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         # specks are judged relative to the image: the default min_area is meant for 512x512
-        min_area = max(2, round(dichotomy.DEFAULT_MIN_AREA * size[0] * size[1] / 512**2))
+        min_area = max(2, round(dichotomy.DEFAULT_MIN_AREA * work[0] * work[1] / 512**2))
         labels = dichotomy.decode_colormap(colormap, keep_background=spec.keep_background, min_area=min_area)
         timings["dichotomy_s"] = time.perf_counter() - t0
         timings["total_s"] = sum(timings.values())
-        settings = {"task": task, "prompt": prompt, "steps": steps, "guidance": guidance, "seed": seed, "eta": eta}
-        return Result(task, image, colormap, labels, timings=timings, notes=notes, settings=settings,
-                      latents=np.concatenate([z_img, z_cmap], axis=1))
+        settings = {"task": task, "prompt": prompt, "steps": steps, "guidance": guidance, "seed": seed, "eta": eta,
+                    "scheduler": scheduler, "spacing": spacing or self.manifest.scheduler.get("timestep_spacing"),
+                    "resolution": str(resolution), "working_size": [int(work[1]), int(work[0])],
+                    "guidance_applied": cfg, "unet_batch": 2 if cfg else 1,
+                    "decoded": ["colormap"] + (["image"] if decode_image else [])}
+        return Result(task, None if image is None else self._back(image, size, nearest=False),
+                      self._back(colormap, size, nearest=True), self._back(labels, size, nearest=True),
+                      timings=timings, notes=notes, settings=settings, latents=np.concatenate([z_img, z_cmap], axis=1))
 
     def inpaint(self, image, regions: list[tuple[np.ndarray, str]], **kw) -> Result:
         """Multi-class, multi-region inpainting: every region is a coarse mask with its own text.
@@ -198,15 +285,13 @@ class UniGSPipeline:
         """
         if not regions:
             raise ValueError("inpaint needs at least one region (a mask and its text)")
-        rgb, notes, size = self._prepare(image)
-        masks = [self._mask(m, size, rgb.shape[:2], f"mask {i + 1}") for i, (m, _) in enumerate(regions)]
-        union = np.logical_or.reduce(masks)
+        rgb, notes = self._prepare(image)
+        masks = [self._mask(m, rgb.shape[:2], f"mask {i + 1}") for i, (m, _) in enumerate(regions)]
         prompt = ", ".join(p for _, p in regions if p)
-        res = self._run("inpaint", rgb, union, prompt, size, notes, **_loop_kw(kw))
-        crop = [m[: size[0], : size[1]] for m in masks]
+        res = self._run("inpaint", rgb, masks, prompt, notes, **_loop_kw(kw))
         region_of = np.zeros(res.labels.max() + 1, np.int32)
         for k in range(1, res.labels.max() + 1):
-            overlap = [np.count_nonzero((res.labels == k) & m) for m in crop]
+            overlap = [np.count_nonzero((res.labels == k) & m) for m in masks]
             region_of[k] = 1 + int(np.argmax(overlap)) if max(overlap) > 0 else 0
         res.labels = np.where(region_of[res.labels] > 0, res.labels, 0).astype(np.int32)
         res.mask = res.labels > 0
@@ -215,34 +300,31 @@ class UniGSPipeline:
 
     def synthesize(self, colormap, prompt: str = "", **kw) -> Result:
         """An image whose entities follow the colormap (location-aware palette colours)."""
-        rgb, notes, size = self._prepare(colormap, "colormap")
-        return self._run("synthesize", rgb, None, prompt, size, notes, **_loop_kw(kw))
+        rgb, notes = self._prepare(colormap, "colormap")
+        return self._run("synthesize", rgb, [], prompt, notes, **_loop_kw(kw))
 
     def refer(self, image, mask, prompt: str, **kw) -> Result:
         """Image + coarse region + text -> the mask of the referred entity."""
-        rgb, notes, size = self._prepare(image)
-        region = self._mask(mask, size, rgb.shape[:2])
-        res = self._run("refer", rgb, region, prompt, size, notes, **_loop_kw(kw))
-        inside = res.labels[region[: size[0], : size[1]]]
+        rgb, notes = self._prepare(image)
+        region = self._mask(mask, rgb.shape[:2])
+        res = self._run("refer", rgb, [region], prompt, notes, **_loop_kw(kw))
+        inside = res.labels[region]
         inside = inside[inside > 0]
         if inside.size:
             res.mask = res.labels == np.bincount(inside).argmax()
         else:
-            res.mask = np.zeros(size, bool)
+            res.mask = np.zeros(rgb.shape[:2], bool)
             res.notes.append("refer: no entity was generated inside the region; the mask is empty")
         return res
 
     def segment(self, image, prompt: str = "", **kw) -> Result:
         """Every entity of the image; background clusters are entities too (as in the paper)."""
-        rgb, notes, size = self._prepare(image)
-        return self._run("segment", rgb, None, prompt, size, notes, **_loop_kw(kw))
-
-
-_LOOP_ARGS = ("steps", "guidance", "seed", "eta", "progress", "callback")
+        rgb, notes = self._prepare(image)
+        return self._run("segment", rgb, [], prompt, notes, **_loop_kw(kw))
 
 
 def _loop_kw(kw: dict) -> dict:
-    """steps, guidance and eta default to the task's (tasks.py) when left out or None."""
+    """steps, guidance, eta, scheduler and spacing default to the task's (tasks.py) when left out or None."""
     unknown = set(kw) - set(_LOOP_ARGS)
     if unknown:
         raise TypeError(f"unexpected arguments: {', '.join(sorted(unknown))}")

@@ -9,11 +9,11 @@ from .labels import labels_to_masks
 
 
 def write_result(out: Path, res, *, engine: str | Path, provider: str) -> list[Path]:
-    """image.png, colormap.png, labels.png, masks.json (COCO RLE), panoptic.png + .json,
-    mask.png (refer, inpaint) and run.json (settings, timings, notes) into `out`."""
+    """image.png (when the image half was decoded), colormap.png, labels.png, masks.json (COCO
+    RLE), panoptic.png + .json, mask.png (refer, inpaint) and run.json (settings, timings, notes)."""
     masks = labels_to_masks(res.labels)
-    files = [
-        io.write_image(out / "image.png", res.image),
+    files = [io.write_image(out / "image.png", res.image)] if res.image is not None else []
+    files += [
         io.write_image(out / "colormap.png", res.colormap),
         io.write_labels(out / "labels.png", res.labels),
         io.write_json(out / "masks.json", io.masks_to_rle(masks) if len(masks) else []),

@@ -21,16 +21,19 @@ class Task:
     control: str  # "masked_image", "colormap" or "image"
     uses_region: bool  # the mask channel holds the coarse region (else all ones)
     keep_background: bool  # background clusters are entities of the result
+    decodes_image: bool  # its result is a new image (else only the colormap is decoded)
     steps: int = 25
     guidance: float = 7.5
     eta: float = 0.0
+    scheduler: str = "ddim"
+    spacing: str | None = None  # None: the model's scheduler config decides
 
 
 TASKS = (
-    Task("inpaint", 0, control="masked_image", uses_region=True, keep_background=False),
-    Task("synthesize", 1, control="colormap", uses_region=False, keep_background=False),
-    Task("refer", 2, control="image", uses_region=True, keep_background=False),
-    Task("segment", 3, control="image", uses_region=False, keep_background=True),
+    Task("inpaint", 0, control="masked_image", uses_region=True, keep_background=False, decodes_image=True),
+    Task("synthesize", 1, control="colormap", uses_region=False, keep_background=False, decodes_image=True),
+    Task("refer", 2, control="image", uses_region=True, keep_background=False, decodes_image=False),
+    Task("segment", 3, control="image", uses_region=False, keep_background=True, decodes_image=False),
 )
 NAMES = tuple(t.name for t in TASKS)
 _BY_NAME = {t.name: t for t in TASKS}

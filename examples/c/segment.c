@@ -37,7 +37,7 @@ static unsigned char *read_ppm(const char *path, int *w, int *h) {
 
 int main(int argc, char **argv) {
     if (argc < 4) {
-        fprintf(stderr, "usage: %s ENGINE IMAGE.ppm LABELS.raw [STEPS [SEED]]\n"
+        fprintf(stderr, "usage: %s ENGINE IMAGE.ppm LABELS.raw [STEPS [SEED [SCHEDULER [RESOLUTION]]]]\n"
                         "       %s --decode COLORMAP.ppm LABELS.raw\n", argv[0], argv[0]);
         return 2;
     }
@@ -60,8 +60,10 @@ int main(int argc, char **argv) {
             return 1;
         }
         unigs_params params = {0};
-        params.steps = argc > 4 ? atoi(argv[4]) : 25;
+        params.steps = argc > 4 ? atoi(argv[4]) : 0;          /* 0: the task's default */
         params.seed = argc > 5 ? strtoull(argv[5], NULL, 10) : 0;
+        params.scheduler = argc > 6 ? argv[6] : NULL;         /* NULL: the task's default */
+        params.resolution = argc > 7 ? atoi(argv[7]) : 0;     /* 0: native, -1: the image's own size */
         status = unigs_segment(u, rgb, w, h, 3 * w, &params, labels, size, &n);
         if (status != UNIGS_OK) fprintf(stderr, "segment failed (%d): %s\n", status, unigs_last_error(u));
         unigs_close(u);
