@@ -66,6 +66,26 @@ def quality(engine, images, steps, guidance, threads, json_path):
 
 
 @main.command()
+@click.option("--engine", default="engines/unigs.onnx", show_default=True, type=click.Path(),
+              help="The exported demo model.")
+@click.option("--images", default=40, show_default=True, help="Held-out images.")
+@click.option("--steps", "step_counts", default="1,2,4,8,25", show_default=True, help="Step counts to measure.")
+@click.option("--guidance", default=3.0, show_default=True)
+@click.option("--threads", default=0, show_default=True)
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write the curves as a PNG.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results as JSON.")
+def steps(engine, images, step_counts, guidance, threads, plot_path, json_path):
+    """Segment PQ and refer mIoU vs denoising steps per scheduler, on the demo model."""
+    from . import steps as bench
+
+    result = bench.run(engine, n=images, steps=_ints(step_counts), guidance=guidance, threads=threads)
+    _emit(result, json_path)
+    if plot_path:
+        bench.plot(result, plot_path)
+        click.echo(f"wrote {plot_path}")
+
+
+@main.command()
 @click.option("--repeats", default=20, show_default=True, help="Calls per round.")
 @click.option("--rounds", default=15, show_default=True, help="Alternating C / Python rounds.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results as JSON.")

@@ -97,12 +97,20 @@ def quality(r: dict) -> str:
     return t + "\n\nseconds per image: " + ", ".join(f"{k} {v:.2f}" for k, v in r["seconds_per_image"].items())
 
 
-RENDER = {"decoder": decoder, "capi": capi, "table1": table1, "backends": backends, "components": components,
-          "scaling": scaling, "quality": quality}
+def steps(r: dict) -> str:
+    t = markdown_table(r["rows"], [("scheduler", "scheduler"), ("spacing", "spacing"), ("steps", "steps"),
+                                   ("segment_pq", "segment PQ"), ("refer_miou", "refer mIoU"),
+                                   ("segment_s", "segment s"), ("refer_s", "refer s")])
+    return t + (f"\n\nDemo model, {r['images']} held-out {r['size']}x{r['size']} images (seed = index), guidance "
+                f"{r['guidance']} (segment's prompt is empty, so it runs unguided); seconds are medians per image.")
+
+
+RENDER = {"steps": steps, "decoder": decoder, "capi": capi, "table1": table1, "backends": backends,
+          "components": components, "scaling": scaling, "quality": quality}
 TITLES = {"table1": "Table 1 on our machinery", "backends": "One UNet step and a whole image, per backend",
           "scaling": "Cost vs resolution and steps", "components": "Where one run's time goes",
           "decoder": "Progressive dichotomy decoder (one core)", "capi": "C boundary",
-          "quality": "Demo model quality"}
+          "quality": "Demo model quality", "steps": "Quality vs steps per scheduler"}
 
 
 def machine_line(m: dict) -> str:

@@ -22,6 +22,8 @@ HEADER = HERE / "unigs.h"
 
 
 PUBLIC_INT = ["unigs_decode_colormap", "unigs_segment", "unigs_refer", "unigs_inpaint", "unigs_synthesize"]
+# plain C: no interpreter needed to ask for the version or fill a struct
+C_ONLY = ["unigs_version", "unigs_params_init"]
 
 # cffi returns 0 from an exported function whose embedded interpreter failed to start, and 0 is
 # UNIGS_OK: so Python implements `_impl_<name>` returning status + 1, and these C wrappers make
@@ -37,6 +39,9 @@ static const char *unigs_init_failed_ =
     "the embedded Python runtime of libunigs failed to start (its error is on stderr): "
     "is the virtual environment it was built with still there?";
 static int unigs_status_(int s) { return s == 0 ? UNIGS_ERR_INTERNAL : s - 1; }
+#include <string.h>
+const char *unigs_version(void) { return UNIGS_VERSION_STRING; }
+void unigs_params_init(unigs_params *p) { if (p) memset(p, 0, sizeof *p); }
 """
 
 
@@ -66,6 +71,8 @@ def _wrappers(funcs: str) -> tuple[str, str]:
         if not decl:
             continue
         name = re.search(r"(unigs_\w+)\s*\(", decl).group(1)
+        if name in C_ONLY:
+            continue
         params = decl[decl.index("(") + 1 : decl.rindex(")")]
         args = ", ".join(re.search(r"(\w+)\s*$", p.strip()).group(1) for p in params.split(",")) \
             if params.strip() != "void" else ""
@@ -150,6 +157,10 @@ def unigs_synthesize(handle, cm, w, h, stride, prompt, params, out, size):
 '''
 
 
+def _header_version() -> str:
+    return re.search(r'#define UNIGS_VERSION_STRING "([^"]+)"', HEADER.read_text()).group(1)
+
+
 def build(out: Path) -> Path:
     import cffi
 
@@ -175,7 +186,7 @@ def build(out: Path) -> Path:
     (out / "lib" / "pkgconfig" / "unigs.pc").write_text(
         f"prefix={out.resolve()}\nlibdir=${{prefix}}/lib\nincludedir=${{prefix}}/include\n\n"
         "Name: unigs\nDescription: UniGS runtime (unified image generation and segmentation)\n"
-        "Version: 0.1.0\n"
+        f"Version: {_header_version()}\n"
         f"Libs: -L${{libdir}} -Wl,-rpath,${{libdir}} -lunigs -L{libdir} -Wl,-rpath,{libdir}\n"
         "Cflags: -I${includedir}\n")
     return out

@@ -27,13 +27,15 @@ extern "C" {
 
 #define UNIGS_VERSION_MAJOR 0
 #define UNIGS_VERSION_MINOR 2
+#define UNIGS_VERSION_STRING "0.2.0"
 
 typedef enum {
     UNIGS_OK = 0,
     UNIGS_ERR_INVALID_ARGUMENT = 1, /* NULL pointer, zero size, bad stride, empty mask ... */
     UNIGS_ERR_BUFFER_TOO_SMALL = 2, /* see unigs_required_size() */
     UNIGS_ERR_ENGINE = 3,           /* missing or unusable engine, manifest or backend */
-    UNIGS_ERR_INTERNAL = 4          /* anything else; the message says what */
+    UNIGS_ERR_INTERNAL = 4,         /* anything else; the message says what */
+    UNIGS_ERR_CANCELLED = 5         /* the progress callback asked to stop */
 } unigs_status;
 
 typedef enum { UNIGS_LABELS = 0, UNIGS_RGB = 1, UNIGS_MASK = 2 } unigs_buffer_kind;
@@ -45,15 +47,24 @@ typedef struct {
     const char *provider; /* "auto", "cpu" or "cuda"; NULL = "auto" */
 } unigs_options;
 
+/* Called after every denoising step with step = 1..total; return non-zero to cancel the call
+ * (it then returns UNIGS_ERR_CANCELLED and writes no output). Runs on the calling thread. */
+typedef int (*unigs_progress_fn)(int step, int total, void *user_data);
+
+/* Fill with unigs_params_init(): every field then holds its default, whatever fields later
+ * versions add. steps and guidance have no meaningful 0 (steps >= 1, guidance >= 1), so 0 there
+ * means "the task's default" and a zero-filled struct is the defaults too. */
 typedef struct {
-    int steps;       /* DDIM steps (>= 1); 0 = the task's default (25) */
-    float guidance;  /* classifier-free guidance; 0 = the task's default (7.5), 1 = off */
+    int steps;       /* denoising steps (>= 1); 0 = the task's default */
+    float guidance;  /* classifier-free guidance (>= 1, 1 = off); 0 = the task's default */
     uint64_t seed;   /* same seed, same output */
     float eta;       /* DDIM eta, 0 = deterministic */
     int resolution;  /* 0 = the model's native resolution (outputs mapped back to the input's size),
                         -1 = the input's own size, N > 0 = the longer side scaled to N pixels */
     const char *scheduler; /* NULL = the task's default; "ddim", "euler" or "dpm++2m" */
     const char *spacing;   /* NULL = the task's default; "leading", "trailing" or "linspace" */
+    unigs_progress_fn progress; /* NULL = none */
+    void *user_data;            /* passed to progress */
 } unigs_params;
 
 typedef struct {
@@ -62,6 +73,12 @@ typedef struct {
     int max_depth;   /* 0 = default (32) */
     int keep_background;
 } unigs_decode_params;
+
+/* The library's version, e.g. "0.2.0" (UNIGS_VERSION_STRING of the header it was built with). */
+const char *unigs_version(void);
+
+/* Every field of *params set to its default. */
+void unigs_params_init(unigs_params *params);
 
 /* Bytes needed for an output buffer of `kind` for a width x height image. */
 size_t unigs_required_size(unigs_buffer_kind kind, int width, int height);

@@ -76,7 +76,8 @@ def main(weights, scale, task_embedding, out, fp16, optimize, trt, from_onnx, ba
                f"{modeling.count_parameters(model.unet) / 1e6:.2f}M parameters, "
                f"{model.unet.config.in_channels} -> {model.unet.config.out_channels} channels"
                f"{', task embedding' if model.task_embedding else ''}")
-    manifest = export_model(model, out, fp16=fp16, optimize=optimize)
+    manifest = export_model(model, out, fp16=fp16, optimize=optimize, release=True)
+    del model
     _summary(manifest)
     if trt:
         if not trt_build.available():

@@ -49,16 +49,24 @@ def _stages(optimize: bool, fp16: bool) -> list[tuple]:
     return stages
 
 
-def export_model(model, out: Path, *, fp16: bool = False, optimize: bool = False, batch: int = 2) -> Manifest:
+def export_model(model, out: Path, *, fp16: bool = False, optimize: bool = False, batch: int = 2,
+                 release: bool = False) -> Manifest:
     """Export, validate and write every component and the manifest into `out`, atomically.
 
     Work happens in a hidden staging folder inside `out`; files move into place only when all
     components have passed validation, the old manifest first removed and the new one written
     last, so an interrupted export never leaves a folder that looks complete.
+
+    Memory: torch's outputs for validation are computed before each export, and validation
+    sessions are opened one at a time without weight pre-packing. `release=True` (the CLI) also
+    drops each torch module from `model` once exported, so the optimizer and the validation of
+    a multi-GB UNet do not run beside its torch copy; `model` is then spent.
     """
+    import gc
+
     from .components import example_inputs, specs
-    from .to_onnx import export_component, files_of
-    from .validate import compare, ort_session, table
+    from .to_onnx import export_component, files_of, move
+    from .validate import compare, ort_session, reference, table
 
     if fp16 and optimize:
         raise ExportError("--optimize makes CPU graphs and --fp16 GPU graphs: choose one "
@@ -70,6 +78,7 @@ def export_model(model, out: Path, *, fp16: bool = False, optimize: bool = False
     if not os.access(out, os.W_OK):
         raise PermissionError(13, "permission denied", str(out))
     comps = specs(model)
+    info = _model_info(model)  # before any module is released
     stages = _stages(optimize, fp16)
     progress = Progress(len(comps) * (1 + len(stages)) + 1)
     checks, entries = [], {}
@@ -80,9 +89,14 @@ def export_model(model, out: Path, *, fp16: bool = False, optimize: bool = False
             sizes = _sizes(spec)
             inputs = [example_inputs(spec, model, batch=b, size=s, seed=i)
                       for i, (b, s) in enumerate(((batch, sizes[0]), (1, sizes[1])))]
+            refs = [reference(spec.module, x) for x in inputs]
             # onnxruntime's fusions match the exporter's own patterns, which onnxslim rewrites
             path = export_component(spec, inputs[0], staging / spec.file, slim=not optimize)
-            comp_checks = [compare(spec.name, "export", ort_session(path), spec.module, x) for x in inputs]
+            if release:
+                _release(model, spec, comps)
+                gc.collect()
+            comp_checks = [compare(spec.name, "export", ort_session(path), r, x)
+                           for r, x in zip(refs, inputs, strict=True)]
             progress.done(f"max abs error {max(c.max_abs for c in comp_checks):.1e}")
             entry = {"files": [], "optimized": None}
             for stage, what, transform, hint in stages:
@@ -92,12 +106,13 @@ def export_model(model, out: Path, *, fp16: bool = False, optimize: bool = False
                     entry[stage] = transform(path, new, component=spec.name)
                 except Exception as e:  # converters and pattern matchers fail with assorted errors
                     raise ExportError(f"{what} failed on {spec.name} ({type(e).__name__}: {e}); {hint}") from None
-                stage_checks = [compare(spec.name, stage, ort_session(new), spec.module, x) for x in inputs]
+                gc.collect()
+                stage_checks = [compare(spec.name, stage, ort_session(new), r, x)
+                                for r, x in zip(refs, inputs, strict=True)]
                 comp_checks += stage_checks
                 for f in files_of(path):
                     f.unlink()
-                for f in files_of(new):
-                    f.rename(staging / f.name.replace(new.name, spec.file))
+                move(new, path)
                 note = ", ".join(f"{k} {v}" for k, v in entry[stage].items()) if stage == "optimized" else ""
                 progress.done(note or f"max abs error {max(c.max_abs for c in stage_checks):.1e}")
             entry.update(
@@ -118,7 +133,7 @@ def export_model(model, out: Path, *, fp16: bool = False, optimize: bool = False
                               "): see the table above; nothing was written")
         progress.step("tokenizer, manifest")
         model.tokenizer.save(str(staging / "tokenizer.json"))
-        manifest = _manifest(model, entries, "fp16" if fp16 else "fp32")
+        manifest = _manifest(model, info, entries, "fp16" if fp16 else "fp32")
         (out / MANIFEST_NAME).unlink(missing_ok=True)
         for f in sorted(staging.iterdir()):
             if f.is_file():
@@ -127,6 +142,20 @@ def export_model(model, out: Path, *, fp16: bool = False, optimize: bool = False
         manifest.folder = out
         progress.done()
     return manifest
+
+
+def _release(model, spec, comps) -> None:
+    """Drop the torch module behind `spec` from `model` unless a later component still needs it
+    (the VAE serves both its encoder and its decoder)."""
+    later = comps[comps.index(spec) + 1:]
+    for attr in ("unet", "vae", "text_encoder"):
+        module = getattr(model, attr)
+        if module is None or not any(p is module for p in spec.module.modules()):
+            continue
+        if not any(s.module is not None and any(p is module for p in s.module.modules()) for s in later):
+            setattr(model, attr, None)
+            spec.module = None
+        return
 
 
 def _sizes(spec) -> tuple[int, int]:
@@ -139,9 +168,9 @@ def _sizes(spec) -> tuple[int, int]:
     return 8, 12
 
 
-def _manifest(model, entries: dict, precision: str) -> Manifest:
+def _model_info(model) -> ModelInfo:
     unet, vae, text = model.unet, model.vae, model.text_encoder
-    info = ModelInfo(
+    return ModelInfo(
         unet_in_channels=unet.config.in_channels,
         unet_out_channels=unet.config.out_channels,
         latent_channels=vae.config.latent_channels,
@@ -155,9 +184,12 @@ def _manifest(model, entries: dict, precision: str) -> Manifest:
         resolution=int(unet.config.sample_size) * 2 ** (len(vae.config.block_out_channels) - 1),
         self_attention=_self_attention(unet),
     )
+
+
+def _manifest(model, info: ModelInfo, entries: dict, precision: str) -> Manifest:
     return Manifest(model=info, components=entries, scheduler=dict(model.scheduler_config), precision=precision,
                     created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                    source=model.source, tools=_versions())
+                    source=model.source, tools=_versions(), task_defaults=dict(model.task_defaults))
 
 
 def _self_attention(unet) -> list[dict]:

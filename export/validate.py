@@ -34,18 +34,26 @@ class Check:
 
 
 def ort_session(path, threads: int = 0):
+    """A CPU session for validation only: no pre-packed weight copies and no memory arena, so a
+    multi-GB UNet is held once (the export's memory budget is 2x the weights)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
+    so.enable_cpu_mem_arena = False
+    so.add_session_config_entry("session.disable_prepacking", "1")
     if threads:
         so.intra_op_num_threads = threads
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
-def compare(name: str, stage: str, session, module: torch.nn.Module, inputs: dict) -> Check:
+def reference(module: torch.nn.Module, inputs: dict) -> np.ndarray:
+    """torch's output on `inputs`: computed before export, so the module can be freed after it."""
     with torch.no_grad():
-        ref = module(**inputs).float().numpy()
+        return module(**inputs).float().numpy()
+
+
+def compare(name: str, stage: str, session, ref: np.ndarray, inputs: dict) -> Check:
     feed = {k: v.numpy() for k, v in inputs.items()}
     got = session.run(None, feed)[0].astype(np.float32)
     finite = bool(np.isfinite(got).all())

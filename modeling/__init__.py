@@ -30,6 +30,8 @@ LATENT = 4
 UNIGS_IN, UNIGS_OUT = 13, 8
 SD_INPAINT_IN, SD_TEXT2IMG_IN, SD_OUT = 9, 4, 4
 SCALES = ("tiny", "demo", "sd15")
+# per-task sampling defaults measured for a model (unigs-bench steps), kept beside its weights
+TASK_DEFAULTS = "task_defaults.json"
 
 # diffusers' scheduler_config.json of SD-1.5 (DDIM fields; PNDM fields are ignored by DDIM)
 SD15_SCHEDULER = {
@@ -58,6 +60,7 @@ class UniGSModel:
     tokenizer: object  # tokenizers.Tokenizer
     scheduler_config: dict = field(default_factory=lambda: dict(SD15_SCHEDULER))
     source: dict = field(default_factory=dict)
+    task_defaults: dict = field(default_factory=dict)  # per task: steps, guidance, scheduler, spacing (measured)
 
     @property
     def task_embedding(self) -> bool:
@@ -253,7 +256,8 @@ def _load_folder(path: Path, task_embedding) -> UniGSModel:
     files = [p for p in path.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".bin", ".json", ".txt")]
     source = {"kind": "diffusers", "path": str(path.resolve()), "unet_channels_in_out": list(was),
               "sha256": _hash_files(files)}
-    return UniGSModel(unet, vae, text, tok, sched, source).eval()
+    defaults = json.loads((path / TASK_DEFAULTS).read_text()) if (path / TASK_DEFAULTS).is_file() else {}
+    return UniGSModel(unet, vae, text, tok, sched, source, defaults).eval()
 
 
 def _tokenizer_from_vocab(folder: Path):
@@ -370,6 +374,8 @@ def save(model: UniGSModel, folder: str | Path, *, half: bool = False) -> Path:
     save_tokenizer_folder(model.tokenizer, folder / "tokenizer")
     (folder / "scheduler").mkdir(parents=True, exist_ok=True)
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(model.scheduler_config, indent=2))
+    if model.task_defaults:
+        (folder / TASK_DEFAULTS).write_text(json.dumps(model.task_defaults, indent=1))
     return folder
 
 

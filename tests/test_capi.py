@@ -107,15 +107,9 @@ def test_shipped_demo_model_from_c(capi, tmp_path):
     assert (got == UniGSPipeline.from_engine(engine / "unigs.onnx").segment(image, steps=5, seed=1).labels).all()
 
 
-def test_bad_input_through_c_gives_codes_and_messages(capi, tmp_path):
-    pytest.importorskip("torch")
-    from unigs_deploy import modeling
-    from unigs_deploy.export.exporter import export_model
-
+def test_bad_input_through_c_gives_codes_and_messages(capi, tiny_engine):
     _, progs = capi
-    engine = tmp_path / "eng"
-    export_model(modeling.build("tiny", seed=0), engine)
-    out = subprocess.run([str(progs["errors"]), str(engine / "unigs.onnx")], capture_output=True, text=True)
+    out = subprocess.run([str(progs["errors"]), str(tiny_engine / "unigs.onnx")], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     lines = {ln.split(" ", 1)[0]: ln.split(" ", 1)[1] for ln in out.stdout.splitlines()}
     assert lines["null_colormap"] == "1 colormap is NULL"
@@ -130,6 +124,9 @@ def test_bad_input_through_c_gives_codes_and_messages(capi, tmp_path):
     assert lines["handle_small_buffer"].startswith("2 labels_out holds 100 bytes")
     assert lines["empty_mask"].startswith("1 mask is empty")
     assert lines["null_prompt"].startswith("1 prompt is NULL")
+    assert lines["version"] == "0.2.0 0.2"
+    assert lines["cancelled"] == "5 calls=2 cancelled by the progress callback after step 2 of 5"
+    assert lines["low_guidance"].startswith("1 guidance must be a finite number >= 1")
 
 
 def test_cpp_example(capi, tmp_path):

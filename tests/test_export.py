@@ -1,5 +1,6 @@
 """unigs-export on the tiny_model model, and every component checked on every backend (test-backend-ops)."""
 
+import copy
 import json
 import os
 
@@ -131,7 +132,44 @@ def test_interrupted_export_leaves_nothing_that_looks_valid(tmp_path, monkeypatc
         return real(spec, *a, **kw)
 
     monkeypatch.setattr(to_onnx, "export_component", interrupt_second)
-    monkeypatch.setattr(modeling, "build", lambda *a, **kw: tiny_model)
+    monkeypatch.setattr(modeling, "build", lambda *a, **kw: copy.deepcopy(tiny_model))  # the CLI spends it
     res = CliRunner().invoke(cli.main, ["--scale", "tiny", "--out", str(tmp_path)])
     assert res.exit_code == 130 and "interrupted" in res.output
     assert os.listdir(tmp_path) == []
+
+
+def _matmul_model(rng):
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = [numpy_helper.from_array(rng.standard_normal((64, 64)).astype(np.float32), f"w{i}") for i in range(3)]
+    nodes = [helper.make_node("MatMul", ["x" if i == 0 else f"h{i}", f"w{i}"], [f"h{i + 1}" if i < 2 else "y"])
+             for i in range(3)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], w)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_streaming_merge_and_move_keep_a_loadable_model(tmp_path):
+    """The >2 GB path, on a small model saved the way the tracer saves big ones (a file a tensor)."""
+    import onnx
+    import onnxruntime as ort
+
+    from unigs_deploy.export.to_onnx import _merge_streaming, move
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "trace").mkdir()
+    onnx.save_model(_matmul_model(rng), str(tmp_path / "trace" / "raw.onnx"), save_as_external_data=True,
+                    all_tensors_to_one_file=False, size_threshold=0)
+    assert len(list((tmp_path / "trace").iterdir())) == 4
+    x = rng.standard_normal((1, 64)).astype(np.float32)
+    want = ort.InferenceSession(str(tmp_path / "trace" / "raw.onnx")).run(None, {"x": x})[0]
+    model = onnx.load(str(tmp_path / "trace" / "raw.onnx"), load_external_data=False)
+    _merge_streaming(model, tmp_path / "trace", tmp_path / "m.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.data", "trace"]
+    got = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"x": x})[0]
+    assert (got == want).all()
+    move(tmp_path / "m.onnx", tmp_path / "unigs.onnx")  # a renamed .data must be found again
+    assert not (tmp_path / "m.onnx.data").exists()
+    moved = onnx.load(str(tmp_path / "unigs.onnx"), load_external_data=False)
+    assert moved.graph.initializer[0].external_data[0].value == "unigs.onnx.data"
+    assert (ort.InferenceSession(str(tmp_path / "unigs.onnx")).run(None, {"x": x})[0] == want).all()

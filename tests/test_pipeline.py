@@ -33,7 +33,8 @@ def _reference(tiny_model, tiny_pipe, task, control_unit, mask, prompt, seed=7):
 @pytest.mark.parametrize("task", ["inpaint", "synthesize", "refer", "segment"])
 def test_runtime_equals_torch_reference(tiny_model, tiny_pipe, inputs, task):
     image, mask = inputs
-    kw = dict(steps=4, guidance=5.0, seed=7, resolution="input", decode_image=True)
+    kw = dict(steps=4, guidance=5.0, seed=7, resolution="input", decode_image=True, scheduler="ddim",
+              spacing="leading")  # the torch reference samples with the model's DDIM config
     prompt = "a red star"
     if task == "inpaint":
         res = tiny_pipe.inpaint(image, [(mask, prompt)], **kw)
@@ -129,8 +130,9 @@ def test_grayscale_rgba_16bit_images_are_converted(tiny_pipe):
         (lambda p, img, m: p.segment(img, steps=0), "steps must be at least 1"),
         (lambda p, img, m: p.inpaint(img, [], steps=1), "at least one region"),
         (lambda p, img, m: p.segment(np.zeros((0, 4, 3), np.uint8)), "empty"),
-        (lambda p, img, m: p.segment(img, guidance=float("nan")), "guidance must be a finite number >= 0"),
-        (lambda p, img, m: p.segment(img, guidance=-1), "guidance must be a finite number >= 0"),
+        (lambda p, img, m: p.segment(img, guidance=float("nan")), "guidance must be a finite number >= 1"),
+        (lambda p, img, m: p.segment(img, guidance=0), "guidance must be a finite number >= 1"),
+        (lambda p, img, m: p.refer(img, m, "  "), "refer needs a prompt"),
         (lambda p, img, m: p.segment(img, scheduler="pndm"), "unknown scheduler 'pndm'"),
         (lambda p, img, m: p.segment(img, scheduler="euler", eta=0.5), "eta applies to the ddim scheduler only"),
     ],

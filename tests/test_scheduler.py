@@ -127,5 +127,7 @@ def test_make_scheduler_spacing_override_and_errors():
     assert make_scheduler("dpm++2m", SD15, spacing="trailing").set_timesteps(2).tolist() == [999, 499]
     with pytest.raises(ValueError, match="unknown scheduler 'pndm': choose one of ddim, euler, dpm"):
         make_scheduler("pndm", SD15)
+    with pytest.raises(ValueError, match="1000 steps with leading spacing and steps_offset 1 reach timestep 1000"):
+        make_scheduler("ddim", SD15).set_timesteps(1000)
     with pytest.raises(ValueError, match="unknown timestep spacing 'middle'"):
         make_scheduler("ddim", SD15, spacing="middle")

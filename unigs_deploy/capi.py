@@ -12,7 +12,7 @@ import numpy as np
 
 from . import dichotomy
 
-OK, INVALID, TOO_SMALL, ENGINE, INTERNAL = 0, 1, 2, 3, 4
+OK, INVALID, TOO_SMALL, ENGINE, INTERNAL, CANCELLED = 0, 1, 2, 3, 4, 5
 LABELS, RGB, MASK = 0, 1, 2
 _ITEM = {LABELS: 4, RGB: 3, MASK: 1}
 
@@ -125,8 +125,17 @@ def loop_params(ffi, p) -> dict:
     resolution = {0: "native", -1: "input"}.get(p.resolution, p.resolution)
     names = {k: ffi.string(getattr(p, k)).decode() if getattr(p, k) != ffi.NULL else None
              for k in ("scheduler", "spacing")}
-    return {"steps": p.steps or None, "guidance": p.guidance or None, "seed": int(p.seed), "eta": float(p.eta),
-            "resolution": resolution, **names}
+    kw = {"steps": p.steps or None, "guidance": p.guidance if p.guidance > 0 else None, "seed": int(p.seed),
+          "eta": float(p.eta), "resolution": resolution, **names}
+    if p.progress != ffi.NULL:
+        progress, user = p.progress, p.user_data
+
+        def callback(i, total, t, z):
+            if progress(i + 1, total, user) != 0:
+                raise CError(CANCELLED, f"cancelled by the progress callback after step {i + 1} of {total}")
+
+        kw["callback"] = callback
+    return kw
 
 
 # ------------------------------------------------------------------ the calls

@@ -1,17 +1,33 @@
-"""`unigs-run`: run a UniGS engine on one input; every output written atomically."""
+"""`unigs-run`: run a UniGS engine on one input; every output written atomically.
+
+Heavy modules (onnxruntime, numba, OpenCV) are imported inside `main`, so that a Ctrl-C or a
+failure while they load ends as one line too.
+"""
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
+import tempfile
 from pathlib import Path
 
-import click
 
-from . import io, tasks
-from .backends import EngineError
-from .errors import one_line_errors
-from .manifest import ManifestError
-from .results import write_result
-from .scheduler import SCHEDULERS, SPACINGS
+def _interrupted_while_starting(*_):
+    sys.stderr.write("unigs-run: interrupted while starting; nothing was written\n")
+    sys.exit(130)
+
+
+# Until main() runs (its decorator handles Ctrl-C from then on), the imports below are what a Ctrl-C
+# would interrupt: end that as one line too. The console script's own `import` comes through here.
+if __name__ in ("__main__", "unigs_deploy.cli") and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
+
+import click  # noqa: E402
+
+from . import tasks  # noqa: E402
+from .errors import one_line_errors  # noqa: E402
+from .scheduler import SCHEDULERS, SPACINGS  # noqa: E402
 
 
 def _resolution(ctx, param, value: str):
@@ -20,6 +36,18 @@ def _resolution(ctx, param, value: str):
     if value.isdigit() and int(value) > 0:
         return int(value)
     raise click.BadParameter(f"{value!r}: give native, input or a side in pixels (e.g. 512)")
+
+
+def _check_writable(out: Path) -> None:
+    """Before any model work: the outputs must be writable into `out`."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".unigs-write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"cannot write to {out}: {e.strerror}; choose another --out folder") from None
+
 
 TASK_HELP = """\b
 Tasks and their inputs:
@@ -50,27 +78,31 @@ Tasks and their inputs:
               help="Working resolution: native (the model's training resolution; outputs mapped back to the "
                    "input's size), input (the image's own size) or N (longer side N pixels).")
 @click.option("--decode-image", is_flag=True, help="Also decode the image half for refer and segment.")
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("out"), show_default=True)
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("out"), show_default=True,
+              help="Output folder; outputs of an earlier run there are replaced (other files are kept).")
+@click.option("--image-id", default=0, show_default=True, help="image_id written into masks.json (COCO results).")
 @click.option("--threads", default=0, show_default=True, help="Intra-op threads for ONNX Runtime (0 = all cores).")
 @click.option("--provider", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
               help="ONNX Runtime provider (auto: CUDA when available).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@one_line_errors("unigs-run", (ValueError, EngineError, ManifestError, MemoryError),
+@one_line_errors("unigs-run", (ValueError, MemoryError),
                  interrupted="interrupted; outputs already written are complete, the rest were not written")
 def main(engine, task, image, masks, colormap, prompts, steps, guidance, seed, eta, scheduler, spacing, resolution,
-         decode_image, out, threads, provider, quiet):
+         decode_image, out, image_id, threads, provider, quiet):
     """Run UniGS with the lean runtime (no torch): inpaint, synthesize, refer or segment, and write
-    image.png, colormap.png, labels.png, masks.json (COCO RLE), panoptic.png + panoptic.json and
-    run.json (settings, seed, timings) into OUT."""
+    colormap.png, labels.png, masks.json (COCO results), panoptic.png + panoptic.json, image.png
+    (inpaint, synthesize, or --decode-image), mask.png (refer, inpaint) and run.json (settings,
+    seed, timings, notes) into OUT."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # KeyboardInterrupt, handled by the decorator
     from .pipeline import UniGSPipeline
+    from .results import write_result
 
     if steps is not None and steps < 1:
         raise ValueError(f"--steps must be at least 1, got {steps}")
+    if guidance is not None and not guidance >= 1:  # also catches nan
+        raise ValueError(f"--guidance must be a number >= 1 (1 = off), got {guidance}")
     inputs, notes = _read_inputs(task, image, masks, colormap, prompts)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ValueError(f"cannot write to {out}: {e.strerror}; choose another --out folder") from None
+    _check_writable(out)
     pipe = UniGSPipeline.from_engine(engine, provider=provider, threads=threads)
     kw = dict(steps=steps, guidance=guidance, seed=seed, eta=eta, scheduler=scheduler, spacing=spacing,
               resolution=resolution, decode_image=decode_image or None, progress=not quiet)
@@ -82,9 +114,10 @@ def main(engine, task, image, masks, colormap, prompts, steps, guidance, seed, e
         res = pipe.refer(inputs["image"], inputs["masks"][0], " ".join(prompts), **kw)
     else:
         res = pipe.segment(inputs["image"], " ".join(prompts), **kw)
-    for note in notes + res.notes:
+    res.notes[:0] = notes  # the input's own notes (grayscale expanded, alpha dropped, ...) first
+    for note in res.notes:
         click.echo(f"note: {note}", err=True)
-    written = write_result(out, res, engine=engine, provider=pipe.provider)
+    written = write_result(out, res, engine=engine, provider=pipe.provider, image_id=image_id)
     t = res.timings
     click.echo(f"{task}: {res.settings['steps']} steps in {t['denoise_s']:.2f}s ({t['total_s']:.2f}s total), "
                f"{int(res.labels.max())} entities")
@@ -93,6 +126,8 @@ def main(engine, task, image, masks, colormap, prompts, steps, guidance, seed, e
 
 
 def _read_inputs(task, image, masks, colormap, prompts):
+    from . import io
+
     notes = []
     inputs = {}
     if task == "synthesize":
@@ -111,12 +146,12 @@ def _read_inputs(task, image, masks, colormap, prompts):
         inputs["masks"] = [io.read_mask(m) for m in masks]
         if task == "refer" and len(masks) > 1:
             raise ValueError("refer takes one --mask")
-        if not prompts:
-            raise ValueError(f"{task} needs --prompt")
+        if not prompts or not any(p.strip() for p in prompts):
+            raise ValueError(f"{task} needs a non-empty --prompt")
     if task == "inpaint":
-        if len(prompts) not in (1, len(masks)):
+        if len(prompts) != len(masks):
             raise ValueError(f"{len(masks)} masks but {len(prompts)} prompts: give one --prompt per --mask")
-        inputs["prompts"] = list(prompts) * len(masks) if len(prompts) == 1 else list(prompts)
+        inputs["prompts"] = list(prompts)
     return inputs, notes
 
 

@@ -60,7 +60,7 @@ def _tasks(engine: Path, out_dir: Path, steps: int, seed: int, size: int) -> Non
     image, masks, captions, region, j = shapes.held_out_example(seed, size)
     overlay = image.copy()
     overlay[region] = (overlay[region] * 0.5 + np.array([255, 255, 255]) * 0.5).astype(np.uint8)
-    kw = dict(steps=steps, guidance=3.0, seed=seed, progress=True, decode_image=True)
+    kw = dict(steps=steps, seed=seed, progress=True, decode_image=True)  # the model's own defaults otherwise
     runs = [
         ("inpaint", f"inpaint '{captions[j]}'", overlay, pipe.inpaint(image, [(region, captions[j])], **kw)),
         ("synthesize", "synthesize from colormap", palette.encode_colormap(masks),

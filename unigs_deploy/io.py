@@ -16,7 +16,8 @@ import numpy as np
 def atomic_path(path: str | os.PathLike, suffix: str | None = None):
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
 
-    A crash or Ctrl-C leaves the old file (or none), never a half-written one.
+    A crash or Ctrl-C leaves the old file (or none), never a half-written one. The file gets the
+    mode a plain `open()` would give it (0666 less the umask), not mkstemp's private 0600.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -24,11 +25,36 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
     os.close(fd)
     try:
         yield Path(tmp)
+        if os.path.exists(tmp):  # the block may have written it under another name and moved it
+            os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    """The process' umask, read without changing it where Linux says it (os.umask alone would set
+    it, racing with other threads' file creation)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _imread(path, flag: int, what: str) -> np.ndarray:
+    if not Path(path).is_file():  # checked first: OpenCV prints a warning of its own for a missing file
+        raise ValueError(f"cannot read {what} from {path}: no such file")
+    img = cv2.imread(str(path), flag)
+    if img is None:
+        raise ValueError(f"cannot read {what} from {path}: not an image OpenCV can decode")
+    return img
 
 
 def write_bytes(path, data: bytes) -> Path:
@@ -58,18 +84,12 @@ def write_image(path, rgb: np.ndarray) -> Path:
 
 def read_image(path) -> np.ndarray:
     """Any image file -> (H, W, 3) uint8 RGB."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ValueError(f"cannot read an image from {path}: missing file or not an image")
-    return img[..., ::-1].copy()
+    return _imread(path, cv2.IMREAD_COLOR, "an image")[..., ::-1].copy()
 
 
 def read_mask(path) -> np.ndarray:
     """A mask image -> (H, W) bool: any non-zero pixel is inside."""
-    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if img is None:
-        raise ValueError(f"cannot read a mask from {path}: missing file or not an image")
-    return img > 0
+    return _imread(path, cv2.IMREAD_GRAYSCALE, "a mask") > 0
 
 
 def write_labels(path, labels: np.ndarray) -> Path:
@@ -185,9 +205,7 @@ def to_rgb8(image: np.ndarray, what: str = "image") -> tuple[np.ndarray, list[st
 
 def read_any_image(path) -> tuple[np.ndarray, list[str]]:
     """An image file of any depth and channel count -> (H, W, 3) uint8 RGB and conversion notes."""
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise ValueError(f"cannot read an image from {path}: missing file or not an image")
+    img = _imread(path, cv2.IMREAD_UNCHANGED, "an image")
     if img.ndim == 3:
         img = img[..., [2, 1, 0, 3][: img.shape[2]]] if img.shape[2] in (3, 4) else img
     return to_rgb8(img, what=str(path))

@@ -57,6 +57,7 @@ class Manifest:
     source: dict = field(default_factory=dict)
     tools: dict = field(default_factory=dict)
     engines: dict = field(default_factory=dict)  # e.g. {"tensorrt": {"files": {component: plan}, ...}}
+    task_defaults: dict = field(default_factory=dict)  # task -> {steps, guidance, scheduler, spacing}: this model's
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
     folder: Path | None = field(default=None, compare=False)  # where it was read from; never written
@@ -85,9 +86,9 @@ class Manifest:
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
         del data["folder"]
-        order = ("format", "format_version", "created", "precision", "model", "scheduler", "tokenizer",
-                 "components", "source", "tools", "engines")
-        return {k: data[k] for k in order if k != "engines" or data[k]}
+        order = ("format", "format_version", "created", "precision", "model", "scheduler", "task_defaults",
+                 "tokenizer", "components", "source", "tools", "engines")
+        return {k: data[k] for k in order if k not in ("engines", "task_defaults") or data[k]}
 
     @classmethod
     def from_dict(cls, data: dict, where: str | Path = "manifest", folder: Path | None = None) -> Manifest:

@@ -100,8 +100,8 @@ class UniGSPipeline:
                 callback=None) -> tuple[np.ndarray, np.ndarray]:
         """The denoising loop over the joint 8-channel latent `[z_img, z_cmap]`; returns both halves.
 
-        Guidance runs (a batch-2 UNet) only when `uncond` is given. `callback(i, t, z)`, if given,
-        is called after each step (as diffusers' `callback_on_step_end`).
+        Guidance runs (a batch-2 UNet) only when `uncond` is given. `callback(i, n, t, z)`, if
+        given, is called after step i of n (as diffusers' `callback_on_step_end`); raising stops the run.
         """
         from tqdm.auto import tqdm
 
@@ -128,7 +128,7 @@ class UniGSPipeline:
                 eps = eps[:1] + guidance * (eps[1:] - eps[:1])
             z = sched.step(eps, t, z, eta=eta, generator=rng)
             if callback is not None:
-                callback(i, t, z)
+                callback(i, len(timesteps), t, z)
         return z[:, :c], z[:, c:]
 
     # ------------------------------------------------------------ sizes
@@ -209,16 +209,19 @@ class UniGSPipeline:
              decode_image: bool | None = None, progress: bool = False, callback=None) -> Result:
         """One task on an image (or colormap) and its regions at the input's size -> the result at that size."""
         spec = tasks.get(task)
-        steps = spec.steps if steps is None else int(steps)
-        guidance = spec.guidance if guidance is None else float(guidance)
-        eta = spec.eta if eta is None else float(eta)
-        scheduler = spec.scheduler if scheduler is None else scheduler
-        spacing = spec.spacing if spacing is None else spacing
+        model = self.manifest.task_defaults.get(task, {})  # what was measured best for this model
+
+        def default(name, given):
+            return given if given is not None else model.get(name, getattr(spec, name))
+
+        steps, guidance, eta = int(default("steps", steps)), float(default("guidance", guidance)), \
+            float(default("eta", eta))
+        scheduler, spacing = default("scheduler", scheduler), default("spacing", spacing)
         decode_image = spec.decodes_image if decode_image is None else bool(decode_image)
         if steps < 1:
             raise ValueError(f"steps must be at least 1, got {steps}")
-        if not math.isfinite(guidance) or guidance < 0:
-            raise ValueError(f"guidance must be a finite number >= 0 (1 = off), got {guidance}")
+        if not math.isfinite(guidance) or guidance < 1:
+            raise ValueError(f"guidance must be a finite number >= 1 (1 = off), got {guidance}")
         if not math.isfinite(eta) or eta < 0:
             raise ValueError(f"eta must be a finite number >= 0, got {eta}")
         if eta and scheduler != "ddim":
@@ -305,6 +308,8 @@ class UniGSPipeline:
 
     def refer(self, image, mask, prompt: str, **kw) -> Result:
         """Image + coarse region + text -> the mask of the referred entity."""
+        if not prompt.strip():
+            raise ValueError("refer needs a prompt that names the entity to find")
         rgb, notes = self._prepare(image)
         region = self._mask(mask, rgb.shape[:2])
         res = self._run("refer", rgb, [region], prompt, notes, **_loop_kw(kw))

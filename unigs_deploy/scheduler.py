@@ -122,6 +122,10 @@ class DDIMScheduler(_Scheduler):
         else:  # trailing
             ratio = n / num_inference_steps
             ts = np.round(np.arange(n, 0, -ratio)).astype(np.int64) - 1
+        if ts.max() >= n:  # diffusers indexes past its table here; say what to do instead
+            raise ValueError(f"{num_inference_steps} steps with {spacing} spacing and steps_offset "
+                             f"{c['steps_offset']} reach timestep {ts.max()}, past the model's {n}: use fewer steps "
+                             "or trailing spacing")
         self.timesteps = ts
         return ts
 

@@ -32,8 +32,12 @@ class Task:
 TASKS = (
     Task("inpaint", 0, control="masked_image", uses_region=True, keep_background=False, decodes_image=True),
     Task("synthesize", 1, control="colormap", uses_region=False, keep_background=False, decodes_image=True),
-    Task("refer", 2, control="image", uses_region=True, keep_background=False, decodes_image=False),
-    Task("segment", 3, control="image", uses_region=False, keep_background=True, decodes_image=False),
+    # segment and refer: the best of the quality-vs-steps curves measured on the demo model
+    # (benchmarks/results/steps-demo.json, docs/steps.png); a model's manifest can say otherwise
+    Task("refer", 2, control="image", uses_region=True, keep_background=False, decodes_image=False,
+         scheduler="dpm++2m", spacing="trailing"),
+    Task("segment", 3, control="image", uses_region=False, keep_background=True, decodes_image=False,
+         steps=1, scheduler="dpm++2m", spacing="trailing"),
 )
 NAMES = tuple(t.name for t in TASKS)
 _BY_NAME = {t.name: t for t in TASKS}

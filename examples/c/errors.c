@@ -5,12 +5,19 @@
 
 #include "unigs.h"
 
+static int cancel_at_2(int step, int total, void *user_data) {
+    (void)total;
+    ++*(int *)user_data;
+    return step >= 2;
+}
+
 #define SHOW(name, expr) do { int s_ = (expr); printf("%s %d %s\n", name, s_, unigs_last_error(NULL)); } while (0)
 
 int main(int argc, char **argv) {
     uint8_t rgb[16 * 16 * 3] = {0};
     int32_t labels[16 * 16];
     int n;
+    printf("version %s %d.%d\n", unigs_version(), UNIGS_VERSION_MAJOR, UNIGS_VERSION_MINOR);
     SHOW("null_colormap", unigs_decode_colormap(NULL, 16, 16, 48, NULL, labels, sizeof labels, &n));
     SHOW("zero_size", unigs_decode_colormap(rgb, 0, 16, 48, NULL, labels, sizeof labels, &n));
     SHOW("bad_stride", unigs_decode_colormap(rgb, 16, 16, 10, NULL, labels, sizeof labels, &n));
@@ -33,6 +40,18 @@ int main(int argc, char **argv) {
         printf("empty_mask %d %s\n", s, unigs_last_error(u));
         s = unigs_refer(u, rgb, 16, 16, 48, mask, 16, NULL, NULL, out, sizeof out);
         printf("null_prompt %d %s\n", s, unigs_last_error(u));
+        unigs_params p;
+        unigs_params_init(&p);
+        int calls = 0;
+        p.steps = 5;
+        p.progress = cancel_at_2;
+        p.user_data = &calls;
+        s = unigs_segment(u, rgb, 16, 16, 48, &p, labels, sizeof labels, &n);
+        printf("cancelled %d calls=%d %s\n", s, calls, unigs_last_error(u));
+        p.progress = NULL;
+        p.guidance = 0.5f;
+        s = unigs_segment(u, rgb, 16, 16, 48, &p, labels, sizeof labels, &n);
+        printf("low_guidance %d %s\n", s, unigs_last_error(u));
         unigs_close(u);
     }
     return 0;

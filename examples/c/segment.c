@@ -35,6 +35,13 @@ static unsigned char *read_ppm(const char *path, int *w, int *h) {
     return rgb;
 }
 
+/* A progress callback: one line per step on stderr; returning non-zero would cancel the call. */
+static int print_progress(int step, int total, void *user_data) {
+    (void)user_data;
+    fprintf(stderr, "\rdenoising: step %d/%d%s", step, total, step == total ? "\n" : "");
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 4) {
         fprintf(stderr, "usage: %s ENGINE IMAGE.ppm LABELS.raw [STEPS [SEED [SCHEDULER [RESOLUTION]]]]\n"
@@ -59,7 +66,9 @@ int main(int argc, char **argv) {
             free(labels);
             return 1;
         }
-        unigs_params params = {0};
+        unigs_params params;
+        unigs_params_init(&params);
+        params.progress = print_progress;
         params.steps = argc > 4 ? atoi(argv[4]) : 0;          /* 0: the task's default */
         params.seed = argc > 5 ? strtoull(argv[5], NULL, 10) : 0;
         params.scheduler = argc > 6 ? argv[6] : NULL;         /* NULL: the task's default */

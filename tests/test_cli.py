@@ -1,0 +1,132 @@
+"""unigs-run as a first-time user meets it: file modes, one run per folder, checks before any
+model work, one-line errors (Ctrl-C and out-of-memory included), COCO results, notes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from unigs_deploy import io
+from unigs_deploy.cli import main
+
+
+@pytest.fixture
+def files(tmp_path):
+    rng = np.random.default_rng(3)
+    io.write_image(tmp_path / "image.png", rng.integers(0, 256, (32, 40, 3), dtype=np.uint8))
+    mask = np.zeros((32, 40), np.uint8)
+    mask[6:22, 8:30] = 255
+    io.write_image(tmp_path / "mask.png", mask)
+    io.write_image(tmp_path / "gray.png", rng.integers(0, 256, (32, 40), dtype=np.uint8))
+    return tmp_path
+
+
+def _run(args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def _error(args, pattern):
+    res = _run(args)
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert lines[-1].startswith("unigs-run: error:") and pattern in lines[-1], res.output
+    assert "Traceback" not in res.output
+
+
+def test_outputs_follow_the_umask(tiny_engine, files):
+    old = os.umask(0o022)
+    try:
+        res = _run(["--engine", tiny_engine / "unigs.onnx", "--task", "segment", "--image", files / "image.png",
+                    "--steps", "1", "--out", files / "o", "--quiet"])
+        assert res.exit_code == 0, res.output
+        modes = {p.name: p.stat().st_mode & 0o777 for p in (files / "o").iterdir()}
+        assert modes and set(modes.values()) == {0o644}, modes
+        os.umask(0o077)
+        res = _run(["--engine", tiny_engine / "unigs.onnx", "--task", "segment", "--image", files / "image.png",
+                    "--steps", "1", "--out", files / "p", "--quiet"])
+        assert {p.stat().st_mode & 0o777 for p in (files / "p").iterdir()} == {0o600}
+    finally:
+        os.umask(old)
+
+
+def test_a_folder_holds_one_runs_outputs(tiny_engine, files):
+    common = ["--engine", tiny_engine / "unigs.onnx", "--image", files / "image.png", "--steps", "1",
+              "--out", files / "o", "--quiet"]
+    (files / "o").mkdir()
+    (files / "o" / "mine.txt").write_text("kept")
+    assert _run(common + ["--task", "refer", "--mask", files / "mask.png", "--prompt", "a star"]).exit_code == 0
+    assert (files / "o" / "mask.png").is_file()
+    assert _run(common + ["--task", "segment"]).exit_code == 0
+    run = json.loads((files / "o" / "run.json").read_text())
+    left = sorted(p.name for p in (files / "o").iterdir())
+    assert left == sorted(run["files"] + ["mine.txt"]) and "mask.png" not in left
+
+
+def test_masks_json_is_coco_results_and_notes_reach_run_json(tiny_engine, files):
+    from pycocotools.coco import COCO
+
+    res = _run(["--engine", tiny_engine / "unigs.onnx", "--task", "segment", "--image", files / "gray.png",
+                "--steps", "1", "--out", files / "o", "--quiet", "--image-id", "7"])
+    assert res.exit_code == 0, res.output
+    dets = json.loads((files / "o" / "masks.json").read_text())
+    labels = io.read_labels(files / "o" / "labels.png")
+    assert len(dets) == labels.max() and {d["image_id"] for d in dets} == {7}
+    gt = COCO()
+    gt.dataset = {"images": [{"id": 7, "height": 32, "width": 40}], "annotations": [],
+                  "categories": [{"id": 1, "name": "entity"}]}
+    gt.createIndex()
+    loaded = gt.loadRes(dets)
+    assert sum(a["area"] for a in loaded.dataset["annotations"]) == (labels > 0).sum()
+    notes = json.loads((files / "o" / "run.json").read_text())["notes"]
+    assert any("grayscale expanded to RGB" in n for n in notes)
+
+
+def test_parameters_are_checked_before_any_model_work(tiny_engine, files):
+    onnx = tiny_engine / "unigs.onnx"
+    img = ["--image", files / "image.png"]
+    _error(["--engine", onnx, "--task", "segment", *img, "--guidance", "nan"], "--guidance must be a number >= 1")
+    _error(["--engine", onnx, "--task", "segment", *img, "--guidance", "0"], "--guidance must be a number >= 1")
+    _error(["--engine", onnx, "--task", "refer", *img, "--mask", files / "mask.png", "--prompt", " "],
+           "refer needs a non-empty --prompt")
+    _error(["--engine", onnx, "--task", "inpaint", *img, "--mask", files / "mask.png", "--mask", files / "mask.png",
+            "--prompt", "a star"], "2 masks but 1 prompts")
+    blocker = files / "blocker"
+    blocker.write_text("x")
+    # the folder is checked before the engine is even opened
+    _error(["--engine", files / "none.onnx", "--task", "segment", *img, "--out", blocker / "o"], "cannot write to")
+
+
+def test_missing_image_is_one_line_without_opencv_chatter(tiny_engine, files):
+    out = subprocess.run([sys.executable, "-m", "unigs_deploy.cli", "--engine", str(tiny_engine / "unigs.onnx"),
+                          "--task", "segment", "--image", str(files / "nope.png")], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [f"unigs-run: error: cannot read an image from {files / 'nope.png'}: "
+                                               "no such file"]
+
+
+def test_out_of_memory_is_one_line(tiny_engine, files, monkeypatch):
+    from unigs_deploy import memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: 10_000_000)
+    _error(["--engine", tiny_engine / "unigs.onnx", "--task", "segment", "--image", files / "image.png",
+            "--out", files / "o"], "are available: use --resolution native")
+    assert not (files / "o" / "run.json").exists()
+
+
+@pytest.mark.parametrize("after", [0.3, 2.5])
+def test_ctrl_c_at_any_moment_is_one_line_and_exit_130(tiny_engine, files, after):
+    proc = subprocess.Popen([sys.executable, "-m", "unigs_deploy.cli", "--engine", str(tiny_engine / "unigs.onnx"),
+                             "--task", "segment", "--image", str(files / "image.png"), "--steps", "900",
+                             "--resolution", "input", "--out", str(files / "o"), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(after)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("unigs-run: interrupted")
