@@ -41,15 +41,16 @@ def _range(text: str) -> tuple[int, int, int]:
 @click.option("--height", default="256:512:768", show_default=True, help="TensorRT image height range (pixels).")
 @click.option("--width", default="256:512:768", show_default=True, help="TensorRT image width range (pixels).")
 @click.option("--seed", default=0, show_default=True, help="Seed of random weights (--scale).")
+@click.option("--overwrite", is_flag=True, help="Replace an export of another model in --out.")
 @one_line_errors("unigs-export", (ModelError, mf.ManifestError, ExportError, trt_build.TensorRTUnavailable),
                  interrupted="interrupted; nothing half-written was left in the output folder")
-def main(weights, scale, task_embedding, out, fp16, optimize, trt, from_onnx, batch, height, width, seed):
+def main(weights, scale, task_embedding, out, fp16, optimize, trt, from_onnx, batch, height, width, seed, overwrite):
     """Export a UniGS model (UNet, VAE encoder/decoder, text encoder) to validated ONNX files, a
     tokenizer and a manifest in OUT, and optionally to TensorRT engines.
 
     \b
     Examples:
-      unigs-export --scale tiny --out engines/        # a tiny random model, seconds
+      unigs-export --scale tiny --out engines/tiny     # a tiny random model, seconds
       unigs-export --weights ./sd-inpainting --fp16   # expand SD-inpainting to UniGS, fp16
       unigs-export --from-onnx engines/ --trt         # on a GPU machine: build the engines
     """
@@ -76,6 +77,8 @@ def main(weights, scale, task_embedding, out, fp16, optimize, trt, from_onnx, ba
                f"{modeling.count_parameters(model.unet) / 1e6:.2f}M parameters, "
                f"{model.unet.config.in_channels} -> {model.unet.config.out_channels} channels"
                f"{', task embedding' if model.task_embedding else ''}")
+    if not overwrite:
+        _refuse_other_model(out, model.source)
     manifest = export_model(model, out, fp16=fp16, optimize=optimize, release=True)
     del model
     _summary(manifest)
@@ -86,6 +89,19 @@ def main(weights, scale, task_embedding, out, fp16, optimize, trt, from_onnx, ba
                        f"{' --fp16' if fp16 else ''}")
             sys.exit(3)
         _build_trt(manifest, fp16=fp16, ranges=ranges)
+
+
+def _refuse_other_model(out: Path, source: dict) -> None:
+    """An export never silently replaces another model's engines (e.g. the demo model's in engines/)."""
+    try:
+        old = mf.load(out).source
+    except mf.ManifestError:
+        return
+    keys = ("kind", "path", "scale", "seed")
+    if {k: old.get(k) for k in keys} != {k: source.get(k) for k in keys}:
+        what = old.get("path") or f"a random {old.get('scale')} model (seed {old.get('seed')})"
+        raise ExportError(f"{out} already holds the engines of {what}: choose another --out, or pass --overwrite "
+                          "to replace them")
 
 
 def _build_trt(manifest: mf.Manifest, *, fp16: bool, ranges) -> None:

@@ -34,7 +34,7 @@ def export_component(spec: Spec, example: dict, out_path: Path, *, slim: bool = 
         external = any(onnx.external_data_helper.uses_external_data(t)
                        for t in onnx.external_data_helper._get_all_tensors(model))
         if external:  # past 2 GB: the weights stream from the tracer's files into one .data file
-            _merge_streaming(model, raw.parent, out_path)
+            save_streaming(model, raw.parent, out_path)
         else:
             if slim:
                 import onnxslim
@@ -46,12 +46,20 @@ def export_component(spec: Spec, example: dict, out_path: Path, *, slim: bool = 
     return out_path
 
 
-def _merge_streaming(model: onnx.ModelProto, src_dir: Path, out_path: Path) -> None:
-    """Write `model` (its tensors still in the tracer's per-tensor files in `src_dir`) as
-    out_path + one `.data` file, one tensor in memory at a time: onnx's own merge loads every
-    weight at once (+2.6 GB peak on the sd15 UNet). The legacy exporter already folded constants."""
-    from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
+def save_streaming(model: onnx.ModelProto, src_dir: Path, out_path: Path) -> None:
+    """Write `model` as out_path + one `.data` file, one tensor in memory at a time: tensors still
+    on disk (external data relative to `src_dir`, e.g. the tracer's per-tensor files) are copied
+    over, tensors in memory of 1 KB and more move out. onnx's own merge loads every weight at
+    once (+2.6 GB peak on the sd15 UNet)."""
+    from onnx.external_data_helper import (
+        ExternalDataInfo,
+        _get_all_tensors,
+        _get_initializer_tensors,
+        uses_external_data,
+    )
 
+    # attribute tensors (Constant nodes) stay inline: onnxruntime's shape inference reads them
+    initializers = {t.name for t in _get_initializer_tensors(model) if t.name}
     data = out_path.with_name(out_path.name + ".data")
     with atomic_path(data) as tmp, open(tmp, "wb") as f:
         for tensor in _get_all_tensors(model):
@@ -60,7 +68,7 @@ def _merge_streaming(model: onnx.ModelProto, src_dir: Path, out_path: Path) -> N
                 with open(src_dir / info.location, "rb") as src:
                     src.seek(info.offset or 0)
                     blob = src.read(info.length) if info.length else src.read()
-            elif tensor.HasField("raw_data") and len(tensor.raw_data) >= 1024:
+            elif tensor.name in initializers and tensor.HasField("raw_data") and len(tensor.raw_data) >= 1024:
                 blob = tensor.raw_data
             else:
                 continue

@@ -146,3 +146,13 @@ def test_cpp_example(capi, tmp_path):
     assert res.stdout.strip() == want
     bad = subprocess.run([str(exe), str(tmp_path / "missing.ppm")], capture_output=True, text=True)
     assert bad.returncode == 1 and "not an 8-bit binary PPM" in bad.stderr
+
+
+def test_readme_build_line_works_verbatim(capi, tmp_path):
+    """The README's gcc + pkg-config line, with build/capi pointing at this test's build."""
+    out, _ = capi
+    readme = (ROOT / "README.md").read_text()
+    line = next(ln for ln in readme.splitlines() if ln.startswith("gcc examples/c/segment.c $(PKG_CONFIG_PATH="))
+    line = line.replace("build/capi", str(out)).replace("-o segment", f"-o {tmp_path / 'segment'}")
+    subprocess.run(line, shell=True, cwd=ROOT, check=True)
+    assert (tmp_path / "segment").is_file()

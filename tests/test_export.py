@@ -154,7 +154,7 @@ def test_streaming_merge_and_move_keep_a_loadable_model(tmp_path):
     import onnx
     import onnxruntime as ort
 
-    from unigs_deploy.export.to_onnx import _merge_streaming, move
+    from unigs_deploy.export.to_onnx import move, save_streaming
 
     rng = np.random.default_rng(0)
     (tmp_path / "trace").mkdir()
@@ -164,7 +164,7 @@ def test_streaming_merge_and_move_keep_a_loadable_model(tmp_path):
     x = rng.standard_normal((1, 64)).astype(np.float32)
     want = ort.InferenceSession(str(tmp_path / "trace" / "raw.onnx")).run(None, {"x": x})[0]
     model = onnx.load(str(tmp_path / "trace" / "raw.onnx"), load_external_data=False)
-    _merge_streaming(model, tmp_path / "trace", tmp_path / "m.onnx")
+    save_streaming(model, tmp_path / "trace", tmp_path / "m.onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.data", "trace"]
     got = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"x": x})[0]
     assert (got == want).all()
@@ -173,3 +173,36 @@ def test_streaming_merge_and_move_keep_a_loadable_model(tmp_path):
     moved = onnx.load(str(tmp_path / "unigs.onnx"), load_external_data=False)
     assert moved.graph.initializer[0].external_data[0].value == "unigs.onnx.data"
     assert (ort.InferenceSession(str(tmp_path / "unigs.onnx")).run(None, {"x": x})[0] == want).all()
+
+
+def test_export_never_replaces_another_models_engines(tmp_path):
+    runner = CliRunner()
+    assert runner.invoke(cli.main, ["--scale", "tiny", "--out", str(tmp_path)]).exit_code == 0
+    res = runner.invoke(cli.main, ["--scale", "tiny", "--seed", "3", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "already holds the engines of a random tiny model (seed 0)" in res.output
+    assert "--overwrite" in res.output and "Traceback" not in res.output
+    assert runner.invoke(cli.main, ["--scale", "tiny", "--out", str(tmp_path)]).exit_code == 0  # same model: fine
+    res = runner.invoke(cli.main, ["--scale", "tiny", "--seed", "3", "--out", str(tmp_path), "--overwrite"])
+    assert res.exit_code == 0 and mf.load(tmp_path).source["seed"] == 3
+
+
+def test_optimizing_with_weights_on_disk_equals_in_memory(tiny_model, tmp_path):
+    """The path big UNets take (weights left in the .data file, read on demand) gives the same graph."""
+    import onnx
+    import onnxruntime as ort
+
+    from unigs_deploy.export.optimize import optimize
+    from unigs_deploy.export.to_onnx import export_component
+
+    spec = next(s for s in specs(tiny_model) if s.name == "unet")
+    src = export_component(spec, example_inputs(spec, tiny_model, batch=2, size=8), tmp_path / "plain.onnx",
+                           slim=False)  # as unigs-export --optimize exports it
+    onnx.save_model(onnx.load(str(src)), str(tmp_path / "ext.onnx"), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="ext.onnx.data", size_threshold=1024)
+    a = optimize(src, tmp_path / "a.onnx", component="unet")
+    b = optimize(tmp_path / "ext.onnx", tmp_path / "b.onnx", component="unet")
+    assert a == b and a.get("MultiHeadAttention")
+    assert (tmp_path / "b.onnx.data").is_file() and not (tmp_path / "a.onnx.data").exists()
+    feed = {k: v.numpy() for k, v in example_inputs(spec, tiny_model, batch=2, size=8).items()}
+    x = ort.InferenceSession(str(tmp_path / "a.onnx")).run(None, feed)[0]
+    assert (ort.InferenceSession(str(tmp_path / "b.onnx")).run(None, feed)[0] == x).all()
