@@ -86,6 +86,24 @@ def steps(engine, images, step_counts, guidance, threads, plot_path, json_path):
 
 
 @main.command()
+@click.option("--scale", default="sd15", show_default=True, type=SCALES)
+@click.option("--sizes", default="512,768,1024", show_default=True, help="Image sides of the UNet step.")
+@click.option("--batch", default=1, show_default=True)
+@click.option("--exports/--no-exports", default=True, show_default=True,
+              help="Also export the scale plain, --optimize and --fp16 and report each peak.")
+@click.option("--workdir", default="benchmarks/work", show_default=True, type=click.Path(path_type=Path))
+@click.option("--threads", default=0, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False))
+def memory(scale, sizes, batch, exports, workdir, threads, json_path):
+    """Peak RSS: exports, and one UNet step vs resolution with plain vs flash attention."""
+    from . import memory as bench
+
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    _emit(bench.run(scale=scale, sizes=_ints(sizes), batch=batch, workdir=str(workdir), threads=threads,
+                    exports=exports), json_path)
+
+
+@main.command()
 @click.option("--repeats", default=20, show_default=True, help="Calls per round.")
 @click.option("--rounds", default=15, show_default=True, help="Alternating C / Python rounds.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results as JSON.")

@@ -105,12 +105,19 @@ def steps(r: dict) -> str:
                 f"{r['guidance']} (segment's prompt is empty, so it runs unguided); seconds are medians per image.")
 
 
-RENDER = {"steps": steps, "decoder": decoder, "capi": capi, "table1": table1, "backends": backends,
+def memory(r: dict) -> str:
+    from .memory import render
+
+    return render(r)
+
+
+RENDER = {"memory": memory, "steps": steps, "decoder": decoder, "capi": capi, "table1": table1, "backends": backends,
           "components": components, "scaling": scaling, "quality": quality}
 TITLES = {"table1": "Table 1 on our machinery", "backends": "One UNet step and a whole image, per backend",
           "scaling": "Cost vs resolution and steps", "components": "Where one run's time goes",
           "decoder": "Progressive dichotomy decoder (one core)", "capi": "C boundary",
-          "quality": "Demo model quality", "steps": "Quality vs steps per scheduler"}
+          "quality": "Demo model quality", "steps": "Quality vs steps per scheduler",
+          "memory": "Memory: exports and one UNet step vs resolution"}
 
 
 def machine_line(m: dict) -> str:

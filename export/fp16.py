@@ -12,9 +12,11 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import onnx
+from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
-from .to_onnx import check, save_model
+from .to_onnx import check, save_model, save_streaming
 
 FP32_OPS = ["InstanceNormalization", "LayerNormalization", "GroupNormalization", "ReduceMean", "Pow", "Sqrt"]
 # timestep * frequency reaches ~1000: in fp16 (resolution 0.5 there) its sin/cos would be noise
@@ -31,14 +33,28 @@ def fp32_nodes(model: onnx.ModelProto, component: str) -> list[str]:
     return keep
 
 
+def _to_fp16(tensor, blob: bytes) -> bytes:
+    """An fp32 initializer the converter retyped to fp16, converted as onnxconverter-common does."""
+    from onnxconverter_common import float16
+
+    if tensor.data_type != onnx.TensorProto.FLOAT16 or len(blob) != 4 * int(np.prod(tensor.dims)):
+        return blob
+    return float16.convert_np_to_float16(np.frombuffer(blob, np.float32)).tobytes()
+
+
 def convert(src: Path, dst: Path, *, component: str) -> dict:
     from onnxconverter_common import float16
 
-    fd, inferred = tempfile.mkstemp(dir=dst.parent, suffix=".onnx")
+    fd, inferred = tempfile.mkstemp(dir=src.parent, suffix=".onnx")  # beside src: its .data stays reachable
     os.close(fd)
     try:
         onnx.shape_inference.infer_shapes_path(str(src), inferred)
-        model = onnx.load(inferred, load_external_data=True)
+        # a model with external data is converted with its weights left on disk: the converter
+        # retypes those initializers, and each one is converted as it streams to dst
+        model = onnx.load(inferred, load_external_data=False)
+        external = any(uses_external_data(t) for t in _get_all_tensors(model))
+        if not external:
+            model = onnx.load(inferred)
     finally:
         os.unlink(inferred)
     keep = fp32_nodes(model, component)
@@ -46,6 +62,9 @@ def convert(src: Path, dst: Path, *, component: str) -> dict:
     model = float16.convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True,
                                              op_block_list=blocked_ops, node_block_list=keep)
     del model.graph.value_info[:]  # fp32 types inferred before the conversion are stale now
-    save_model(model, dst)
+    if external:
+        save_streaming(model, src.parent, dst, convert=_to_fp16)
+    else:
+        save_model(model, dst)
     check(dst)
     return {"fp32_ops": FP32_OPS, "fp32_nodes": len(keep)}

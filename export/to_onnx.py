@@ -46,11 +46,12 @@ def export_component(spec: Spec, example: dict, out_path: Path, *, slim: bool = 
     return out_path
 
 
-def save_streaming(model: onnx.ModelProto, src_dir: Path, out_path: Path) -> None:
+def save_streaming(model: onnx.ModelProto, src_dir: Path, out_path: Path, *, convert=None) -> None:
     """Write `model` as out_path + one `.data` file, one tensor in memory at a time: tensors still
     on disk (external data relative to `src_dir`, e.g. the tracer's per-tensor files) are copied
     over, tensors in memory of 1 KB and more move out. onnx's own merge loads every weight at
-    once (+2.6 GB peak on the sd15 UNet)."""
+    once (+2.6 GB peak on the sd15 UNet). `convert(tensor, blob) -> blob` may rewrite a tensor
+    read from disk on its way (the fp16 conversion)."""
     from onnx.external_data_helper import (
         ExternalDataInfo,
         _get_all_tensors,
@@ -68,6 +69,8 @@ def save_streaming(model: onnx.ModelProto, src_dir: Path, out_path: Path) -> Non
                 with open(src_dir / info.location, "rb") as src:
                     src.seek(info.offset or 0)
                     blob = src.read(info.length) if info.length else src.read()
+                if convert is not None:
+                    blob = convert(tensor, blob)
             elif tensor.name in initializers and tensor.HasField("raw_data") and len(tensor.raw_data) >= 1024:
                 blob = tensor.raw_data
             else:

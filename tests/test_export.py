@@ -206,3 +206,28 @@ def test_optimizing_with_weights_on_disk_equals_in_memory(tiny_model, tmp_path):
     feed = {k: v.numpy() for k, v in example_inputs(spec, tiny_model, batch=2, size=8).items()}
     x = ort.InferenceSession(str(tmp_path / "a.onnx")).run(None, feed)[0]
     assert (ort.InferenceSession(str(tmp_path / "b.onnx")).run(None, feed)[0] == x).all()
+
+
+def test_fp16_with_weights_on_disk_equals_in_memory(tiny_model, tmp_path):
+    """The path big models take through the fp16 conversion gives the same graph and weights."""
+    import onnx
+    import onnxruntime as ort
+
+    from unigs_deploy.export.fp16 import convert
+    from unigs_deploy.export.to_onnx import export_component
+
+    spec = next(s for s in specs(tiny_model) if s.name == "unet")
+    example = example_inputs(spec, tiny_model, batch=2, size=8)
+    src = export_component(spec, example, tmp_path / "plain.onnx", slim=False)
+    onnx.save_model(onnx.load(str(src)), str(tmp_path / "ext.onnx"), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="ext.onnx.data", size_threshold=1024)
+    convert(src, tmp_path / "a.onnx", component="unet")
+    convert(tmp_path / "ext.onnx", tmp_path / "b.onnx", component="unet")
+    assert (tmp_path / "b.onnx.data").is_file()
+    a, b = onnx.load(str(tmp_path / "a.onnx")), onnx.load(str(tmp_path / "b.onnx"))
+    wa = {t.name: onnx.numpy_helper.to_array(t) for t in a.graph.initializer}
+    wb = {t.name: onnx.numpy_helper.to_array(t) for t in b.graph.initializer}
+    assert wa.keys() == wb.keys() and all(wa[k].dtype == wb[k].dtype and (wa[k] == wb[k]).all() for k in wa)
+    feed = {k: v.numpy() for k, v in example.items()}
+    x = ort.InferenceSession(str(tmp_path / "a.onnx")).run(None, feed)[0]
+    assert (ort.InferenceSession(str(tmp_path / "b.onnx")).run(None, feed)[0] == x).all()
