@@ -82,6 +82,9 @@ def main(weights, scale, task_embedding, out, fp16, optimize, trt, from_onnx, ba
     manifest = export_model(model, out, fp16=fp16, optimize=optimize, release=True)
     del model
     _summary(manifest)
+    from unigs_deploy import dichotomy
+
+    click.echo(f"colormap decoder compiled and cached for the runtime ({dichotomy.warm_up():.1f}s)")
     if trt:
         if not trt_build.available():
             click.echo(f"\nONNX files are in {out}. TensorRT engines need TensorRT on an NVIDIA GPU, which this "

@@ -116,3 +116,36 @@ def test_only_reruns_parts_into_the_same_json(quick_run):
     assert [r["parts"] for r in again["reruns"]] == ["capi"]
     assert again["reruns"][0]["replaced"]["capi"] == run["results"]["capi"]
     assert "Re-run with `--only capi`" in readme.read_text()
+
+
+def test_steps_fast_and_memory_benchmarks_on_tiny_engines(tiny_engine, tmp_path):
+    from click.testing import CliRunner
+
+    from unigs_deploy.benchmarks.cli import main
+
+    engine = str(tiny_engine / "unigs.onnx")
+    res = CliRunner().invoke(main, ["steps", "--engine", engine, "--images", "2", "--steps", "1,2",
+                                    "--json", str(tmp_path / "s.json"), "--plot", str(tmp_path / "s.png")])
+    assert res.exit_code == 0, res.output
+    rows = json.loads((tmp_path / "s.json").read_text())["rows"]
+    assert {(r["scheduler"], r["spacing"], r["steps"]) for r in rows} == {
+        (s, sp, k) for s, sp in (("ddim", "leading"), ("ddim", "trailing"), ("euler", "trailing"),
+                                 ("dpm++2m", "trailing")) for k in (1, 2)}
+    assert all(0 <= r["segment_pq"] <= 1 and 0 <= r["refer_miou"] <= 1 for r in rows)
+    assert (tmp_path / "s.png").stat().st_size > 0
+
+    res = CliRunner().invoke(main, ["fast", "--engine", engine, "--demo-engine", engine, "--size", "32",
+                                    "--rounds", "2", "--images", "2", "--json", str(tmp_path / "f.json")])
+    assert res.exit_code == 0, res.output
+    fast = json.loads((tmp_path / "f.json").read_text())
+    old, new = (r["settings"] for r in fast["speed"]["rows"])
+    assert (old["steps"], old["unet_batch"], old["decoded"]) == (25, 2, ["colormap", "image"])
+    assert (new["steps"], new["unet_batch"], new["decoded"], new["scheduler"]) == (1, 1, ["colormap"], "dpm++2m")
+    assert [r["config"] for r in fast["quality"]["rows"]] == ["0.1 defaults", "new defaults"]
+
+    res = CliRunner().invoke(main, ["memory", "--scale", "tiny", "--sizes", "32,64", "--no-exports", "--workdir",
+                                    str(tmp_path / "w"), "--json", str(tmp_path / "m.json")])
+    assert res.exit_code == 0, res.output
+    mem = json.loads((tmp_path / "m.json").read_text())
+    assert len(mem["step_rows"]) == 4 and all(r["peak_rss_mb"] > 0 for r in mem["step_rows"])
+    assert "Peak RSS ~ pixels^k" in res.output

@@ -83,6 +83,19 @@ def decode_colormap(
                                    keep_background=keep_background, out=out)[0]
 
 
+def warm_up() -> float:
+    """Compile (or load from numba's cache) every decoder kernel now; seconds taken. The first
+    compile takes ~30 s: unigs-export and `make demo` pay it once, so no run stalls on it."""
+    import time
+
+    t0 = time.perf_counter()
+    cm = np.zeros((64, 64, 3), np.uint8)
+    cm[:32] = 255
+    for min_area in (0, 16):
+        decode_colormap(cm, min_area=min_area)
+    return time.perf_counter() - t0
+
+
 def decode_colormap_counted(colormap, *, threshold=DEFAULT_THRESHOLD, min_area=DEFAULT_MIN_AREA,
                             max_depth=DEFAULT_MAX_DEPTH, keep_background=False, out=None) -> tuple[np.ndarray, int]:
     """`decode_colormap` and the number of labels K, without a pass over the result to count them."""
