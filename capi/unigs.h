@@ -45,6 +45,7 @@ typedef struct unigs_s unigs_t; /* opaque */
 typedef struct {
     int threads;          /* intra-op threads, 0 = all cores */
     const char *provider; /* "auto", "cpu" or "cuda"; NULL = "auto" */
+    const char *backend;  /* "onnxruntime" or "openvino" for .onnx engines; NULL = "onnxruntime" */
 } unigs_options;
 
 /* Called after every denoising step with step = 1..total; return non-zero to cancel the call

@@ -50,7 +50,21 @@ def _trt_run(path, feed):
         return next(iter(runner.infer({k: v.numpy() for k, v in feed.items()}).values()))
 
 
+def _ov_run(path, feed):
+    from unigs_deploy.backends.openvino import OvSession
+
+    return OvSession(path, threads=1)(**{k: v.numpy() for k, v in feed.items()}).copy()
+
+
+def _has_openvino() -> bool:
+    from unigs_deploy.backends.openvino import available
+
+    return available()
+
+
 BACKENDS = [pytest.param("onnxruntime", id="onnxruntime"),
+            pytest.param("openvino", id="openvino",
+                         marks=pytest.mark.skipif(not _has_openvino(), reason="openvino does not import here")),
             pytest.param("tensorrt", id="tensorrt", marks=pytest.mark.trt)]
 
 
@@ -63,6 +77,9 @@ def test_backend_matches_torch(tiny_model, tiny_engine, component, backend, tmp_
         ref = spec.module(**feed).numpy()
     if backend == "onnxruntime":
         got = _ort_run(tiny_engine / spec.file, feed)
+        tol = 3e-5
+    elif backend == "openvino":
+        got = _ov_run(tiny_engine / spec.file, feed)
         tol = 3e-5
     else:
         from unigs_deploy.export import tensorrt as trt_build

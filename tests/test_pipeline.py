@@ -1,6 +1,7 @@
 """The numpy runtime against the torch reference, every task; the CLI end to end; bad input."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -280,3 +281,28 @@ def test_tensorrt_pipeline_matches_onnxruntime(tiny_engine, tiny_pipe, inputs, t
     a = tiny_pipe.segment(inputs[0], steps=3, seed=5)
     b = trt_pipe.segment(inputs[0], steps=3, seed=5)
     assert np.abs(a.latents - b.latents).max() < 1e-3
+
+
+def test_openvino_pipeline_matches_onnxruntime(tiny_engine, tiny_pipe, inputs):
+    from unigs_deploy.backends.openvino import available
+
+    if not available():
+        pytest.skip("openvino does not import here")
+    ov_pipe = UniGSPipeline.from_engine(tiny_engine / "unigs.onnx", backend="openvino", threads=1)
+    assert ov_pipe.provider == "OpenVINO CPU"
+    image, mask = inputs
+    for call in (lambda p: p.segment(image, steps=3, seed=5, resolution="input"),
+                 lambda p: p.refer(image, mask, "a red star", steps=3, seed=5, resolution="input")):
+        a, b = call(tiny_pipe), call(ov_pipe)
+        assert np.abs(a.latents - b.latents).max() < 1e-3
+
+
+def test_backend_problems_are_one_line(tiny_engine, tmp_path, inputs, monkeypatch):
+    img, _ = _write_inputs(tmp_path, inputs)
+    from unigs_deploy.backends import EngineError, open_components
+
+    with pytest.raises(EngineError, match="unknown backend 'tvm': choose one of onnxruntime, openvino"):
+        open_components(tiny_engine, backend="tvm")
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
+    _cli_error(["--engine", str(tiny_engine / "unigs.onnx"), "--task", "segment", "--image", str(img),
+                "--backend", "openvino"], "the openvino backend needs the openvino package: pip install")

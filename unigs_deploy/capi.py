@@ -146,13 +146,16 @@ def open_engine(ffi, path_ptr, options) -> int:
 
     if path_ptr == ffi.NULL:
         raise CError(INVALID, "engine_path is NULL")
-    threads, provider = 0, "auto"
+    threads, provider, backend = 0, "auto", "onnxruntime"
     if options != ffi.NULL:
         threads = options.threads
         if options.provider != ffi.NULL:
             provider = ffi.string(options.provider).decode()
+        if options.backend != ffi.NULL:
+            backend = ffi.string(options.backend).decode()
     try:
-        pipe = UniGSPipeline.from_engine(ffi.string(path_ptr).decode(), provider=provider, threads=threads)
+        pipe = UniGSPipeline.from_engine(ffi.string(path_ptr).decode(), provider=provider, threads=threads,
+                                         backend=backend)
     except ValueError as e:
         raise CError(ENGINE, str(e)) from None
     hid = _next[0]

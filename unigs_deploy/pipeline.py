@@ -55,10 +55,12 @@ class UniGSPipeline:
         self.task_embedding = m.task_embedding
 
     @classmethod
-    def from_engine(cls, engine: str | Path, *, provider: str = "auto", threads: int = 0) -> UniGSPipeline:
+    def from_engine(cls, engine: str | Path, *, provider: str = "auto", threads: int = 0,
+                    backend: str = "onnxruntime") -> UniGSPipeline:
+        """backend: "onnxruntime" or "openvino" for .onnx engines; a .plan engine runs on TensorRT."""
         from .backends import open_components
 
-        components, manifest = open_components(engine, provider=provider, threads=threads)
+        components, manifest = open_components(engine, provider=provider, threads=threads, backend=backend)
         tok = CLIPTokenizer(manifest.tokenizer_path(), max_length=manifest.model.max_text_length)
         return cls(components, manifest, tok)
 

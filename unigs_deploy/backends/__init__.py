@@ -13,12 +13,20 @@ class EngineError(ValueError):
     """An engine path or file that cannot be run; the message says what to do."""
 
 
-def open_components(engine: str | Path, *, provider: str = "auto", threads: int = 0) -> tuple[dict, Manifest]:
+BACKENDS = ("onnxruntime", "openvino")
+
+
+def open_components(engine: str | Path, *, provider: str = "auto", threads: int = 0,
+                    backend: str = "onnxruntime") -> tuple[dict, Manifest]:
     """Engine file (`unigs.plan` / `unigs.onnx`) or folder -> ({component: Runner}, manifest).
 
     A `.plan` engine takes every component from TensorRT where the manifest has a plan for it,
-    else from ONNX; an `.onnx` engine or a folder takes all from ONNX Runtime.
+    else from ONNX; an `.onnx` engine or a folder takes all from `backend` (onnxruntime or
+    openvino) on the exported ONNX files.
     """
+    if backend not in BACKENDS:
+        raise EngineError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)} "
+                          "(TensorRT: give the .plan engine)")
     engine = Path(engine)
     if not engine.exists():
         raise EngineError(f"engine {engine} does not exist: export one with unigs-export --out {engine.parent}")
@@ -31,6 +39,11 @@ def open_components(engine: str | Path, *, provider: str = "auto", threads: int 
 
         if not trt_backend.available():
             raise EngineError(trt_backend.MISSING.format(onnx=manifest.path("unet")))
+    elif backend == "openvino":
+        from . import openvino as ov_backend
+
+        if not ov_backend.available():
+            raise EngineError(ov_backend.MISSING)
     runners: dict[str, Runner] = {}
     for name in COMPONENTS:
         plan = manifest.plan(name) if use_trt else None
@@ -39,11 +52,16 @@ def open_components(engine: str | Path, *, provider: str = "auto", threads: int 
 
             runners[name] = TrtSession(plan)
             continue
-        from .onnxruntime import OrtSession
-
         path = manifest.path(name)
         if not path.is_file():
             raise EngineError(f"{path} is missing: the engine folder is incomplete; export again")
+        if backend == "openvino":
+            from .openvino import OvSession
+
+            runners[name] = OvSession(path, threads=threads)
+            continue
+        from .onnxruntime import OrtSession
+
         try:
             runners[name] = OrtSession(path, provider=provider, threads=threads)
         except ValueError:
