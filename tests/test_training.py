@@ -162,3 +162,30 @@ def test_open_images_format(tmp_path):
     with pytest.raises(ValueError, match="lacks the Open Images columns"):
         (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
         data.OpenImagesEntities(tmp_path / "bad.csv", tmp_path, tmp_path)
+
+
+def test_an_image_with_300_entities_trains_with_the_largest_124(rng):
+    from unigs_deploy import palette
+
+    masks = np.zeros((300, 60, 100), bool)
+    for k in range(300):  # 300 small boxes of growing size on a 60x100 grid
+        y, x = divmod(k, 20)
+        masks[k, y * 4: y * 4 + 1 + k % 3, x * 5: x * 5 + 1 + k % 4] = True
+    image = rng.integers(0, 256, (60, 100, 3), dtype=np.uint8)
+    captions = [f"thing {k}" for k in range(300)]
+    kept, caps, folded = data.keep_largest(masks, captions)
+    assert len(kept) == palette.MAX_ENTITIES and folded == 300 - palette.MAX_ENTITIES
+    areas = masks.reshape(300, -1).sum(1)
+    assert kept.reshape(len(kept), -1).sum(1).min() >= np.sort(areas)[-palette.MAX_ENTITIES]
+    ex = data.make_example("segment", image, masks, captions, np.random.default_rng(0))
+    assert len(np.unique(ex.colormap.reshape(-1, 3), axis=0)) == palette.MAX_ENTITIES + 1  # + background
+
+    class Crowded:
+        skipped = {"no_entity": 0, "unreadable": 0}
+
+        def load(self, index):
+            return image, masks, captions
+
+    source = data.ExampleSource(Crowded(), seed=0, task_ratios={"segment": 1})
+    source.example(0, 0)
+    assert Crowded.skipped["entities_folded_into_background"] == 300 - palette.MAX_ENTITIES

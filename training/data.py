@@ -177,8 +177,18 @@ class Example:
     prompt: str
 
 
+def keep_largest(masks: np.ndarray, captions: list, limit: int = palette.MAX_ENTITIES):
+    """At most `limit` entities (the palette's colours): the largest kept in their order, the rest
+    folded into the background. -> (masks, captions, how many were folded)."""
+    if len(masks) <= limit:
+        return masks, captions, 0
+    keep = np.sort(np.argsort(-masks.reshape(len(masks), -1).sum(1), kind="stable")[:limit])
+    return masks[keep], [captions[i] for i in keep], len(masks) - limit
+
+
 def make_example(task: str, image, masks, captions, rng: np.random.Generator, *, max_entities: int = 4) -> Example:
     """One training example: entities picked for the task, then `tasks.model_inputs`."""
+    masks, captions, _ = keep_largest(masks, captions)
     n = len(masks)
     h, w = image.shape[:2]
     unit = palette.colormap_to_unit(image)
@@ -213,6 +223,12 @@ class ExampleSource:
             rng = np.random.default_rng([self.seed, step, i, self.rank, attempt])
             item = self.dataset.load(int(rng.integers(1 << 62)))
             if item is not None:
+                folded = keep_largest(item[1], item[2])[2]
+                if folded:  # more entities than the palette has colours: counted, never a crash
+                    skipped = getattr(self.dataset, "skipped", None)
+                    if skipped is not None:
+                        skipped["entities_folded_into_background"] = (
+                            skipped.get("entities_folded_into_background", 0) + folded)
                 task = self.tasks[int(rng.choice(len(self.tasks), p=self.p))]
                 return make_example(task, *item, rng, max_entities=self.max_entities)
         raise RuntimeError("100 unreadable images in a row: check the dataset paths")
