@@ -276,7 +276,8 @@ def backends(*, scale: str = "sd15", sizes=(256, 512), repeats: int = 2, rounds:
                                       "speedup_vs_torch": best["speedup_vs_torch"], "target": 1.3,
                                       "met": best["speedup_vs_torch"] >= 1.3},
             "profiles": profiles,
-            "tensorrt": "measured" if trt_backend.available() else "not importable here (needs an NVIDIA GPU)"}
+            "tensorrt": ("importable, but not measured: unigs-bench backends times torch and onnxruntime only"
+                         if trt_backend.available() else "not importable here (needs an NVIDIA GPU)")}
 
 
 class _Timed:

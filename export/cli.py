@@ -42,9 +42,11 @@ def _range(text: str) -> tuple[int, int, int]:
 @click.option("--width", default="256:512:768", show_default=True, help="TensorRT image width range (pixels).")
 @click.option("--seed", default=0, show_default=True, help="Seed of random weights (--scale).")
 @click.option("--overwrite", is_flag=True, help="Replace an export of another model in --out.")
+@click.option("--tf32", is_flag=True, help="Let TensorRT use TF32 in fp32 engines (Ampere and newer; ~1e-3 error).")
 @one_line_errors("unigs-export", (ModelError, mf.ManifestError, ExportError, trt_build.TensorRTUnavailable),
                  interrupted="interrupted; nothing half-written was left in the output folder")
-def main(weights, scale, task_embedding, out, fp16, optimize, trt, from_onnx, batch, height, width, seed, overwrite):
+def main(weights, scale, task_embedding, out, fp16, optimize, trt, from_onnx, batch, height, width, seed, overwrite,
+         tf32):
     """Export a UniGS model (UNet, VAE encoder/decoder, text encoder) to validated ONNX files, a
     tokenizer and a manifest in OUT, and optionally to TensorRT engines.
 
@@ -59,10 +61,16 @@ def main(weights, scale, task_embedding, out, fp16, optimize, trt, from_onnx, ba
         if not trt:
             raise ExportError("--from-onnx only builds TensorRT engines: add --trt")
         manifest = mf.load(from_onnx)
-        _build_trt(manifest, fp16=fp16 or manifest.precision == "fp16", ranges=ranges)
+        if manifest.components["unet"].get("optimized"):
+            raise ExportError(f"{from_onnx} was exported with --optimize: its onnxruntime-only ops do not parse in "
+                              "TensorRT; export again without --optimize for --trt")
+        _build_trt(manifest, fp16=fp16 or manifest.precision == "fp16", ranges=ranges, tf32=tf32)
         return
     if bool(weights) == bool(scale):
         raise ExportError("give either --weights PATH (a local model) or --scale {tiny,demo,sd15}")
+    if optimize and trt:
+        raise ExportError("--optimize writes onnxruntime-only ops that TensorRT cannot parse: use --trt without "
+                          "--optimize (TensorRT does its own fusing)")
     from unigs_deploy import modeling
 
     t0 = time.perf_counter()
@@ -91,7 +99,7 @@ def main(weights, scale, task_embedding, out, fp16, optimize, trt, from_onnx, ba
                        f"machine lacks; finish there with:\n  unigs-export --from-onnx {out} --trt"
                        f"{' --fp16' if fp16 else ''}")
             sys.exit(3)
-        _build_trt(manifest, fp16=fp16, ranges=ranges)
+        _build_trt(manifest, fp16=fp16, ranges=ranges, tf32=tf32)
 
 
 def _refuse_other_model(out: Path, source: dict) -> None:
@@ -107,13 +115,18 @@ def _refuse_other_model(out: Path, source: dict) -> None:
                           "to replace them")
 
 
-def _build_trt(manifest: mf.Manifest, *, fp16: bool, ranges) -> None:
+def _build_trt(manifest: mf.Manifest, *, fp16: bool, ranges, tf32: bool = False) -> None:
     trt_build.require()
-    built = trt_build.build_engines(manifest.folder, manifest, fp16=fp16, ranges=ranges, log=click.echo)
-    manifest.engines = {"tensorrt": {"files": built, "fp16": fp16, "batch": ranges.batch,
+    manifest.engines = {"tensorrt": {"files": {}, "fp16": fp16, "tf32": tf32 and not fp16, "batch": ranges.batch,
                                      "height": ranges.height, "width": ranges.width,
                                      "timing_cache": trt_build.TIMING_CACHE}}
-    manifest.write()
+
+    def record(component: str, plan: str) -> None:  # the manifest knows every plan as soon as it exists
+        manifest.engines["tensorrt"]["files"][component] = plan
+        manifest.write()
+
+    trt_build.build_engines(manifest.folder, manifest, fp16=fp16, ranges=ranges, tf32=tf32, log=click.echo,
+                            on_built=record)
     click.echo(f"TensorRT engines written to {manifest.folder}")
 
 

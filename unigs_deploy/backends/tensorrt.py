@@ -16,6 +16,13 @@ class TensorRTMissing(RuntimeError):
     pass
 
 
+def profile_error(plan: str, name: str, shape: tuple, lo: tuple, hi: tuple) -> str:
+    """The one line for an input outside the engine's optimisation profile."""
+    return (f"{plan}: input {name} has shape {'x'.join(map(str, shape))}, outside the engine's profile "
+            f"{'x'.join(map(str, lo))} .. {'x'.join(map(str, hi))}: use --resolution native (or an N inside the "
+            "range), or rebuild with unigs-export --from-onnx DIR --trt --height MIN:OPT:MAX --width MIN:OPT:MAX")
+
+
 def available() -> bool:
     try:
         import tensorrt  # noqa: F401
@@ -60,9 +67,18 @@ class TrtSession:
         self.stream.free()
         self.context = self.engine = self.runtime = None
 
+    def __enter__(self) -> TrtSession:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def _allocate(self, feed: dict) -> None:
         for n in self.inputs:
-            self.context.set_input_shape(n, tuple(feed[n].shape))
+            shape = tuple(feed[n].shape)
+            if not self.context.set_input_shape(n, shape):
+                lo, _, hi = (tuple(s) for s in self.engine.get_tensor_profile_shape(n, 0))
+                raise ValueError(profile_error(self.path.name, n, shape, lo, hi))
         for n in self.inputs + self.outputs:
             shape = tuple(self.context.get_tensor_shape(n))
             buf = self._device.get(n)
