@@ -130,3 +130,15 @@ def test_ctrl_c_at_any_moment_is_one_line_and_exit_130(tiny_engine, files, after
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("unigs-run: interrupted")
+
+
+def test_an_allocation_failure_inside_onnxruntime_is_one_line(tiny_engine, files, monkeypatch):
+    """Past the memory guard (an estimate), onnxruntime's own failure still ends as one line."""
+    from unigs_deploy.backends.onnxruntime import OrtSession
+
+    def fail(self, names, feed):
+        raise RuntimeError("Failed to allocate memory for requested buffer of size 17179869184")
+
+    monkeypatch.setattr("onnxruntime.InferenceSession.run", fail)
+    _error(["--engine", tiny_engine / "unigs.onnx", "--task", "segment", "--image", files / "image.png",
+            "--out", files / "o"], "onnxruntime ran out of memory in text_encoder.onnx")

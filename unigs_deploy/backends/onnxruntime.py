@@ -61,14 +61,21 @@ class OrtSession:
             raise ValueError(f"{self.path.name} needs inputs {sorted(missing)}")
         arrays = {k: np.ascontiguousarray(feed[k], dtype=t) for k, t in self.input_types.items()}
         key = tuple(a.shape for a in arrays.values())
-        if key != self._key:  # learn the output shape once, then bind a buffer for it
-            self._out = self.session.run([self.output_name], arrays)[0]
-            self._key = key
-            return self._out
-        io = self._binding
-        io.clear_binding_inputs()
-        for name, arr in arrays.items():
-            io.bind_cpu_input(name, arr)
-        io.bind_output(self.output_name, "cpu", 0, self._out.dtype, self._out.shape, self._out.ctypes.data)
-        self.session.run_with_iobinding(io)
+        try:
+            if key != self._key:  # learn the output shape once, then bind a buffer for it
+                self._out = self.session.run([self.output_name], arrays)[0]
+                self._key = key
+                return self._out
+            io = self._binding
+            io.clear_binding_inputs()
+            for name, arr in arrays.items():
+                io.bind_cpu_input(name, arr)
+            io.bind_output(self.output_name, "cpu", 0, self._out.dtype, self._out.shape, self._out.ctypes.data)
+            self.session.run_with_iobinding(io)
+        except Exception as e:  # onnxruntime's own exception types; an allocation failure is out of memory
+            if "allocate" in str(e).lower():
+                shape = "x".join(map(str, next(iter(arrays.values())).shape))
+                raise MemoryError(f"onnxruntime ran out of memory in {self.path.name} at input {shape}: use "
+                                  "--resolution native or a smaller N, or an engine exported with --optimize") from None
+            raise
         return self._out
