@@ -134,7 +134,6 @@ def test_ctrl_c_at_any_moment_is_one_line_and_exit_130(tiny_engine, files, after
 
 def test_an_allocation_failure_inside_onnxruntime_is_one_line(tiny_engine, files, monkeypatch):
     """Past the memory guard (an estimate), onnxruntime's own failure still ends as one line."""
-    from unigs_deploy.backends.onnxruntime import OrtSession
 
     def fail(self, names, feed):
         raise RuntimeError("Failed to allocate memory for requested buffer of size 17179869184")
