@@ -88,16 +88,18 @@ def steps(engine, images, step_counts, guidance, threads, plot_path, json_path):
 @main.command()
 @click.option("--engine", required=True, type=click.Path(), help="An sd15-shaped engine (unigs-export --scale sd15).")
 @click.option("--demo-engine", type=click.Path(), help="The exported demo model, for the quality column.")
+@click.option("--fused-engine", type=click.Path(), help="The same model exported with --optimize (optional).")
 @click.option("--size", default=512, show_default=True)
 @click.option("--rounds", default=2, show_default=True)
 @click.option("--images", default=40, show_default=True, help="Held-out images for the demo model's PQ.")
 @click.option("--threads", default=0, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False))
-def fast(engine, demo_engine, size, rounds, images, threads, json_path):
+def fast(engine, demo_engine, fused_engine, size, rounds, images, threads, json_path):
     """A segmentation end to end: the 0.1 runtime defaults vs today's, side by side."""
     from . import fast as bench
 
-    _emit(bench.run(engine, demo_engine, size=size, rounds=rounds, images=images, threads=threads), json_path)
+    _emit(bench.run(engine, demo_engine, fused_engine, size=size, rounds=rounds, images=images, threads=threads),
+          json_path)
 
 
 @main.command()

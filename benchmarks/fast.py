@@ -22,10 +22,15 @@ from .common import machine
 
 # " " tokenises as "" (CLIP strips it), so the guided path runs at batch 2 on identical embeddings:
 # exactly the work 0.1 did for a prompt-less segmentation
+OLD = dict(prompt=" ", steps=25, scheduler="ddim", spacing="leading", guidance=7.5, resolution="input",
+           decode_image=True)
+# name -> (pipeline variant, segment call)
 CONFIGS = {
-    "0.1 defaults": dict(prompt=" ", steps=25, scheduler="ddim", spacing="leading", guidance=7.5,
-                         resolution="input", decode_image=True),
-    "new defaults": dict(prompt=""),
+    "0.1 defaults": ("onnxruntime", OLD),
+    "new defaults": ("onnxruntime", dict(prompt="")),
+    "new defaults, --optimize engine": ("fused", dict(prompt="")),
+    "new defaults, OpenVINO": ("openvino", dict(prompt="")),
+    "new defaults, int8 UNet (OpenVINO)": ("int8", dict(prompt="")),
 }
 
 
@@ -34,21 +39,37 @@ def _segment(pipe, image, cfg: dict, seed: int):
     return pipe.segment(image, kw.pop("prompt"), seed=seed, **kw)
 
 
-def speed(engine, *, size: int = 512, rounds: int = 2, threads: int = 0) -> dict:
+def _pipelines(engine, fused_engine, threads: int) -> dict:
+    """The pipeline variants this engine allows (int8 only where the export made one)."""
+    from unigs_deploy.backends import openvino as ov_backend
+    from unigs_deploy.manifest import Manifest
     from unigs_deploy.pipeline import UniGSPipeline
 
-    pipe = UniGSPipeline.from_engine(engine, threads=threads)
+    pipes = {"onnxruntime": UniGSPipeline.from_engine(engine, threads=threads)}
+    if fused_engine:
+        pipes["fused"] = UniGSPipeline.from_engine(fused_engine, threads=threads)
+    if ov_backend.available():
+        pipes["openvino"] = UniGSPipeline.from_engine(engine, threads=threads, backend="openvino")
+        if Manifest.load(engine).components["unet"].get("int8"):
+            pipes["int8"] = UniGSPipeline.from_engine(engine, threads=threads, int8=True)
+    return pipes
+
+
+def speed(engine, fused_engine=None, *, size: int = 512, rounds: int = 2, threads: int = 0) -> dict:
+    pipes = _pipelines(engine, fused_engine, threads)
+    configs = {n: c for n, c in CONFIGS.items() if c[0] in pipes}
     image = held_out_example(0, size)[0]
-    for cfg in CONFIGS.values():  # warm-up: sessions, JIT, first-call allocations
-        _segment(pipe, image, {**cfg, "steps": 1}, 0)
-    times = {name: [] for name in CONFIGS}
-    names = list(CONFIGS)
+    for variant, cfg in configs.values():  # warm-up: sessions, JIT, first-call allocations
+        _segment(pipes[variant], image, {**cfg, "steps": 1}, 0)
+    times = {name: [] for name in configs}
+    names = list(configs)
     for r in range(rounds):
-        for name in names[r % 2:] + names[: r % 2]:
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            variant, cfg = configs[name]
             t0 = time.perf_counter()
-            res = _segment(pipe, image, CONFIGS[name], r)
+            res = _segment(pipes[variant], image, cfg, r)
             times[name].append(time.perf_counter() - t0)
-            times.setdefault(f"{name} settings", res.settings)
+            times.setdefault(f"{name} settings", {**res.settings, "unet_on": pipes[variant].provider})
     base = names[0]
     rows = [{"config": n, "median_s": float(np.median(times[n])), "min_s": float(np.min(times[n])),
              "x_faster": float(np.median([b / t for b, t in zip(times[base], times[n], strict=True)])),
@@ -57,23 +78,23 @@ def speed(engine, *, size: int = 512, rounds: int = 2, threads: int = 0) -> dict
 
 
 def quality(engine, *, n: int = 40, size: int = 64, threads: int = 0) -> dict:
-    from unigs_deploy.pipeline import UniGSPipeline
-
-    pipe = UniGSPipeline.from_engine(engine, threads=threads)
-    pq = {name: [] for name in CONFIGS}
+    pipes = _pipelines(engine, None, threads)
+    configs = {k: c for k, c in CONFIGS.items() if c[0] in pipes}
+    pq = {name: [] for name in configs}
     for i in range(n):
         image, masks, *_ = held_out_example(i, size)
         truth = masks_to_labels(masks, background=len(masks) + 1)
-        for name, cfg in CONFIGS.items():
-            pq[name].append(metrics.panoptic_quality(_segment(pipe, image, cfg, i).labels, truth)["pq"])
-    base = float(np.mean(pq[next(iter(CONFIGS))]))
+        for name, (variant, cfg) in configs.items():
+            pq[name].append(metrics.panoptic_quality(_segment(pipes[variant], image, cfg, i).labels, truth)["pq"])
+    base = float(np.mean(pq[next(iter(configs))]))
     return {"engine": str(engine), "images": n, "rows": [
         {"config": k, "segment_pq": float(np.mean(v)), "x_of_0.1": float(np.mean(v)) / base} for k, v in pq.items()]}
 
 
-def run(engine, demo_engine, *, size: int = 512, rounds: int = 2, images: int = 40, threads: int = 0) -> dict:
+def run(engine, demo_engine, fused_engine=None, *, size: int = 512, rounds: int = 2, images: int = 40,
+        threads: int = 0) -> dict:
     return {"benchmark": "fast", "machine": machine(threads=threads or None),
-            "speed": speed(engine, size=size, rounds=rounds, threads=threads),
+            "speed": speed(engine, fused_engine, size=size, rounds=rounds, threads=threads),
             "quality": quality(demo_engine, n=images, threads=threads) if demo_engine else None}
 
 

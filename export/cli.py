@@ -42,11 +42,15 @@ def _range(text: str) -> tuple[int, int, int]:
 @click.option("--width", default="256:512:768", show_default=True, help="TensorRT image width range (pixels).")
 @click.option("--seed", default=0, show_default=True, help="Seed of random weights (--scale).")
 @click.option("--overwrite", is_flag=True, help="Replace an export of another model in --out.")
+@click.option("--int8", is_flag=True, help="Also an int8 UNet (NNCF + OpenVINO), calibrated on --calibration images.")
+@click.option("--calibration", type=click.Path(path_type=Path, file_okay=False, exists=True),
+              help="Folder of typical input images for --int8 (default for --scale models: the shapes world).")
+@click.option("--calibration-images", default=16, show_default=True, help="--int8: calibration images to use.")
 @click.option("--tf32", is_flag=True, help="Let TensorRT use TF32 in fp32 engines (Ampere and newer; ~1e-3 error).")
 @one_line_errors("unigs-export", (ModelError, mf.ManifestError, ExportError, trt_build.TensorRTUnavailable),
                  interrupted="interrupted; nothing half-written was left in the output folder")
 def main(weights, scale, task_embedding, out, fp16, optimize, trt, from_onnx, batch, height, width, seed, overwrite,
-         tf32):
+         int8, calibration, calibration_images, tf32):
     """Export a UniGS model (UNet, VAE encoder/decoder, text encoder) to validated ONNX files, a
     tokenizer and a manifest in OUT, and optionally to TensorRT engines.
 
@@ -57,9 +61,18 @@ def main(weights, scale, task_embedding, out, fp16, optimize, trt, from_onnx, ba
       unigs-export --from-onnx engines/ --trt         # on a GPU machine: build the engines
     """
     ranges = trt_build.Ranges(_range(batch), _range(height), _range(width))
+    if int8 and (optimize or fp16):
+        raise ExportError("--int8 quantizes the plain fp32 graph: drop --optimize / --fp16")
+    if int8 and weights and not calibration:
+        raise ExportError("--int8 on your own weights needs --calibration DIR (a folder of typical input images); "
+                          "the shapes world only suits the models this project makes")
+    if from_onnx and int8:
+        _int8(from_onnx, calibration, calibration_images)
+        if not trt:
+            return
     if from_onnx:
         if not trt:
-            raise ExportError("--from-onnx only builds TensorRT engines: add --trt")
+            raise ExportError("--from-onnx builds TensorRT engines (--trt) or an int8 UNet (--int8)")
         manifest = mf.load(from_onnx)
         if manifest.components["unet"].get("optimized"):
             raise ExportError(f"{from_onnx} was exported with --optimize: its onnxruntime-only ops do not parse in "
@@ -93,6 +106,8 @@ def main(weights, scale, task_embedding, out, fp16, optimize, trt, from_onnx, ba
     from unigs_deploy import dichotomy
 
     click.echo(f"colormap decoder compiled and cached for the runtime ({dichotomy.warm_up():.1f}s)")
+    if int8:
+        _int8(out, calibration, calibration_images)
     if trt:
         if not trt_build.available():
             click.echo(f"\nONNX files are in {out}. TensorRT engines need TensorRT on an NVIDIA GPU, which this "
@@ -100,6 +115,21 @@ def main(weights, scale, task_embedding, out, fp16, optimize, trt, from_onnx, ba
                        f"{' --fp16' if fp16 else ''}")
             sys.exit(3)
         _build_trt(manifest, fp16=fp16, ranges=ranges, tf32=tf32)
+
+
+def _int8(folder: Path, calibration: Path | None, images: int) -> None:
+    from . import int8 as int8_mod
+
+    click.echo("int8 UNet (NNCF + OpenVINO):")
+    try:
+        r = int8_mod.quantize(folder, calibration=calibration, images=images, log=click.echo)
+    except ImportError as e:
+        raise ExportError(f"--int8 needs nncf and openvino ({e.name} is missing): pip install nncf openvino") from None
+    except ValueError as e:
+        raise ExportError(str(e)) from None
+    click.echo(f"  {r['file']}: max abs error vs fp32 {r['max_abs_error_vs_fp32']:.3g}, segmentations agree with "
+               f"fp32's at PQ {r['segment_agreement_pq']:.3f} (accepted from {r['min_agreement']}); "
+               "run it with unigs-run --int8")
 
 
 def _refuse_other_model(out: Path, source: dict) -> None:

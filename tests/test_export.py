@@ -248,3 +248,25 @@ def test_fp16_with_weights_on_disk_equals_in_memory(tiny_model, tmp_path):
     feed = {k: v.numpy() for k, v in example.items()}
     x = ort.InferenceSession(str(tmp_path / "a.onnx")).run(None, feed)[0]
     assert (ort.InferenceSession(str(tmp_path / "b.onnx")).run(None, feed)[0] == x).all()
+
+
+def test_int8_unet_is_calibrated_checked_recorded_and_runs(tiny_engine, tmp_path):
+    import shutil
+
+    pytest.importorskip("nncf")
+    from unigs_deploy.export import int8
+    from unigs_deploy.pipeline import UniGSPipeline
+
+    engine = shutil.copytree(tiny_engine, tmp_path / "eng")
+    with pytest.raises(ValueError, match="agree with fp32's at PQ .* under the 1.01 this export accepts"):
+        int8.quantize(engine, images=2, min_agreement=1.01, log=lambda *_: None)
+    assert not (engine / int8.INT8_FILE).exists() and "int8" not in mf.load(engine).components["unet"]
+    report = int8.quantize(engine, images=2, min_agreement=0.0, log=lambda *_: None)
+    assert (engine / "unigs.int8.xml").is_file() and (engine / "unigs.int8.bin").is_file()
+    assert mf.load(engine).components["unet"]["int8"] == report and report["calibration_inputs"] > 0
+    pipe = UniGSPipeline.from_engine(engine / "unigs.onnx", int8=True)
+    assert pipe.provider == "OpenVINO CPU" and pipe.segment(np.zeros((16, 16, 3), np.uint8)).labels.shape == (16, 16)
+    res = CliRunner().invoke(cli.main, ["--weights", str(tmp_path), "--int8", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "--int8 on your own weights needs --calibration DIR" in res.output
+    res = CliRunner().invoke(cli.main, ["--scale", "tiny", "--int8", "--optimize", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "--int8 quantizes the plain fp32 graph" in res.output

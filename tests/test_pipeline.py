@@ -303,6 +303,8 @@ def test_backend_problems_are_one_line(tiny_engine, tmp_path, inputs, monkeypatc
 
     with pytest.raises(EngineError, match="unknown backend 'tvm': choose one of onnxruntime, openvino"):
         open_components(tiny_engine, backend="tvm")
+    with pytest.raises(EngineError, match="has no int8 UNet: make one with unigs-export --from-onnx"):
+        open_components(tiny_engine, int8=True)
     monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
     _cli_error(["--engine", str(tiny_engine / "unigs.onnx"), "--task", "segment", "--image", str(img),
                 "--backend", "openvino"], "the openvino backend needs the openvino package: pip install")

@@ -86,11 +86,12 @@ Tasks and their inputs:
               help="ONNX Runtime provider (auto: CUDA when available).")
 @click.option("--backend", default="onnxruntime", show_default=True, type=click.Choice(["onnxruntime", "openvino"]),
               help="Runtime for .onnx engines (openvino: pip install 'unigs-deploy[openvino]'); .plan runs TensorRT.")
+@click.option("--int8", is_flag=True, help="The int8 UNet (unigs-export --int8) on OpenVINO.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @one_line_errors("unigs-run", (ValueError, MemoryError),
                  interrupted="interrupted; outputs already written are complete, the rest were not written")
 def main(engine, task, image, masks, colormap, prompts, steps, guidance, seed, eta, scheduler, spacing, resolution,
-         decode_image, out, image_id, threads, provider, backend, quiet):
+         decode_image, out, image_id, threads, provider, backend, int8, quiet):
     """Run UniGS with the lean runtime (no torch): inpaint, synthesize, refer or segment, and write
     colormap.png, labels.png, masks.json (COCO results), panoptic.png + panoptic.json, image.png
     (inpaint, synthesize, or --decode-image), mask.png (refer, inpaint) and run.json (settings,
@@ -105,7 +106,7 @@ def main(engine, task, image, masks, colormap, prompts, steps, guidance, seed, e
         raise ValueError(f"--guidance must be a number >= 1 (1 = off), got {guidance}")
     inputs, notes = _read_inputs(task, image, masks, colormap, prompts)
     _check_writable(out)
-    pipe = UniGSPipeline.from_engine(engine, provider=provider, threads=threads, backend=backend)
+    pipe = UniGSPipeline.from_engine(engine, provider=provider, threads=threads, backend=backend, int8=int8)
     kw = dict(steps=steps, guidance=guidance, seed=seed, eta=eta, scheduler=scheduler, spacing=spacing,
               resolution=resolution, decode_image=decode_image or None, progress=not quiet)
     if task == "inpaint":

@@ -56,17 +56,19 @@ class UniGSPipeline:
 
     @classmethod
     def from_engine(cls, engine: str | Path, *, provider: str = "auto", threads: int = 0,
-                    backend: str = "onnxruntime") -> UniGSPipeline:
-        """backend: "onnxruntime" or "openvino" for .onnx engines; a .plan engine runs on TensorRT."""
+                    backend: str = "onnxruntime", int8: bool = False) -> UniGSPipeline:
+        """backend: "onnxruntime" or "openvino" for .onnx engines; a .plan engine runs on TensorRT.
+        int8: the UNet quantized by `unigs-export --int8`, on OpenVINO."""
         from .backends import open_components
 
-        components, manifest = open_components(engine, provider=provider, threads=threads, backend=backend)
+        components, manifest = open_components(engine, provider=provider, threads=threads, backend=backend,
+                                               int8=int8)
         tok = CLIPTokenizer(manifest.tokenizer_path(), max_length=manifest.model.max_text_length)
         return cls(components, manifest, tok)
 
     @property
     def provider(self) -> str:
-        """Where the UNet runs (e.g. CPUExecutionProvider, TensorRT)."""
+        """Where the UNet runs (e.g. CPUExecutionProvider, TensorRT, OpenVINO CPU)."""
         return self.components["unet"].provider
 
     # ------------------------------------------------------------ building blocks

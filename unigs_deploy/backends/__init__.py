@@ -17,7 +17,7 @@ BACKENDS = ("onnxruntime", "openvino")
 
 
 def open_components(engine: str | Path, *, provider: str = "auto", threads: int = 0,
-                    backend: str = "onnxruntime") -> tuple[dict, Manifest]:
+                    backend: str = "onnxruntime", int8: bool = False) -> tuple[dict, Manifest]:
     """Engine file (`unigs.plan` / `unigs.onnx`) or folder -> ({component: Runner}, manifest).
 
     A `.plan` engine takes every component from TensorRT where the manifest has a plan for it,
@@ -45,7 +45,19 @@ def open_components(engine: str | Path, *, provider: str = "auto", threads: int 
         if not ov_backend.available():
             raise EngineError(ov_backend.MISSING)
     runners: dict[str, Runner] = {}
+    if int8:  # the quantized UNet runs on OpenVINO whatever runs the rest
+        from . import openvino as ov_backend
+
+        info = manifest.components["unet"].get("int8")
+        if not info:
+            raise EngineError(f"{manifest.folder} has no int8 UNet: make one with unigs-export --from-onnx "
+                              f"{manifest.folder} --int8")
+        if not ov_backend.available():
+            raise EngineError(ov_backend.MISSING)
+        runners["unet"] = ov_backend.OvSession(manifest.folder / info["file"], threads=threads)
     for name in COMPONENTS:
+        if name in runners:
+            continue
         plan = manifest.plan(name) if use_trt else None
         if plan is not None:
             from .tensorrt import TrtSession
