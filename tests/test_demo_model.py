@@ -44,3 +44,31 @@ def test_export_and_segment_a_fixed_example(tmp_path):
         res = pipe.segment(image, steps=expected["steps"], guidance=expected["guidance"], seed=i)
         pqs.append(metrics.panoptic_quality(res.labels, truth)["pq"])
     assert np.mean(pqs) >= expected["min_mean_pq"], pqs
+
+
+@pytest.mark.slow
+def test_readme_commands_run_as_written_after_make_demo(tmp_path):
+    """The README's 'Use' block, verbatim but for where engines/ and demo_out/ are."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from unigs_deploy.export.exporter import export_model
+
+    root = Path(__file__).resolve().parents[1]
+    export_model(modeling.load_demo(), tmp_path / "engines")
+    (tmp_path / "demo_out" / "segment").mkdir(parents=True)
+    from unigs_deploy import io
+
+    io.write_image(tmp_path / "demo_out" / "segment" / "colormap.png", shapes.held_out_example(3, 64)[0])
+    readme = (root / "README.md").read_text()
+    start = readme.index("After `make demo`")
+    block = readme[readme.index("```sh", start) + 6: readme.index("```", readme.index("```sh", start) + 6)]
+    block = block[: block.index("unigs-export")].replace(". .venv/bin/activate\n", "")
+    bindir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": bindir + os.pathsep + os.environ["PATH"]}
+    out = subprocess.run(["bash", "-ec", block], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert len(re.findall(r"^\w+: \d+ steps in", out.stdout, re.M)) == block.count("unigs-run")
