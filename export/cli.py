@@ -125,7 +125,7 @@ def _int8(folder: Path, calibration: Path | None, images: int) -> None:
         r = int8_mod.quantize(folder, calibration=calibration, images=images, log=click.echo)
     except ImportError as e:
         raise ExportError(f"--int8 needs nncf and openvino ({e.name} is missing): pip install nncf openvino") from None
-    except ValueError as e:
+    except (ValueError, MemoryError) as e:
         raise ExportError(str(e)) from None
     click.echo(f"  {r['file']}: max abs error vs fp32 {r['max_abs_error_vs_fp32']:.3g}, segmentations agree with "
                f"fp32's at PQ {r['segment_agreement_pq']:.3f} (accepted from {r['min_agreement']}); "
