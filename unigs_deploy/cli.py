@@ -67,7 +67,8 @@ Tasks and their inputs:
               help="Coarse region, non-zero inside; repeat for several inpainting regions.")
 @click.option("--colormap", type=click.Path(path_type=Path, dir_okay=False), help="Colormap for synthesize.")
 @click.option("--prompt", "prompts", multiple=True, help="Text; for inpaint one per --mask, in the same order.")
-@click.option("--steps", type=int, help="Denoising steps [default: the model's for the task (manifest), else unigs_deploy/tasks.py].")
+@click.option("--steps", type=int,
+              help="Denoising steps [default: the model's for the task (its manifest), else unigs_deploy/tasks.py].")
 @click.option("--guidance", type=float, help="Classifier-free guidance scale, 1 = off [default: the task's].")
 @click.option("--seed", default=0, show_default=True, help="Same seed, same output.")
 @click.option("--eta", type=float, help="DDIM eta, 0 = deterministic sampler [default: the task's].")
