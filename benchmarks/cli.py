@@ -86,6 +86,21 @@ def steps(engine, images, step_counts, guidance, threads, plot_path, json_path):
 
 
 @main.command()
+@click.option("--engine", required=True, type=click.Path(), help="A plain (not --optimize) export, with --int8.")
+@click.option("--int8-file", type=click.Path(dir_okay=False), help="An int8 IR not (yet) in the manifest.")
+@click.option("--size", default=512, show_default=True)
+@click.option("--batch", default=1, show_default=True)
+@click.option("--rounds", default=3, show_default=True)
+@click.option("--threads", default=0, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False))
+def precision(engine, int8_file, size, batch, rounds, threads, json_path):
+    """One UNet step: onnxruntime fp32 vs OpenVINO fp32 vs OpenVINO int8, alternating."""
+    from . import precision as bench
+
+    _emit(bench.run(engine, size=size, batch=batch, rounds=rounds, threads=threads, int8_file=int8_file), json_path)
+
+
+@main.command()
 @click.option("--engine", required=True, type=click.Path(), help="An sd15-shaped engine (unigs-export --scale sd15).")
 @click.option("--demo-engine", type=click.Path(), help="The exported demo model, for the quality column.")
 @click.option("--fused-engine", type=click.Path(), help="The same model exported with --optimize (optional).")

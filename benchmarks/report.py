@@ -117,14 +117,21 @@ def fast(r: dict) -> str:
     return render(r)
 
 
-RENDER = {"fast": fast, "memory": memory, "steps": steps, "decoder": decoder, "capi": capi, "table1": table1,
-          "backends": backends, "components": components, "scaling": scaling, "quality": quality}
+def precision(r: dict) -> str:
+    from .precision import render
+
+    return render(r)
+
+
+RENDER = {"precision": precision, "fast": fast, "memory": memory, "steps": steps, "decoder": decoder, "capi": capi,
+          "table1": table1, "backends": backends, "components": components, "scaling": scaling, "quality": quality}
 TITLES = {"table1": "Table 1 on our machinery", "backends": "One UNet step and a whole image, per backend",
           "scaling": "Cost vs resolution and steps", "components": "Where one run's time goes",
           "decoder": "Progressive dichotomy decoder (one core)", "capi": "C boundary",
           "quality": "Demo model quality", "steps": "Quality vs steps per scheduler",
           "memory": "Memory: exports and one UNet step vs resolution",
-          "fast": "A 512x512 segmentation: 0.1 defaults vs today's"}
+          "fast": "A 512x512 segmentation: 0.1 defaults vs today's",
+          "precision": "One UNet step: onnxruntime fp32, OpenVINO fp32, OpenVINO int8"}
 
 
 def machine_line(m: dict) -> str:

@@ -71,7 +71,7 @@ def quantize(folder: Path, *, calibration: Path | None = None, images: int = 16,
     import nncf
     import openvino as ov
 
-    from unigs_deploy import io, metrics
+    from unigs_deploy import io
     from unigs_deploy.manifest import Manifest
     from unigs_deploy.pipeline import UniGSPipeline
 
@@ -94,13 +94,25 @@ def quantize(folder: Path, *, calibration: Path | None = None, images: int = 16,
         tmp.with_suffix(".bin").replace(folder / "unigs.int8.bin")
     log(f"  quantized with NNCF {nncf.__version__} ({time.perf_counter() - t0:.0f}s)")
 
-    # the result against fp32: the UNet's output on recorded inputs, and whole segmentations
+    try:  # the result against fp32: the UNet's output on recorded inputs, and whole segmentations
+        report = _check(folder, pipe, feeds, held_out or calib[:4], calibration, calib, min_agreement, nncf, ov)
+    except BaseException:  # nothing half-made stays behind: the IR goes with a failed or refused check
+        (folder / INT8_FILE).unlink(missing_ok=True)
+        (folder / "unigs.int8.bin").unlink(missing_ok=True)
+        raise
+    manifest.components["unet"]["int8"] = report
+    manifest.write()
+    return report
+
+
+def _check(folder, pipe, feeds, held_out, calibration, calib, min_agreement, nncf, ov) -> dict:
+    from unigs_deploy import metrics
     from unigs_deploy.backends.openvino import OvSession
 
     int8 = OvSession(folder / INT8_FILE)
     err = max(float(np.abs(int8(**f) - pipe.components["unet"](**f)).max()) for f in feeds[:: max(1, len(feeds) // 8)])
     agree = []
-    for i, image in enumerate(held_out or calib[:4]):
+    for i, image in enumerate(held_out):
         ref = pipe.segment(image, seed=i).labels
         fp32_unet = pipe.components["unet"]
         pipe.components["unet"] = int8
@@ -115,11 +127,7 @@ def quantize(folder: Path, *, calibration: Path | None = None, images: int = 16,
               "max_abs_error_vs_fp32": err, "segment_agreement_pq": float(np.mean(agree)),
               "min_agreement": min_agreement}
     if report["segment_agreement_pq"] < min_agreement:
-        (folder / INT8_FILE).unlink(missing_ok=True)
-        (folder / "unigs.int8.bin").unlink(missing_ok=True)
         raise ValueError(f"the int8 UNet's segmentations agree with fp32's at PQ {report['segment_agreement_pq']:.3f}, "
                          f"under the {min_agreement} this export accepts: calibrate on more or more typical images "
                          "(--calibration DIR), or keep fp32")
-    manifest.components["unet"]["int8"] = report
-    manifest.write()
     return report

@@ -308,3 +308,19 @@ def test_backend_problems_are_one_line(tiny_engine, tmp_path, inputs, monkeypatc
     monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
     _cli_error(["--engine", str(tiny_engine / "unigs.onnx"), "--task", "segment", "--image", str(img),
                 "--backend", "openvino"], "the openvino backend needs the openvino package: pip install")
+
+
+def test_memory_estimate_is_the_attention_scores_a_step_adds(tiny_pipe):
+    from unigs_deploy import memory
+
+    m = tiny_pipe.manifest
+    m.model.self_attention, saved = [{"factor": 1, "heads": 8}, {"factor": 2, "heads": 8}], m.model.self_attention
+    try:
+        need, why = memory.estimate(m, (128, 128), batch=2)
+        assert need == memory.SCORE_BYTES * 2 * 8 * 16384**2 and why == "self-attention over 16,384 latent tokens"
+        assert memory.estimate(m, (64, 64), batch=1)[0] == memory.SCORE_BYTES * 8 * 4096**2
+        m.components["unet"]["optimized"] = {"MultiHeadAttention": 2}  # flash attention: no score matrix
+        assert memory.estimate(m, (128, 128), batch=2) == (memory.RUN_BYTES, "activations")
+    finally:
+        m.model.self_attention = saved
+        m.components["unet"]["optimized"] = None
