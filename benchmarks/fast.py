@@ -61,7 +61,7 @@ def speed(engine, fused_engine=None, *, size: int = 512, rounds: int = 2, thread
     image = held_out_example(0, size)[0]
     for variant, cfg in configs.values():  # warm-up: sessions, JIT, first-call allocations
         _segment(pipes[variant], image, {**cfg, "steps": 1}, 0)
-    times = {name: [] for name in configs}
+    times, settings = {name: [] for name in configs}, {}
     names = list(configs)
     for r in range(rounds):
         for name in names[r % len(names):] + names[: r % len(names)]:
@@ -69,11 +69,11 @@ def speed(engine, fused_engine=None, *, size: int = 512, rounds: int = 2, thread
             t0 = time.perf_counter()
             res = _segment(pipes[variant], image, cfg, r)
             times[name].append(time.perf_counter() - t0)
-            times.setdefault(f"{name} settings", {**res.settings, "unet_on": pipes[variant].provider})
+            settings[name] = {**res.settings, "unet_on": pipes[variant].provider}
     base = names[0]
     rows = [{"config": n, "median_s": float(np.median(times[n])), "min_s": float(np.min(times[n])),
              "x_faster": float(np.median([b / t for b, t in zip(times[base], times[n], strict=True)])),
-             "settings": times[f"{n} settings"]} for n in names]
+             "settings": settings[n]} for n in names]
     return {"engine": str(engine), "size": size, "rounds": rounds, "rows": rows}
 
 

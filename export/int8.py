@@ -80,8 +80,8 @@ def quantize(folder: Path, *, calibration: Path | None = None, images: int = 16,
         raise ValueError("--int8 quantizes the plain graph with OpenVINO: export without --optimize")
     side = manifest.model.resolution or 512
     pipe = UniGSPipeline.from_engine(folder)
-    calib, held_out = (calibration_images(calibration, images + 4, side)[:images],
-                       calibration_images(calibration, images + 4, side)[images:])
+    available = calibration_images(calibration, images + 4, side)
+    calib, held_out = available[:images], available[images:]
     t0 = time.perf_counter()
     feeds = trajectory_feeds(pipe, calib)
     log(f"  {len(feeds)} UNet inputs recorded along the trajectories of {len(calib)} calibration images "

@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 
@@ -18,9 +19,12 @@ def _interrupted_while_starting(*_):
     sys.exit(130)
 
 
-# Until main() runs (its decorator handles Ctrl-C from then on), the imports below are what a Ctrl-C
-# would interrupt: end that as one line too. The console script's own `import` comes through here.
-if __name__ in ("__main__", "unigs_deploy.cli") and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+# The imports below are what a Ctrl-C at start-up interrupts (main's decorator handles it later):
+# end that as one line too. Only while this module loads, and only where Python's own handler is
+# in place (signals can be set from the main thread only), so importers keep their handler.
+_starting = (threading.current_thread() is threading.main_thread()
+             and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+if _starting:
     signal.signal(signal.SIGINT, _interrupted_while_starting)
 
 import click  # noqa: E402
@@ -97,7 +101,6 @@ def main(engine, task, image, masks, colormap, prompts, steps, guidance, seed, e
     colormap.png, labels.png, masks.json (COCO results), panoptic.png + panoptic.json, image.png
     (inpaint, synthesize, or --decode-image), mask.png (refer, inpaint) and run.json (settings,
     seed, timings, notes) into OUT."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # KeyboardInterrupt, handled by the decorator
     from .pipeline import UniGSPipeline
     from .results import write_result
 
@@ -157,6 +160,10 @@ def _read_inputs(task, image, masks, colormap, prompts):
             raise ValueError(f"{len(masks)} masks but {len(prompts)} prompts: give one --prompt per --mask")
         inputs["prompts"] = list(prompts)
     return inputs, notes
+
+
+if _starting:  # loaded: Ctrl-C is a KeyboardInterrupt again (main's decorator ends it in one line)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 if __name__ == "__main__":

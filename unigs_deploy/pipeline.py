@@ -100,7 +100,7 @@ class UniGSPipeline:
 
     def denoise(self, control: np.ndarray, mask: np.ndarray, cond: np.ndarray, uncond: np.ndarray | None,
                 task: str, *, steps: int, guidance: float, rng: np.random.Generator, eta: float = 0.0,
-                scheduler: str = "ddim", spacing: str | None = None, progress: bool = False,
+                scheduler="ddim", spacing: str | None = None, progress: bool = False,
                 callback=None) -> tuple[np.ndarray, np.ndarray]:
         """The denoising loop over the joint 8-channel latent `[z_img, z_cmap]`; returns both halves.
 
@@ -109,7 +109,9 @@ class UniGSPipeline:
         """
         from tqdm.auto import tqdm
 
-        sched = make_scheduler(scheduler, self.manifest.scheduler, spacing=spacing)
+        # a name, or a scheduler already made for this run (its state is reset by set_timesteps)
+        sched = make_scheduler(scheduler, self.manifest.scheduler, spacing=spacing) \
+            if isinstance(scheduler, str) else scheduler
         timesteps = sched.set_timesteps(steps)
         c = self.latent_channels
         z = rng.standard_normal((1, 2 * c) + control.shape[2:], dtype=np.float32) * sched.init_noise_sigma
@@ -230,7 +232,7 @@ class UniGSPipeline:
             raise ValueError(f"eta must be a finite number >= 0, got {eta}")
         if eta and scheduler != "ddim":
             raise ValueError(f"eta applies to the ddim scheduler only, not {scheduler}")
-        make_scheduler(scheduler, self.manifest.scheduler, spacing=spacing)  # bad names fail before any work
+        sched = make_scheduler(scheduler, self.manifest.scheduler, spacing=spacing)  # bad names fail before any work
         size = rgb.shape[:2]
         work, why = self.working_size(size, resolution)
         if work != size:
@@ -262,7 +264,7 @@ class UniGSPipeline:
         timings["vae_encoder_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         z_img, z_cmap = self.denoise(control, self._latent_mask(mask), cond, uncond, task, steps=steps,
-                                     guidance=guidance, rng=rng, eta=eta, scheduler=scheduler, spacing=spacing,
+                                     guidance=guidance, rng=rng, eta=eta, scheduler=sched,
                                      progress=progress, callback=callback)
         timings["denoise_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -276,7 +278,7 @@ class UniGSPipeline:
         timings["dichotomy_s"] = time.perf_counter() - t0
         timings["total_s"] = sum(timings.values())
         settings = {"task": task, "prompt": prompt, "steps": steps, "guidance": guidance, "seed": seed, "eta": eta,
-                    "scheduler": scheduler, "spacing": spacing or self.manifest.scheduler.get("timestep_spacing"),
+                    "scheduler": scheduler, "spacing": sched.config["timestep_spacing"],
                     "resolution": str(resolution), "working_size": [int(work[1]), int(work[0])],
                     "guidance_applied": cfg, "unet_batch": 2 if cfg else 1,
                     "decoded": ["colormap"] + (["image"] if decode_image else [])}
