@@ -46,11 +46,15 @@ def _range(text: str) -> tuple[int, int, int]:
 @click.option("--calibration", type=click.Path(path_type=Path, file_okay=False, exists=True),
               help="Folder of typical input images for --int8 (default for --scale models: the shapes world).")
 @click.option("--calibration-images", default=16, show_default=True, help="--int8: calibration images to use.")
+@click.option("--tiny-vae", metavar="DIR|random",
+              help="Also export a diffusers AutoencoderTiny (e.g. TAESD for SD 1.5) as fast VAE components; "
+                   "'random' makes one of the --scale's shape (speed measurements). A model folder's own "
+                   "tiny_vae/ is exported without this.")
 @click.option("--tf32", is_flag=True, help="Let TensorRT use TF32 in fp32 engines (Ampere and newer; ~1e-3 error).")
 @one_line_errors("unigs-export", (ModelError, mf.ManifestError, ExportError, trt_build.TensorRTUnavailable),
                  interrupted="interrupted; nothing half-written was left in the output folder")
 def main(weights, scale, task_embedding, out, fp16, optimize, trt, from_onnx, batch, height, width, seed, overwrite,
-         int8, calibration, calibration_images, tf32):
+         int8, calibration, calibration_images, tiny_vae, tf32):
     """Export a UniGS model (UNet, VAE encoder/decoder, text encoder) to validated ONNX files, a
     tokenizer and a manifest in OUT, and optionally to TensorRT engines.
 
@@ -94,6 +98,14 @@ def main(weights, scale, task_embedding, out, fp16, optimize, trt, from_onnx, ba
         model = modeling.load_demo()
     else:
         model = modeling.build(scale, task_embedding=bool(task_embedding), seed=seed)
+    if tiny_vae == "random":
+        from diffusers import AutoencoderTiny
+
+        if not scale:
+            raise ExportError("--tiny-vae random is for --scale models; give your tiny VAE's folder for --weights")
+        model.tiny_vae = AutoencoderTiny(**modeling.tiny_vae_config(model.vae)).eval()
+    elif tiny_vae:
+        model.tiny_vae = modeling.load_tiny_vae(tiny_vae, model.vae)
     click.echo(f"model ready in {time.perf_counter() - t0:.1f}s: UNet "
                f"{modeling.count_parameters(model.unet) / 1e6:.2f}M parameters, "
                f"{model.unet.config.in_channels} -> {model.unet.config.out_channels} channels"
@@ -161,11 +173,11 @@ def _build_trt(manifest: mf.Manifest, *, fp16: bool, ranges, tf32: bool = False)
 
 
 def _summary(manifest: mf.Manifest) -> None:
-    click.echo(f"\n{'component':<14}{'files':<40}{'size':>10}  {'precision':<9}{'max abs error':>14}")
+    click.echo(f"\n{'component':<18}{'files':<40}{'size':>10}  {'precision':<9}{'max abs error':>14}")
     for name, c in manifest.components.items():
         size = sum((manifest.folder / f).stat().st_size for f in c["files"])
         err = max(v["max_abs_error"] for v in c["validation"] if v["stage"] == c["validated_file"])
-        click.echo(f"{name:<14}{', '.join(c['files']):<40}{size / 1e6:>8.1f}MB  {manifest.precision:<9}"
+        click.echo(f"{name:<18}{', '.join(c['files']):<40}{size / 1e6:>8.1f}MB  {manifest.precision:<9}"
                    f"{err:>14.2e}")
     click.echo(f"manifest: {manifest.folder / mf.MANIFEST_NAME}")
 

@@ -39,6 +39,28 @@ class VAEDecoderWrapper(torch.nn.Module):
         return self.vae.decode(latent_sample, return_dict=False)[0]
 
 
+class TinyEncoderWrapper(torch.nn.Module):
+    """Image in [-1, 1] -> the UNet's latent (scaling applied): deterministic, nothing to sample."""
+
+    def __init__(self, tiny):
+        super().__init__()
+        self.tiny = tiny
+
+    def forward(self, sample):
+        return self.tiny.encoder(sample) * self.tiny.config.scaling_factor
+
+
+class TinyDecoderWrapper(torch.nn.Module):
+    """The UNet's latent -> image in [-1, 1]."""
+
+    def __init__(self, tiny):
+        super().__init__()
+        self.tiny = tiny
+
+    def forward(self, latent_sample):
+        return self.tiny.decoder(latent_sample / self.tiny.config.scaling_factor)
+
+
 class TextEncoderWrapper(torch.nn.Module):
     def __init__(self, text_encoder):
         super().__init__()
@@ -94,6 +116,20 @@ def specs(model: UniGSModel) -> list[Spec]:
              {"sample": ("float32", ["batch", 3, "height", "width"])},
              {"latent_parameters": ("float32", ["batch", 2 * lat, "latent_height", "latent_width"])}, vae_down),
         Spec("vae_decoder", "vae_decoder.onnx", VAEDecoderWrapper(vae),
+             {"latent_sample": ("float32", ["batch", lat, "latent_height", "latent_width"])},
+             {"sample": ("float32", ["batch", 3, "height", "width"])}, 1),
+    ] + (tiny_vae_specs(model.tiny_vae) if model.tiny_vae is not None else [])
+
+
+def tiny_vae_specs(tiny) -> list[Spec]:
+    """The optional AutoencoderTiny as two components that work in the UNet's latent space."""
+    lat = tiny.config.latent_channels
+    down = 2 ** (len(tiny.config.encoder_block_out_channels) - 1)
+    return [
+        Spec("tiny_vae_encoder", "tiny_vae_encoder.onnx", TinyEncoderWrapper(tiny),
+             {"sample": ("float32", ["batch", 3, "height", "width"])},
+             {"latent_sample": ("float32", ["batch", lat, "latent_height", "latent_width"])}, down),
+        Spec("tiny_vae_decoder", "tiny_vae_decoder.onnx", TinyDecoderWrapper(tiny),
              {"latent_sample": ("float32", ["batch", lat, "latent_height", "latent_width"])},
              {"sample": ("float32", ["batch", 3, "height", "width"])}, 1),
     ]

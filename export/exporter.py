@@ -148,7 +148,7 @@ def _release(model, spec, comps) -> None:
     """Drop the torch module behind `spec` from `model` unless a later component still needs it
     (the VAE serves both its encoder and its decoder)."""
     later = comps[comps.index(spec) + 1:]
-    for attr in ("unet", "vae", "text_encoder"):
+    for attr in ("unet", "vae", "text_encoder", "tiny_vae"):
         module = getattr(model, attr)
         if module is None or not any(p is module for p in spec.module.modules()):
             continue
@@ -163,7 +163,7 @@ def _sizes(spec) -> tuple[int, int]:
     if spec.name == "unet":
         down = spec.latent_multiple
         return max(8, 2 * down), max(8, 2 * down) + 2 * down
-    if spec.name == "vae_encoder":
+    if spec.name in ("vae_encoder", "tiny_vae_encoder"):
         return 8 * spec.latent_multiple, 12 * spec.latent_multiple
     return 8, 12
 

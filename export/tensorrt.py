@@ -20,7 +20,8 @@ from unigs_deploy.io import atomic_path, write_bytes
 from unigs_deploy.manifest import Manifest
 
 PLAN = {"unet": "unigs.plan", "text_encoder": "text_encoder.plan", "vae_encoder": "vae_encoder.plan",
-        "vae_decoder": "vae_decoder.plan"}
+        "vae_decoder": "vae_decoder.plan", "tiny_vae_encoder": "tiny_vae_encoder.plan",
+        "tiny_vae_decoder": "tiny_vae_decoder.plan"}
 TIMING_CACHE = "timing.cache"
 TESTED_MAJOR = 10  # the API written against; pyproject pins tensorrt>=10,<11
 
@@ -93,7 +94,7 @@ def build_engines(folder: Path, manifest: Manifest, *, fp16: bool, ranges: Range
 
     built = {}
     cache = folder / TIMING_CACHE
-    for name in ("text_encoder", "unet", "vae_encoder", "vae_decoder"):
+    for name in [n for n in PLAN if n in manifest.components]:
         onnx_path = folder / manifest.components[name]["files"][0]
         profile = Profile()
         for inp, (mn, opt, mx) in profile_shapes(name, manifest, ranges).items():

@@ -67,9 +67,9 @@ def compare(name: str, stage: str, session, ref: np.ndarray, inputs: dict) -> Ch
 
 
 def table(checks: list[Check]) -> str:
-    rows = [f"{'component':<14}{'file':<10}{'input':<16}{'max abs':>11}{'max rel':>11}{'allowed':>11}  result"]
+    rows = [f"{'component':<18}{'file':<10}{'input':<16}{'max abs':>11}{'max rel':>11}{'allowed':>11}  result"]
     for c in checks:
         verdict = "ok" if c.ok else ("NaN/inf" if not c.finite else "TOO LARGE")
-        rows.append(f"{c.component:<14}{c.stage:<10}{c.shape:<16}{c.max_abs:>11.2e}{c.max_rel:>11.2e}"
+        rows.append(f"{c.component:<18}{c.stage:<10}{c.shape:<16}{c.max_abs:>11.2e}{c.max_rel:>11.2e}"
                     f"{c.tolerance * c.scale:>11.2e}  {verdict}")
     return "\n".join(rows)

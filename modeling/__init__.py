@@ -32,6 +32,7 @@ SD_INPAINT_IN, SD_TEXT2IMG_IN, SD_OUT = 9, 4, 4
 SCALES = ("tiny", "demo", "sd15")
 # per-task sampling defaults measured for a model (unigs-bench steps), kept beside its weights
 TASK_DEFAULTS = "task_defaults.json"
+TINY_VAE = "tiny_vae"  # optional subfolder: a diffusers AutoencoderTiny for this model's latents
 
 # diffusers' scheduler_config.json of SD-1.5 (DDIM fields; PNDM fields are ignored by DDIM)
 SD15_SCHEDULER = {
@@ -61,14 +62,16 @@ class UniGSModel:
     scheduler_config: dict = field(default_factory=lambda: dict(SD15_SCHEDULER))
     source: dict = field(default_factory=dict)
     task_defaults: dict = field(default_factory=dict)  # per task: steps, guidance, scheduler, spacing (measured)
+    tiny_vae: torch.nn.Module | None = None  # optional diffusers AutoencoderTiny: fast encode/decode
 
     @property
     def task_embedding(self) -> bool:
         return self.unet.config.num_class_embeds is not None
 
     def eval(self) -> UniGSModel:
-        for m in (self.unet, self.vae, self.text_encoder):
-            m.eval().requires_grad_(False)
+        for m in (self.unet, self.vae, self.text_encoder, self.tiny_vae):
+            if m is not None:
+                m.eval().requires_grad_(False)
         return self
 
 
@@ -116,6 +119,43 @@ def vae_config(scale: str) -> dict:
                 sample_size=512 if scale == "sd15" else 64, scaling_factor=0.18215) | extra
 
 
+def tiny_vae_config(vae) -> dict:
+    """diffusers AutoencoderTiny at `vae`'s factor and latent channels: for SD's 4 levels, TAESD's own
+    architecture; smaller VAEs get 32 channels and 2 blocks a level."""
+    n = len(vae.config.block_out_channels)
+    if n == 4:
+        ch, enc, dec = (64,) * 4, (1, 3, 3, 3), (3, 3, 3, 1)
+    else:
+        ch, enc, dec = (32,) * n, (1,) + (2,) * (n - 1), (2,) * (n - 1) + (1,)
+    return dict(encoder_block_out_channels=ch, decoder_block_out_channels=ch, num_encoder_blocks=enc,
+                num_decoder_blocks=dec, latent_channels=vae.config.latent_channels)
+
+
+def tiny_vae_factor(tiny) -> int:
+    return 2 ** (len(tiny.config.encoder_block_out_channels) - 1)
+
+
+def load_tiny_vae(path: str | Path, vae) -> torch.nn.Module:
+    """A diffusers AutoencoderTiny folder (TAESD for SD 1.5, or one `unigs-train` distilled from
+    this model's VAE), checked to fit `vae`'s latent space."""
+    from diffusers import AutoencoderTiny
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise ModelError(f"{path} is not a diffusers AutoencoderTiny folder (no config.json): give the folder "
+                         "holding config.json and the weights (e.g. a copy of madebyollin/taesd)")
+    try:
+        tiny = AutoencoderTiny.from_pretrained(path, local_files_only=True).float().eval()
+    except (OSError, ValueError, RuntimeError, TypeError) as e:
+        raise ModelError(f"cannot load the tiny VAE in {path}: {str(e).splitlines()[0]}") from None
+    want_c, want_f = vae.config.latent_channels, 2 ** (len(vae.config.block_out_channels) - 1)
+    if tiny.config.latent_channels != want_c or tiny_vae_factor(tiny) != want_f:
+        raise ModelError(f"the tiny VAE in {path} makes {tiny.config.latent_channels}-channel latents at 1/"
+                         f"{tiny_vae_factor(tiny)} size but the model's VAE {want_c} at 1/{want_f}: "
+                         "use a tiny VAE made for this model's VAE")
+    return tiny.requires_grad_(False)
+
+
 def text_config(scale: str, vocab_size: int) -> dict:
     if scale == "sd15":
         return dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
@@ -128,9 +168,10 @@ def text_config(scale: str, vocab_size: int) -> dict:
                 num_attention_heads=heads, max_position_embeddings=77, hidden_act="quick_gelu")
 
 
-def build(scale: str, *, task_embedding: bool = False, seed: int = 0) -> UniGSModel:
-    """A randomly initialised UniGS model of the given scale (weights seeded)."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+def build(scale: str, *, task_embedding: bool = False, seed: int = 0, tiny_vae: bool = False) -> UniGSModel:
+    """A randomly initialised UniGS model of the given scale (weights seeded); tiny_vae adds a
+    random AutoencoderTiny (speed measurements only)."""
+    from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
@@ -139,7 +180,9 @@ def build(scale: str, *, task_embedding: bool = False, seed: int = 0) -> UniGSMo
     vae = AutoencoderKL(**vae_config(scale))
     ids = {k: tok.token_to_id(t) for k, t in (("bos_token_id", BOS), ("eos_token_id", EOS), ("pad_token_id", EOS))}
     text = CLIPTextModel(CLIPTextConfig(**text_config(scale, tok.get_vocab_size()), **ids))
-    return UniGSModel(unet, vae, text, tok, source={"kind": "random", "scale": scale, "seed": seed}).eval()
+    tiny = AutoencoderTiny(**tiny_vae_config(vae)) if tiny_vae else None
+    return UniGSModel(unet, vae, text, tok, source={"kind": "random", "scale": scale, "seed": seed},
+                      tiny_vae=tiny).eval()
 
 
 def count_parameters(module: torch.nn.Module) -> int:
@@ -257,7 +300,8 @@ def _load_folder(path: Path, task_embedding) -> UniGSModel:
     source = {"kind": "diffusers", "path": str(path.resolve()), "unet_channels_in_out": list(was),
               "sha256": _hash_files(files)}
     defaults = json.loads((path / TASK_DEFAULTS).read_text()) if (path / TASK_DEFAULTS).is_file() else {}
-    return UniGSModel(unet, vae, text, tok, sched, source, defaults).eval()
+    tiny = load_tiny_vae(path / TINY_VAE, vae) if (path / TINY_VAE).is_dir() else None
+    return UniGSModel(unet, vae, text, tok, sched, source, defaults, tiny).eval()
 
 
 def _tokenizer_from_vocab(folder: Path):
@@ -369,8 +413,10 @@ def save(model: UniGSModel, folder: str | Path, *, half: bool = False) -> Path:
 
     half=True stores fp16 weights (the shipped demo model: half the size; loading upcasts)."""
     folder = Path(folder)
-    for name, module in (("unet", model.unet), ("vae", model.vae), ("text_encoder", model.text_encoder)):
-        (copy.deepcopy(module).half() if half else module).save_pretrained(folder / name)
+    for name, module in (("unet", model.unet), ("vae", model.vae), ("text_encoder", model.text_encoder),
+                         (TINY_VAE, model.tiny_vae)):
+        if module is not None:
+            (copy.deepcopy(module).half() if half else module).save_pretrained(folder / name)
     save_tokenizer_folder(model.tokenizer, folder / "tokenizer")
     (folder / "scheduler").mkdir(parents=True, exist_ok=True)
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(model.scheduler_config, indent=2))

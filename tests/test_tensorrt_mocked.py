@@ -93,8 +93,9 @@ def test_build_is_strongly_typed_for_fp16_atomic_and_recorded_after_each_plan(ti
     assert [c["tf32"] for c in fake_trt["configs"]] == [not fp16] * 4
     assert [len(s) for s in seen] == [1, 2, 3, 4]  # the manifest knows every plan as soon as it exists
     data = json.loads((engine / "unigs.json").read_text())
-    assert data["engines"]["tensorrt"]["files"] == trt_build.PLAN
-    for plan in trt_build.PLAN.values():
+    core = {k: v for k, v in trt_build.PLAN.items() if not k.startswith("tiny_vae")}  # this engine has no tiny VAE
+    assert data["engines"]["tensorrt"]["files"] == core
+    for plan in core.values():
         assert (engine / plan).read_bytes().startswith(b"plan:")
         assert (engine / plan).stat().st_mode & 0o777 == 0o666 & ~_umask()
     assert (engine / "timing.cache").read_bytes() == b"cache"

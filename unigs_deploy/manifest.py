@@ -17,6 +17,7 @@ FORMAT = "unigs-engines"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "unigs.json"
 COMPONENTS = ("unet", "text_encoder", "vae_encoder", "vae_decoder")
+OPTIONAL_COMPONENTS = ("tiny_vae_encoder", "tiny_vae_decoder")  # an AutoencoderTiny, where one was exported
 
 
 class ManifestError(ValueError):
@@ -142,7 +143,7 @@ def _validate(data: dict, where: str | Path) -> None:
     missing = [c for c in COMPONENTS if c not in comps]
     if missing:
         raise ManifestError(f"{where} lacks components {', '.join(missing)}: the export was incomplete; export again")
-    for name in COMPONENTS:
+    for name in COMPONENTS + tuple(c for c in OPTIONAL_COMPONENTS if c in comps):
         for key in ("files", "inputs", "outputs"):
             if key not in comps[name]:
                 raise ManifestError(f"{where}: component {name} has no {key!r}")

@@ -38,8 +38,9 @@ class Result:
     settings: dict = field(default_factory=dict)
 
 
-_LOOP_ARGS = ("steps", "guidance", "seed", "eta", "scheduler", "spacing", "resolution", "decode_image", "progress",
-              "callback")
+_LOOP_ARGS = ("steps", "guidance", "seed", "eta", "scheduler", "spacing", "resolution", "decode_image", "tiny_vae",
+              "progress", "callback")
+TINY_VAE = ("off", "colormap", "all")  # where an exported AutoencoderTiny replaces the full VAE
 
 
 class UniGSPipeline:
@@ -93,10 +94,34 @@ class UniGSPipeline:
         std = np.exp(0.5 * np.clip(logvar, -30.0, 20.0))
         return ((mean + std * rng.standard_normal(mean.shape, dtype=np.float32)) * self.scaling).astype(np.float32)
 
-    def decode_latent(self, z: np.ndarray) -> np.ndarray:
-        """scaled latent (1, C, h, w) -> uint8 (H, W, 3)."""
-        x = self.components["vae_decoder"](latent_sample=(z / self.scaling).astype(np.float32))
+    def decode_latent(self, z: np.ndarray, *, tiny: bool = False) -> np.ndarray:
+        """scaled latent (1, C, h, w) -> uint8 (H, W, 3); tiny: through the AutoencoderTiny."""
+        if tiny:
+            x = self.components["tiny_vae_decoder"](latent_sample=np.ascontiguousarray(z, np.float32))
+        else:
+            x = self.components["vae_decoder"](latent_sample=(z / self.scaling).astype(np.float32))
         return palette.unit_to_colormap(x[0].transpose(1, 2, 0))
+
+    def encode_unit_tiny(self, unit: np.ndarray) -> np.ndarray:
+        """(H, W, 3) in [-1, 1] -> scaled latent through the AutoencoderTiny (deterministic)."""
+        x = np.ascontiguousarray(unit.transpose(2, 0, 1)[None], dtype=np.float32)
+        return self.components["tiny_vae_encoder"](sample=x).copy()
+
+    @property
+    def has_tiny_vae(self) -> bool:
+        return "tiny_vae_decoder" in self.components and "tiny_vae_encoder" in self.components
+
+    def _tiny_vae(self, given: str | None) -> str:
+        """Default: the tiny decoder for colormaps where the engine has one: the dichotomy decoder
+        only needs colours (measured on the demo model: docs/design.md)."""
+        if given is None:
+            return "colormap" if self.has_tiny_vae else "off"
+        if given not in TINY_VAE:
+            raise ValueError(f"tiny_vae must be one of {', '.join(TINY_VAE)}, not {given!r}")
+        if given != "off" and not self.has_tiny_vae:
+            raise ValueError(f"tiny_vae={given!r} needs an engine exported with a tiny VAE "
+                             "(unigs-export --tiny-vae DIR); use tiny_vae='off'")
+        return given
 
     def denoise(self, control: np.ndarray, mask: np.ndarray, cond: np.ndarray, uncond: np.ndarray | None,
                 task: str, *, steps: int, guidance: float, rng: np.random.Generator, eta: float = 0.0,
@@ -212,7 +237,8 @@ class UniGSPipeline:
     def _run(self, task: str, rgb: np.ndarray, regions: list[np.ndarray], prompt: str, notes: list, *,
              steps: int | None = None, guidance: float | None = None, seed: int = 0, eta: float | None = None,
              scheduler: str | None = None, spacing: str | None = None, resolution="native",
-             decode_image: bool | None = None, progress: bool = False, callback=None) -> Result:
+             decode_image: bool | None = None, tiny_vae: str | None = None, progress: bool = False,
+             callback=None) -> Result:
         """One task on an image (or colormap) and its regions at the input's size -> the result at that size."""
         spec = tasks.get(task)
         model = self.manifest.task_defaults.get(task, {})  # what was measured best for this model
@@ -224,6 +250,7 @@ class UniGSPipeline:
             float(default("eta", eta))
         scheduler, spacing = default("scheduler", scheduler), default("spacing", spacing)
         decode_image = spec.decodes_image if decode_image is None else bool(decode_image)
+        tiny_vae = self._tiny_vae(tiny_vae)
         if steps < 1:
             raise ValueError(f"steps must be at least 1, got {steps}")
         if not math.isfinite(guidance) or guidance < 1:
@@ -260,7 +287,7 @@ class UniGSPipeline:
         notes += [str(w.message) for w in caught]
         timings["text_encoder_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        control = self.encode_unit(control_unit, rng)
+        control = self.encode_unit_tiny(control_unit) if tiny_vae == "all" else self.encode_unit(control_unit, rng)
         timings["vae_encoder_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         z_img, z_cmap = self.denoise(control, self._latent_mask(mask), cond, uncond, task, steps=steps,
@@ -268,8 +295,8 @@ class UniGSPipeline:
                                      progress=progress, callback=callback)
         timings["denoise_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        colormap = self.decode_latent(z_cmap)[: work[0], : work[1]]
-        image = self.decode_latent(z_img)[: work[0], : work[1]] if decode_image else None
+        colormap = self.decode_latent(z_cmap, tiny=tiny_vae != "off")[: work[0], : work[1]]
+        image = self.decode_latent(z_img, tiny=tiny_vae == "all")[: work[0], : work[1]] if decode_image else None
         timings["vae_decoder_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         # specks are judged relative to the image: the default min_area is meant for 512x512
@@ -281,7 +308,7 @@ class UniGSPipeline:
                     "scheduler": scheduler, "spacing": sched.config["timestep_spacing"],
                     "resolution": str(resolution), "working_size": [int(work[1]), int(work[0])],
                     "guidance_applied": cfg, "unet_batch": 2 if cfg else 1,
-                    "decoded": ["colormap"] + (["image"] if decode_image else [])}
+                    "decoded": ["colormap"] + (["image"] if decode_image else []), "tiny_vae": tiny_vae}
         return Result(task, None if image is None else self._back(image, size, nearest=False),
                       self._back(colormap, size, nearest=True), self._back(labels, size, nearest=True),
                       timings=timings, notes=notes, settings=settings, latents=np.concatenate([z_img, z_cmap], axis=1))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..manifest import COMPONENTS, Manifest
+from ..manifest import COMPONENTS, OPTIONAL_COMPONENTS, Manifest
 from .base import Runner
 
 
@@ -55,7 +55,7 @@ def open_components(engine: str | Path, *, provider: str = "auto", threads: int 
         if not ov_backend.available():
             raise EngineError(ov_backend.MISSING)
         runners["unet"] = ov_backend.OvSession(manifest.folder / info["file"], threads=threads)
-    for name in COMPONENTS:
+    for name in COMPONENTS + tuple(c for c in OPTIONAL_COMPONENTS if c in manifest.components):
         if name in runners:
             continue
         plan = manifest.plan(name) if use_trt else None
