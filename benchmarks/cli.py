@@ -54,15 +54,18 @@ def decoder(json_path: str | None, quick: bool) -> None:
 @click.option("--engine", default="engines/unigs.onnx", show_default=True, type=click.Path(),
               help="The exported demo model.")
 @click.option("--images", default=100, show_default=True, help="Held-out images per task.")
-@click.option("--steps", default=25, show_default=True)
-@click.option("--guidance", default=3.0, show_default=True)
+@click.option("--steps", type=int, help="Denoising steps for every task [default: each task's default].")
+@click.option("--guidance", type=float, help="Guidance for every task [default: each task's default].")
+@click.option("--tiny-vae", type=click.Choice(["off", "colormap", "all"]), help="[default: the pipeline's].")
 @click.option("--threads", default=0, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results as JSON.")
-def quality(engine, images, steps, guidance, threads, json_path):
-    """The demo model on held-out shapes-world images: all four tasks, against the targets."""
+def quality(engine, images, steps, guidance, tiny_vae, threads, json_path):
+    """The demo model on held-out shapes-world images: all four tasks, against the targets, at the
+    pipeline's default settings unless told otherwise."""
     from . import quality as bench
 
-    _emit(bench.run(engine, n=images, steps=steps, guidance=guidance, threads=threads), json_path)
+    _emit(bench.run(engine, n=images, steps=steps, guidance=guidance, tiny_vae=tiny_vae, threads=threads),
+          json_path)
 
 
 @main.command()
@@ -108,13 +111,15 @@ def precision(engine, int8_file, size, batch, rounds, threads, json_path):
 @click.option("--rounds", default=2, show_default=True)
 @click.option("--images", default=40, show_default=True, help="Held-out images for the demo model's PQ.")
 @click.option("--threads", default=0, show_default=True)
+@click.option("--torch-eager/--no-torch-eager", default=True, show_default=True,
+              help="Also time torch eager (rebuilds the engine's torch model: as much memory again).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False))
-def fast(engine, demo_engine, fused_engine, size, rounds, images, threads, json_path):
+def fast(engine, demo_engine, fused_engine, size, rounds, images, threads, torch_eager, json_path):
     """A segmentation end to end: the 0.1 runtime defaults vs today's, side by side."""
     from . import fast as bench
 
-    _emit(bench.run(engine, demo_engine, fused_engine, size=size, rounds=rounds, images=images, threads=threads),
-          json_path)
+    _emit(bench.run(engine, demo_engine, fused_engine, size=size, rounds=rounds, images=images, threads=threads,
+                    torch_eager=torch_eager), json_path)
 
 
 @main.command()

@@ -5,7 +5,10 @@ and the demo model's segment PQ under each configuration (quality needs trained 
 0.1 ran segment with 25 DDIM steps (leading spacing), classifier-free guidance at batch 2 even
 though both prompts were empty, decoded the image latent as well as the colormap, and worked at
 the input's size. Today: the model's task defaults (manifest, else tasks.py), guidance only where
-it changes the result, the colormap alone decoded, the native resolution.
+it changes the result, the colormap alone decoded, the native resolution. Torch eager runs the
+same numpy loop on the torch modules (export/eager.py), rebuilt from the manifest's source. The
+tiny VAE rows need an engine exported with `--tiny-vae` (random for the sd15 shape: speed only;
+the demo model's own distilled one for quality).
 """
 
 from __future__ import annotations
@@ -24,13 +27,19 @@ from .common import machine
 # exactly the work 0.1 did for a prompt-less segmentation
 OLD = dict(prompt=" ", steps=25, scheduler="ddim", spacing="leading", guidance=7.5, resolution="input",
            decode_image=True)
-# name -> (pipeline variant, segment call)
+NEW = dict(prompt="", tiny_vae="off")
+# name -> (pipeline variant, segment call); a row runs where its variant (and tiny VAE) exists
 CONFIGS = {
     "0.1 defaults": ("onnxruntime", OLD),
-    "new defaults": ("onnxruntime", dict(prompt="")),
-    "new defaults, --optimize engine": ("fused", dict(prompt="")),
-    "new defaults, OpenVINO": ("openvino", dict(prompt="")),
-    "new defaults, int8 UNet (OpenVINO)": ("int8", dict(prompt="")),
+    "0.1 defaults, torch eager": ("torch", OLD),
+    "new defaults": ("onnxruntime", NEW),
+    "new defaults, --optimize engine": ("fused", NEW),
+    "new defaults, OpenVINO": ("openvino", NEW),
+    "new defaults, int8 UNet (OpenVINO)": ("int8", NEW),
+    "new defaults, tiny VAE colormap decode": ("onnxruntime", dict(NEW, tiny_vae="colormap")),
+    "new defaults, tiny VAE": ("onnxruntime", dict(NEW, tiny_vae="all")),
+    "new defaults, --optimize engine, tiny VAE": ("fused", dict(NEW, tiny_vae="all")),
+    "new defaults, int8 UNet, tiny VAE": ("int8", dict(NEW, tiny_vae="all")),
 }
 
 
@@ -39,13 +48,38 @@ def _segment(pipe, image, cfg: dict, seed: int):
     return pipe.segment(image, kw.pop("prompt"), seed=seed, **kw)
 
 
-def _pipelines(engine, fused_engine, threads: int) -> dict:
+def _torch_model(manifest):
+    """The torch model behind an engine, from its manifest's source, or None (not reproducible here)."""
+    from unigs_deploy import modeling
+
+    src = manifest.source
+    if src.get("kind") == "random":
+        return modeling.build(src["scale"], task_embedding=manifest.model.task_embedding, seed=src["seed"])
+    if src.get("kind") == "diffusers" and src.get("path"):
+        from pathlib import Path
+
+        if Path(src["path"]).is_dir():
+            return modeling.load(src["path"])
+    return None
+
+
+def _pipelines(engine, fused_engine, threads: int, torch_eager: bool = True) -> dict:
     """The pipeline variants this engine allows (int8 only where the export made one)."""
     from unigs_deploy.backends import openvino as ov_backend
     from unigs_deploy.manifest import Manifest
     from unigs_deploy.pipeline import UniGSPipeline
 
     pipes = {"onnxruntime": UniGSPipeline.from_engine(engine, threads=threads)}
+    if torch_eager:
+        import torch
+
+        from unigs_deploy.export import eager
+
+        if threads:
+            torch.set_num_threads(threads)
+        model = _torch_model(Manifest.load(engine))
+        if model is not None:
+            pipes["torch"] = eager.pipeline(model)
     if fused_engine:
         pipes["fused"] = UniGSPipeline.from_engine(fused_engine, threads=threads)
     if ov_backend.available():
@@ -55,9 +89,15 @@ def _pipelines(engine, fused_engine, threads: int) -> dict:
     return pipes
 
 
-def speed(engine, fused_engine=None, *, size: int = 512, rounds: int = 2, threads: int = 0) -> dict:
-    pipes = _pipelines(engine, fused_engine, threads)
-    configs = {n: c for n, c in CONFIGS.items() if c[0] in pipes}
+def _runnable(pipes: dict) -> dict:
+    return {n: (v, c) for n, (v, c) in CONFIGS.items()
+            if v in pipes and (c.get("tiny_vae", "off") == "off" or pipes[v].has_tiny_vae)}
+
+
+def speed(engine, fused_engine=None, *, size: int = 512, rounds: int = 2, threads: int = 0,
+          torch_eager: bool = True) -> dict:
+    pipes = _pipelines(engine, fused_engine, threads, torch_eager)
+    configs = _runnable(pipes)
     image = held_out_example(0, size)[0]
     for variant, cfg in configs.values():  # warm-up: sessions, JIT, first-call allocations
         _segment(pipes[variant], image, {**cfg, "steps": 1}, 0)
@@ -79,7 +119,7 @@ def speed(engine, fused_engine=None, *, size: int = 512, rounds: int = 2, thread
 
 def quality(engine, *, n: int = 40, size: int = 64, threads: int = 0) -> dict:
     pipes = _pipelines(engine, None, threads)
-    configs = {k: c for k, c in CONFIGS.items() if c[0] in pipes}
+    configs = _runnable(pipes)
     pq = {name: [] for name in configs}
     for i in range(n):
         image, masks, *_ = held_out_example(i, size)
@@ -92,9 +132,9 @@ def quality(engine, *, n: int = 40, size: int = 64, threads: int = 0) -> dict:
 
 
 def run(engine, demo_engine, fused_engine=None, *, size: int = 512, rounds: int = 2, images: int = 40,
-        threads: int = 0) -> dict:
+        threads: int = 0, torch_eager: bool = True) -> dict:
     return {"benchmark": "fast", "machine": machine(threads=threads or None),
-            "speed": speed(engine, fused_engine, size=size, rounds=rounds, threads=threads),
+            "speed": speed(engine, fused_engine, size=size, rounds=rounds, threads=threads, torch_eager=torch_eager),
             "quality": quality(demo_engine, n=images, threads=threads) if demo_engine else None}
 
 

@@ -138,10 +138,15 @@ def test_steps_fast_and_memory_benchmarks_on_tiny_engines(tiny_engine, tmp_path)
                                     "--rounds", "2", "--images", "2", "--json", str(tmp_path / "f.json")])
     assert res.exit_code == 0, res.output
     fast = json.loads((tmp_path / "f.json").read_text())
-    old, new = (r["settings"] for r in fast["speed"]["rows"][:2])
+    rows = {r["config"]: r for r in fast["speed"]["rows"]}
+    old, new = rows["0.1 defaults"]["settings"], rows["new defaults"]["settings"]
     assert (old["steps"], old["unet_batch"], old["decoded"]) == (25, 2, ["colormap", "image"])
     assert (new["steps"], new["unet_batch"], new["decoded"], new["scheduler"]) == (1, 1, ["colormap"], "dpm++2m")
-    assert [r["config"] for r in fast["quality"]["rows"]][:2] == ["0.1 defaults", "new defaults"]
+    torch_row = rows["0.1 defaults, torch eager"]["settings"]  # the engine's torch model, rebuilt from its source
+    assert torch_row["unet_on"] == "torch eager (CPU)" and torch_row["steps"] == 25
+    assert not any("tiny VAE" in r for r in rows)  # this engine has none
+    assert [r["config"] for r in fast["quality"]["rows"]][:3] == ["0.1 defaults", "0.1 defaults, torch eager",
+                                                                  "new defaults"]
     assert "new defaults, OpenVINO" in [r["config"] for r in fast["speed"]["rows"]]  # openvino is a test extra
 
     res = CliRunner().invoke(main, ["memory", "--scale", "tiny", "--sizes", "32,64", "--no-exports", "--workdir",
