@@ -42,11 +42,15 @@ demo: $(VENV)/.runtime
 	$(VENV)/bin/unigs-demo --codec --out demo_out
 endif
 
-# Train the demo model from scratch (stage 1: its VAE, stage 2: the joint UNet + text encoder).
+# Train the demo model from scratch (stage 1: its VAE, 2: the joint UNet + text encoder, 3: one-step
+# segment/refer, 4: a tiny VAE distilled from stage 1's), then ship it with its measured task defaults.
 demo-model: $(VENV)/.dev
 	$(VENV)/bin/unigs-train configs/demo-vae.toml
 	$(VENV)/bin/unigs-train configs/demo.toml
-	$(PY) -m unigs_deploy.training.ship runs/demo/model
+	$(VENV)/bin/unigs-train configs/demo-onestep.toml
+	$(VENV)/bin/unigs-train configs/demo-tiny-vae.toml
+	$(PY) -m unigs_deploy.training.ship runs/demo-onestep/model --tiny-vae runs/demo-tiny-vae/model \
+		--task-defaults configs/demo-task-defaults.json
 
 test: $(VENV)/.dev
 	$(VENV)/bin/ruff check .

@@ -189,3 +189,71 @@ def test_an_image_with_300_entities_trains_with_the_largest_124(rng):
     source = data.ExampleSource(Crowded(), seed=0, task_ratios={"segment": 1})
     source.example(0, 0)
     assert Crowded.skipped["entities_folded_into_background"] == 300 - palette.MAX_ENTITIES
+
+
+def test_lr_schedules():
+    from unigs_deploy.training.trainer import _lr_factor
+
+    assert [_lr_factor(s, warm=4, total=10, cosine=False) for s in (0, 3, 9)] == [0.25, 1.0, 1.0]
+    cos = [_lr_factor(s, warm=4, total=10, cosine=True) for s in (3, 4, 7, 10, 12)]
+    assert cos[:2] == [1.0, 1.0] and cos[2] == pytest.approx(0.5) and cos[3:] == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.lr_schedule=linear", "constant or cosine"),
+    ("train.onestep_tasks=['segmnt']", "unknown task(s) segmnt"),
+    ("train.onestep_fraction=1.5", "onestep_fraction"),
+    ("train.stage=tinyvae", "unet, vae or tiny_vae"),
+])
+def test_new_training_options_are_checked(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_config(None, [override])
+
+
+def test_onestep_tasks_train_at_the_last_timestep(monkeypatch):
+    """Segment and refer examples see t = T - 1 (the trailing single step); the others any t."""
+    import torch
+
+    from unigs_deploy.training.trainer import Trainer
+
+    cfg = load_config(None, ["train.batch_size=16", "data.size=32", "train.onestep_tasks=['segment', 'refer']"])
+    trainer = Trainer(cfg, progress=False)
+    seen = {}
+
+    def spy(unet_input, timesteps, *a, **k):
+        seen["t"] = timesteps.clone()
+        raise StopIteration
+
+    monkeypatch.setattr(trainer.trained[0], "forward", spy)
+    with pytest.raises(StopIteration):
+        trainer.loss(0)
+    examples = [trainer.source.example(0, i) for i in range(16)]
+    onestep = torch.tensor([e.task in ("segment", "refer") for e in examples])
+    assert onestep.any() and (~onestep).any()
+    assert (seen["t"][onestep] == 999).all()
+    assert (seen["t"][~onestep] != 999).all()
+
+
+@pytest.mark.slow
+def test_curves_and_a_distilled_tiny_vae(tmp_path):
+    """eval_every writes held-out quality to curves.json; the tiny_vae stage distils an
+    AutoencoderTiny that the exported engine carries and the runtime uses."""
+    _train(tmp_path / "a", 4, "--set", "train.eval_every=2", "--set", "train.eval_images=2",
+           "--set", "train.log_every=2")
+    curves = json.loads((tmp_path / "a" / "curves.json").read_text())
+    assert [e["step"] for e in curves["eval"]] == [0, 2, 4]
+    assert all(0 <= e["segment_pq"] <= 1 and 0 <= e["refer_miou"] <= 1 for e in curves["eval"])
+    assert [s for s, _ in curves["loss"]] == [2, 4]
+    assert (tmp_path / "a" / "curves.png").stat().st_size > 1000
+
+    _train(tmp_path / "t", 4, "--set", "train.stage=tiny_vae", "--set", f"model.init={tmp_path / 'a' / 'model'}")
+    from unigs_deploy import modeling
+    from unigs_deploy.export.exporter import export_model
+    from unigs_deploy.pipeline import UniGSPipeline
+
+    model = modeling.load(tmp_path / "t" / "model")
+    assert model.tiny_vae is not None
+    manifest = export_model(model, tmp_path / "eng")
+    assert {"tiny_vae_encoder", "tiny_vae_decoder"} <= set(manifest.components)
+    res = UniGSPipeline.from_engine(tmp_path / "eng").segment(np.zeros((32, 32, 3), np.uint8), tiny_vae="all")
+    assert res.settings["tiny_vae"] == "all"

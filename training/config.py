@@ -29,7 +29,9 @@ DEFAULTS = {
         "max_entities": 4,
     },
     "train": {
-        "stage": "unet",  # unet | vae (the demo model's own VAE, trained first)
+        # unet | vae (the demo model's own VAE, trained first) | tiny_vae (an AutoencoderTiny distilled
+        # from the model's VAE: fast encode/decode, `unigs-export` exports it as tiny_vae_*)
+        "stage": "unet",
         "steps": 100,
         "batch_size": 4,
         "lr": 1e-4,
@@ -47,6 +49,13 @@ DEFAULTS = {
         "log_every": 10,
         "output": "runs/unigs",
         "tasks": {"inpaint": 0.3, "synthesize": 0.3, "refer": 0.2, "segment": 0.2},
+        "lr_schedule": "constant",  # constant | cosine (to 0 at train.steps), both after warmup_steps
+        # one-step mode (Garcia et al. 2024): these tasks train at the trailing single step t = T - 1,
+        # where an x0-predicting model's output is the answer (what the 1-step default runs)
+        "onestep_tasks": [],
+        "onestep_fraction": 1.0,  # share of those tasks' examples drawn at t = T - 1 (the rest: any t)
+        "eval_every": 0,  # held-out segment PQ / refer mIoU through the product pipeline every N steps
+        "eval_images": 24,
     },
 }
 
@@ -79,9 +88,18 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
         key, value = item.split("=", 1)
         section, name = key.split(".", 1)
         _merge(cfg, {section: {name: _parse_value(value)}}, "--set")
-    ratios = cfg["train"]["tasks"]
-    if not any(v > 0 for v in ratios.values()):
+    t = cfg["train"]
+    if t["stage"] not in ("unet", "vae", "tiny_vae"):
+        raise ConfigError(f"train.stage must be unet, vae or tiny_vae, not {t['stage']!r}")
+    if not any(v > 0 for v in t["tasks"].values()):
         raise ConfigError("train.tasks gives no task a positive ratio")
+    if t["lr_schedule"] not in ("constant", "cosine"):
+        raise ConfigError(f"train.lr_schedule must be constant or cosine, not {t['lr_schedule']!r}")
+    unknown = set(t["onestep_tasks"]) - set(DEFAULTS["train"]["tasks"])
+    if unknown:
+        raise ConfigError(f"train.onestep_tasks: unknown task(s) {', '.join(sorted(unknown))}")
+    if not 0.0 <= t["onestep_fraction"] <= 1.0:
+        raise ConfigError(f"train.onestep_fraction must be in [0, 1], not {t['onestep_fraction']}")
     return cfg
 
 

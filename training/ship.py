@@ -1,27 +1,40 @@
-"""Copy a trained model into the package as the shipped demo model (fp16 safetensors)."""
+"""Copy a trained model into the package as the shipped demo model (fp16 safetensors).
+
+`python -m unigs_deploy.training.ship MODEL_DIR [--tiny-vae DIR] [--task-defaults FILE]`: the tiny
+VAE is taken from another run's model folder (it depends on the VAE only, which later stages keep);
+task defaults are the per-task settings measured best for this model (unigs-bench steps).
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
 import shutil
-import sys
 from pathlib import Path
 
 from unigs_deploy import modeling
 
 
-def ship(model_dir: str | Path) -> Path:
+def ship(model_dir: str | Path, *, tiny_vae: str | Path | None = None, task_defaults: str | Path | None = None,
+         extra_files: tuple = ()) -> Path:
     model = modeling.load(model_dir)
+    if tiny_vae:
+        tiny = Path(tiny_vae)
+        model.tiny_vae = modeling.load_tiny_vae(tiny / modeling.TINY_VAE if (tiny / modeling.TINY_VAE).is_dir()
+                                                else tiny, model.vae)
+    if task_defaults:
+        model.task_defaults = json.loads(Path(task_defaults).read_text())
     dest = modeling.demo_weights_dir()
     tmp = dest.with_name(".demo-tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     modeling.save(model, tmp, half=True)
     info = Path(model_dir) / "training.json"
     if info.is_file():
-        import json
-
         data = json.loads(info.read_text())
         (tmp / "training.json").write_text(json.dumps({"config": data["config"], "steps": data["steps"],
                                                        "final_loss": sum(data["losses"][-50:]) / 50}, indent=1))
+    for f in extra_files:  # e.g. the earlier stages' records
+        shutil.copy(f, tmp / Path(f).name)
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
@@ -30,4 +43,10 @@ def ship(model_dir: str | Path) -> Path:
 
 
 if __name__ == "__main__":
-    ship(sys.argv[1])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model_dir")
+    ap.add_argument("--tiny-vae", help="A model folder (or its tiny_vae/) holding the distilled AutoencoderTiny.")
+    ap.add_argument("--task-defaults", help="A task_defaults.json to ship with the model.")
+    ap.add_argument("--keep", nargs="*", default=(), help="Extra files to copy in (earlier stages' records).")
+    a = ap.parse_args()
+    ship(a.model_dir, tiny_vae=a.tiny_vae, task_defaults=a.task_defaults, extra_files=tuple(a.keep))

@@ -7,8 +7,10 @@ lr schedule and EMA, so `--resume` continues exactly like an uninterrupted run.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import math
 import shutil
 import time
 from pathlib import Path
@@ -64,6 +66,14 @@ def _batch_tensors(examples, dtype=torch.float32):
     return img, cmap, ctrl, mask, tasks
 
 
+def _lr_factor(step: int, *, warm: int, total: int, cosine: bool) -> float:
+    if step < warm:
+        return (step + 1) / warm
+    if not cosine:
+        return 1.0
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+
 class Trainer:
     def __init__(self, cfg: dict, *, resume: bool = False, progress: bool = True):
         from accelerate import Accelerator
@@ -83,6 +93,12 @@ class Trainer:
                                              max_entities=cfg["data"]["max_entities"])
         if self.stage == "vae":
             self.trained = [self.model.vae]
+        elif self.stage == "tiny_vae":
+            if self.model.tiny_vae is None:
+                from diffusers import AutoencoderTiny
+
+                self.model.tiny_vae = AutoencoderTiny(**modeling.tiny_vae_config(self.model.vae))
+            self.trained = [self.model.tiny_vae]
         else:
             self.trained = [self.model.unet] + ([self.model.text_encoder] if cfg["model"]["train_text_encoder"] else [])
         for m in (self.model.unet, self.model.vae, self.model.text_encoder):
@@ -93,8 +109,9 @@ class Trainer:
             self.model.unet.enable_gradient_checkpointing()
         params = [p for m in self.trained for p in m.parameters()]
         self.optimizer = torch.optim.AdamW(params, lr=t["lr"], weight_decay=t["weight_decay"])
-        warm = max(1, t["warmup_steps"])
-        self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warm))
+        self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, functools.partial(_lr_factor, warm=max(1, t["warmup_steps"]), total=t["steps"],
+                                              cosine=t["lr_schedule"] == "cosine"))
         from diffusers import DDPMScheduler
         from diffusers.training_utils import EMAModel
 
@@ -108,6 +125,7 @@ class Trainer:
         self.accelerator.register_for_checkpointing(self.ema)
         self.step = 0
         self.losses: list[float] = []
+        self.evals: list[dict] = []
         if resume:
             self._resume()
 
@@ -125,7 +143,8 @@ class Trainer:
             shutil.rmtree(tmp, ignore_errors=True)
         self.accelerator.save_state(str(tmp))
         if self.accelerator.is_main_process:
-            (tmp / "trainer.json").write_text(json.dumps({"step": self.step, "losses": self.losses}))
+            (tmp / "trainer.json").write_text(json.dumps({"step": self.step, "losses": self.losses,
+                                                          "evals": self.evals}))
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)
             for old in sorted(self._ckpt_dir().glob("step-*"))[:-2]:  # keep the last two
@@ -139,7 +158,7 @@ class Trainer:
             raise ValueError(f"--resume: no checkpoint in {self._ckpt_dir()}")
         self.accelerator.load_state(str(ckpts[-1]))
         state = json.loads((ckpts[-1] / "trainer.json").read_text())
-        self.step, self.losses = state["step"], state["losses"]
+        self.step, self.losses, self.evals = state["step"], state["losses"], state.get("evals", [])
         log.info("resumed from %s at step %d", ckpts[-1], self.step)
 
     # -------------------------------------------------------------- one step
@@ -162,11 +181,18 @@ class Trainer:
             z = dist.mean + dist.std * torch.randn(dist.mean.shape, generator=gen)
             rec = self.accelerator.unwrap_model(vae).decode(z).sample
             return torch.nn.functional.mse_loss(rec, x) + 1e-6 * dist.kl().mean()
+        if self.stage == "tiny_vae":
+            return self._tiny_vae_loss(torch.cat([img, cmap]), gen)
         z_img, z_cmap, z_ctrl = self._latent(img, gen), self._latent(cmap, gen), self._latent(ctrl, gen)
         m = torch.nn.functional.interpolate(mask, size=z_img.shape[-2:])  # nearest, as the runtime
         target_latent = torch.cat([z_img, z_cmap], 1)
         noise = torch.randn(target_latent.shape, generator=gen)
-        timesteps = torch.randint(0, self.noise_schedule.config.num_train_timesteps, (len(examples),), generator=gen)
+        last = self.noise_schedule.config.num_train_timesteps - 1
+        timesteps = torch.randint(0, last + 1, (len(examples),), generator=gen)
+        if t["onestep_tasks"]:
+            onestep = torch.tensor([e.task in t["onestep_tasks"] for e in examples])
+            onestep &= torch.rand(len(examples), generator=gen) < t["onestep_fraction"]
+            timesteps = torch.where(onestep, last, timesteps)
         noisy = self.noise_schedule.add_noise(target_latent, noise, timesteps)  # one timestep for both halves
         drop = torch.rand(len(examples), generator=gen) < t["cfg_dropout"]
         prompts = ["" if d else e.prompt for e, d in zip(examples, drop.tolist(), strict=True)]
@@ -181,6 +207,19 @@ class Trainer:
         if target is None:
             target = self.noise_schedule.get_velocity(target_latent, noise, timesteps)
         return torch.nn.functional.mse_loss(pred, target)
+
+    def _tiny_vae_loss(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Distillation into the UNet's latent space (TAESD's recipe, without its adversarial term):
+        the encoder regresses the VAE's scaled latent mean; the decoder maps the VAE's sampled
+        latents (what the UNet learned to produce) back to the pixels."""
+        tiny = self.accelerator.unwrap_model(self.trained[0])
+        z = self._latent(x, gen)
+        with torch.no_grad():
+            mean = self.model.vae.encode(x).latent_dist.mean * self.model.vae.config.scaling_factor
+        sf = tiny.config.scaling_factor
+        enc = torch.nn.functional.mse_loss(tiny.encoder(x) * sf, mean)
+        dec = torch.nn.functional.mse_loss(tiny.decoder(z / sf), x)
+        return enc + dec
 
     def _tokenize(self, prompts) -> np.ndarray:
         if not hasattr(self, "_tok"):
@@ -205,6 +244,8 @@ class Trainer:
         t = self.cfg["train"]
         bar = tqdm(total=t["steps"], initial=self.step, disable=not self.progress, unit="step", desc="training")
         t0, seen = time.perf_counter(), 0
+        if t["eval_every"] and not self.evals and self.accelerator.is_main_process:
+            self.evals.append(self.evaluate())  # where the curve starts
         try:
             while self.step < t["steps"]:
                 with self.accelerator.accumulate(*self.trained):
@@ -228,6 +269,11 @@ class Trainer:
                     self.save_checkpoint()
                 if t["sample_every"] and self.step % t["sample_every"] == 0 and self.accelerator.is_main_process:
                     self.write_samples()
+                if t["eval_every"] and self.step % t["eval_every"] == 0 and self.accelerator.is_main_process:
+                    self.evals.append(self.evaluate())
+                    bar.write(f"step {self.step}: " + ", ".join(f"{k} {v:.3f}" for k, v in self.evals[-1].items()
+                                                                 if k != "step"))
+                    self.write_curves()
         except KeyboardInterrupt:
             bar.close()
             path = self.save_checkpoint()
@@ -236,6 +282,12 @@ class Trainer:
         bar.close()
         if self.step % max(1, t["checkpoint_every"]) != 0:
             self.save_checkpoint()
+        if self.accelerator.is_main_process:
+            self.write_curves()
+            if self.evals or self.losses:
+                from .curves import plot
+
+                plot(self.out / "curves.json", self.out / "curves.png", title=f"{self.out.name}: {self.stage} stage")
         return self.export_model()
 
     def final_model(self) -> modeling.UniGSModel:
@@ -246,10 +298,13 @@ class Trainer:
         self.ema.copy_to(module.parameters())
         model = modeling.UniGSModel(self.model.unet, self.model.vae, self.model.text_encoder, self.model.tokenizer,
                                     self.model.scheduler_config, {"kind": "trained", "config": self.cfg,
-                                                                  "steps": self.step})
+                                                                  "steps": self.step},
+                                    self.model.task_defaults, self.model.tiny_vae)
         if self.stage == "vae":
             model.vae = module
             model.vae.register_to_config(scaling_factor=self._latent_scale(module))
+        elif self.stage == "tiny_vae":
+            model.tiny_vae = module
         else:
             model.unet = module
             if len(self.trained) > 1:
@@ -281,6 +336,43 @@ class Trainer:
             tmp.rename(final)
         self.accelerator.wait_for_everyone()
         return final
+
+    # -------------------------------------------------------------- curves
+
+    EVAL_SETTINGS = {"steps": 1, "scheduler": "dpm++2m", "spacing": "trailing"}
+
+    def evaluate(self) -> dict:
+        """Held-out segment PQ and refer mIoU of the EMA model through the product pipeline (its
+        schedulers, guidance rule and decoder) at one trailing step. Held-out images 5000.. (seeds
+        15000..): neither training's stream nor unigs-bench quality's (10000..)."""
+        from unigs_deploy import metrics
+        from unigs_deploy.export import eager
+        from unigs_deploy.labels import masks_to_labels
+        from unigs_deploy.synthetic.shapes import held_out_example
+
+        if self.stage == "vae":
+            return {"step": self.step}
+        pipe = eager.pipeline(self.final_model())
+        settings = dict(self.EVAL_SETTINGS, tiny_vae="all" if self.stage == "tiny_vae" else "off")
+        pq, iou = [], []
+        for i in range(self.cfg["train"]["eval_images"]):
+            image, masks, captions, region, j = held_out_example(5000 + i, self.cfg["data"]["size"])
+            res = pipe.segment(image, seed=i, **settings)
+            pq.append(metrics.panoptic_quality(res.labels, masks_to_labels(masks, background=len(masks) + 1))["pq"])
+            m = pipe.refer(image, region, captions[j], seed=i, **settings).mask
+            union = np.logical_or(m, masks[j]).sum()
+            iou.append(float(np.logical_and(m, masks[j]).sum() / union) if union else 0.0)
+        return {"step": self.step, "segment_pq": float(np.mean(pq)), "refer_miou": float(np.mean(iou))}
+
+    def write_curves(self) -> Path:
+        """<output>/curves.json: loss (mean per log_every steps) and the held-out evaluations."""
+        from unigs_deploy.io import write_json
+
+        n = max(1, self.cfg["train"]["log_every"])
+        loss = [[k + n, float(np.mean(self.losses[k:k + n]))] for k in range(0, len(self.losses) - n + 1, n)]
+        return write_json(self.out / "curves.json", {"loss": loss, "eval": self.evals,
+                                                     "eval_settings": self.EVAL_SETTINGS,
+                                                     "eval_images": self.cfg["train"]["eval_images"]})
 
     def write_samples(self) -> Path:
         """A sheet of the four tasks on fixed held-out examples, sampled with the EMA model."""
