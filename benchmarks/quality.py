@@ -2,7 +2,8 @@
 through the exported ONNX engines and the lean runtime.
 
 Held-out images come from a seed stream training never draws from (training: [0, index];
-here: [10_000 + i]). Metrics: segment PQ and class-agnostic mask AP (pycocotools COCOeval with
+here: [10_000 + i]). Metrics: segment PQ (dataset level: sums over all images, as panopticapi and
+`unigs-eval` compute it) and class-agnostic mask AP (pycocotools COCOeval with
 every category set to 1); refer mean IoU; inpaint IoU of the generated entity with the region's
 entity, colour and shape-kind match (unigs_deploy.detect); synthesize PQ of segmenting the
 synthesized image against the input colormap's entities.
@@ -14,12 +15,32 @@ import time
 
 import numpy as np
 
-from unigs_deploy import metrics, palette
+from unigs_deploy import palette
 from unigs_deploy.labels import masks_to_labels
 from unigs_deploy.synthetic.shapes import held_out_example
 
 from . import detect
 from .common import machine
+
+
+def _add(acc, pred: np.ndarray, truth: np.ndarray) -> None:
+    """One image into a dataset-level PQ (unigs_deploy.evaluation, as unigs-eval scores)."""
+    from unigs_deploy.evaluation.panoptic import labels_to_panoptic
+
+    acc.add(*labels_to_panoptic(truth), *labels_to_panoptic(pred))
+
+
+def segment_pq(engine, *, n: int = 100, size: int = 64, threads: int = 0, **kw) -> float:
+    """Dataset-level segment PQ on held-out images 0..n-1 (seed = index) at the task's defaults."""
+    from unigs_deploy.evaluation.panoptic import PQAccumulator
+    from unigs_deploy.pipeline import UniGSPipeline
+
+    pipe = UniGSPipeline.from_engine(engine, threads=threads)
+    acc = PQAccumulator()
+    for i in range(n):
+        image, masks, *_ = held_out_example(i, size)
+        _add(acc, pipe.segment(image, seed=i, **kw).labels, _truth(masks, with_background=True))
+    return acc.result()["all"]["pq"]
 
 
 def _truth(masks, with_background: bool) -> np.ndarray:
@@ -70,33 +91,42 @@ def _iou(a, b) -> float:
     return float(np.logical_and(a, b).sum() / u) if u else 0.0
 
 
-def run(engine, *, n: int = 100, steps: int = 25, guidance: float = 3.0, size: int = 64, threads: int = 0) -> dict:
+def run(engine, *, n: int = 100, steps: int | None = None, guidance: float | None = None, tiny_vae: str | None = None,
+        size: int = 64, threads: int = 0) -> dict:
+    """steps / guidance / tiny_vae None: each task's defaults (the model's manifest, else tasks.py)."""
     from tqdm.auto import tqdm
 
+    from unigs_deploy.evaluation.panoptic import PQAccumulator
     from unigs_deploy.pipeline import UniGSPipeline
 
     pipe = UniGSPipeline.from_engine(engine, threads=threads)
-    seg_pq, seg_preds, seg_truths, refer_iou, inp_iou, inp_colour, inp_kind, syn_pq = [], [], [], [], [], [], [], []
+    seg_acc, syn_acc = PQAccumulator(), PQAccumulator()
+    seg_preds, seg_truths, refer_iou, inp_iou, inp_colour, inp_kind = [], [], [], [], [], []
     times = {t: [] for t in ("segment", "refer", "inpaint", "synthesize")}
+    used = {}  # the settings each task ran with
+
+    def keep(res):
+        used[res.task] = {k: res.settings[k] for k in ("steps", "scheduler", "spacing", "guidance", "tiny_vae")}
+        return res
     for i in tqdm(range(n), desc="quality", unit="image"):
         image, masks, captions, region, j = held_out_example(i, size)
-        kw = dict(steps=steps, guidance=guidance, seed=i)
+        kw = dict(steps=steps, guidance=guidance, tiny_vae=tiny_vae, seed=i)
 
         t0 = time.perf_counter()
-        res = pipe.segment(image, **kw)
+        res = keep(pipe.segment(image, **kw))
         times["segment"].append(time.perf_counter() - t0)
         truth = _truth(masks, with_background=True)
-        seg_pq.append(metrics.panoptic_quality(res.labels, truth)["pq"])
+        _add(seg_acc, res.labels, truth)
         seg_preds.append(res.labels)
         seg_truths.append(truth)
 
         t0 = time.perf_counter()
-        res = pipe.refer(image, region, captions[j], **kw)
+        res = keep(pipe.refer(image, region, captions[j], **kw))
         times["refer"].append(time.perf_counter() - t0)
         refer_iou.append(_iou(res.mask, masks[j]))
 
         t0 = time.perf_counter()
-        res = pipe.inpaint(image, [(region, captions[j])], **kw)
+        res = keep(pipe.inpaint(image, [(region, captions[j])], **kw))
         times["inpaint"].append(time.perf_counter() - t0)
         ids = np.unique(res.labels[region & (res.labels > 0)])
         if ids.size:
@@ -112,23 +142,25 @@ def run(engine, *, n: int = 100, steps: int = 25, guidance: float = 3.0, size: i
 
         t0 = time.perf_counter()
         cmap = palette.encode_colormap(masks)
-        res = pipe.synthesize(cmap, ", ".join(captions), **kw)
+        res = keep(pipe.synthesize(cmap, ", ".join(captions), **kw))
         seg = pipe.segment(res.image, **kw)
         times["synthesize"].append(time.perf_counter() - t0)
-        syn_pq.append(metrics.panoptic_quality(seg.labels, _truth(masks, with_background=True))["pq"])
+        _add(syn_acc, seg.labels, _truth(masks, with_background=True))
 
     rows = [
-        {"task": "segment", "metric": "PQ", "value": float(np.mean(seg_pq)), "target": 0.80},
+        {"task": "segment", "metric": "PQ", "value": seg_acc.result()["all"]["pq"], "target": 0.80},
         {"task": "segment", "metric": "mask AP (class-agnostic)", "value": mask_ap(seg_preds, seg_truths),
          "target": 0.60},
         {"task": "refer", "metric": "mIoU", "value": float(np.mean(refer_iou)), "target": 0.75},
         {"task": "inpaint", "metric": "region IoU", "value": float(np.mean(inp_iou)), "target": 0.60},
         {"task": "inpaint", "metric": "colour match", "value": float(np.mean(inp_colour)), "target": 0.80},
         {"task": "inpaint", "metric": "shape-kind match", "value": float(np.mean(inp_kind)), "target": 0.60},
-        {"task": "synthesize", "metric": "PQ (segmented back)", "value": float(np.mean(syn_pq)), "target": 0.60},
+        {"task": "synthesize", "metric": "PQ (segmented back)", "value": syn_acc.result()["all"]["pq"],
+         "target": 0.60},
     ]
     for r in rows:
         r["met"] = r["value"] >= r["target"]
     return {"benchmark": "quality", "machine": machine(threads=threads or None), "images": n, "size": size,
-            "steps": steps, "guidance": guidance, "engine": str(engine), "rows": rows,
+            "steps": steps, "guidance": guidance, "tiny_vae": tiny_vae, "settings": used, "engine": str(engine),
+            "rows": rows,
             "seconds_per_image": {k: float(np.mean(v)) for k, v in times.items()}}
