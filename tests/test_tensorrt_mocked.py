@@ -7,6 +7,7 @@ import os
 import sys
 import types
 
+import numpy as np
 import pytest
 
 pytest.importorskip("torch")
@@ -137,3 +138,38 @@ def test_out_of_profile_input_names_the_range():
     assert msg == ("unigs.plan: input sample has shape 2x13x240x135, outside the engine's profile 1x13x32x32 .. "
                    "4x13x96x96: use --resolution native (or an N inside the range), or rebuild with unigs-export "
                    "--from-onnx DIR --trt --height MIN:OPT:MAX --width MIN:OPT:MAX")
+
+
+class _AsTensorRT:
+    """An onnxruntime runner that says it is TensorRT (what the pipeline's profile fitting reads)."""
+
+    provider = "TensorRT"
+
+    def __init__(self, runner):
+        self.runner, self.inputs = runner, runner.inputs
+
+    def __call__(self, **feed):
+        return self.runner(**feed)
+
+    def close(self):
+        pass
+
+
+def test_working_sizes_are_fitted_to_the_tensorrt_profile(tiny_pipe):
+    import dataclasses
+
+    from unigs_deploy.pipeline import UniGSPipeline
+
+    manifest = dataclasses.replace(tiny_pipe.manifest, engines={"tensorrt": {
+        "files": {}, "height": [64, 96, 128], "width": [64, 96, 128], "batch": [1, 2, 4]}})
+    comps = dict(tiny_pipe.components, unet=_AsTensorRT(tiny_pipe.components["unet"]))
+    pipe = UniGSPipeline(comps, manifest, tiny_pipe.tokenizer)
+    assert pipe.working_size((1080, 1920), 1920) == ((72, 128), "1920 px, fitted to the TensorRT profile")
+    assert pipe.working_size((30, 40), 40)[0] == (64, 86)
+    assert pipe.working_size((100, 120), 120) == ((100, 120), "120 px")  # inside: unchanged
+    assert pipe.working_size((3000, 40), "input") == ((3000, 40), "input")  # as asked: the session names the range
+    with pytest.raises(ValueError, match="cannot fit the TensorRT engines' profile"):
+        pipe.working_size((1000, 40), 1000)
+    res = pipe.segment(np.zeros((300, 500, 3), np.uint8), steps=1, resolution=500)
+    assert res.settings["working_size"] == [128, 76] and res.labels.shape == (300, 500)
+    assert tiny_pipe.working_size((1080, 1920), 1920)[0] == (1080, 1920)  # not TensorRT: no fitting

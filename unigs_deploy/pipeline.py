@@ -187,7 +187,32 @@ class UniGSPipeline:
                 raise ValueError(f"resolution {side} is under the model's minimum of {self.multiple} px")
             why = f"{side} px"
         scale = side / max(h, w)
-        return (max(1, round(h * scale)), max(1, round(w * scale))), why
+        return self._fit_profile((max(1, round(h * scale)), max(1, round(w * scale))), why)
+
+    def _fit_profile(self, hw: tuple[int, int], why: str) -> tuple[tuple[int, int], str]:
+        """On TensorRT, scale a working size into the engines' optimisation profile (aspect kept),
+        so a photo of any size runs; --resolution input is left as asked (out of range: the
+        session's one-line error names the range)."""
+        trt = self.manifest.engines.get("tensorrt", {})
+        if self.components["unet"].provider != "TensorRT" or "height" not in trt:
+            return hw, why
+        m = self.multiple
+        (hmin, _, hmax), (wmin, _, wmax) = trt["height"], trt["width"]
+        hmax, wmax = hmax // m * m, wmax // m * m  # padding rounds up to the multiple
+        h, w = hw
+        if h > hmax or w > wmax:
+            s = min(hmax / h, wmax / w)
+            new = (max(1, math.floor(h * s)), max(1, math.floor(w * s)))
+        elif h < hmin or w < wmin:
+            s = max(hmin / h, wmin / w)
+            new = (math.ceil(h * s), math.ceil(w * s))
+        else:
+            return hw, why
+        if not (hmin <= -(-new[0] // m) * m <= hmax and wmin <= -(-new[1] // m) * m <= wmax):
+            raise ValueError(f"a {w}x{h} working size cannot fit the TensorRT engines' profile (width {wmin}-{wmax}, "
+                             f"height {hmin}-{hmax} px) at its aspect ratio: rebuild with unigs-export --from-onnx "
+                             "DIR --trt --height MIN:OPT:MAX --width MIN:OPT:MAX")
+        return new, f"{why}, fitted to the TensorRT profile"
 
     def _fit(self, rgb: np.ndarray, regions: list[np.ndarray], work: tuple[int, int], *, exact_colours: bool):
         """Resize to the working size and pad to the model's multiple (image: edge, masks: zeros)."""
