@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 PIP_INSTALL := $(PIP) install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo demo-model test test-fast lint bench capi clean
+.PHONY: demo demo-model test test-fast lint bench capi clean gpu-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,11 @@ test: $(VENV)/.dev
 test-fast: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -m "not slow"
+
+# On a machine with an NVIDIA GPU and TensorRT 10: build, check and time the TensorRT engines
+# (benchmarks/results/gpu-check.{json,md}). Elsewhere it says so in one line and succeeds.
+gpu-check: $(VENV)/.dev
+	@$(VENV)/bin/unigs-bench gpu-check; rc=$$?; [ $$rc -eq 3 ] || exit $$rc
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .

@@ -122,6 +122,30 @@ def fast(engine, demo_engine, fused_engine, size, rounds, images, threads, torch
                     torch_eager=torch_eager), json_path)
 
 
+@main.command("gpu-check")
+@click.option("--workdir", default="benchmarks/work/gpu", show_default=True, type=click.Path(path_type=Path))
+@click.option("--scales", default="tiny,sd15", show_default=True)
+@click.option("--json", "json_path", default="benchmarks/results/gpu-check.json", show_default=True,
+              type=click.Path(dir_okay=False))
+@click.option("--report", "report_path", default="benchmarks/results/gpu-check.md", show_default=True,
+              type=click.Path(dir_okay=False))
+def gpu_check(workdir, scales, json_path, report_path):
+    """On an NVIDIA GPU: build fp32/fp16 TensorRT engines (tiny, sd15), check all four tasks against
+    onnxruntime, the profile limits, and time a UNet step. Elsewhere: one line, exit code 3."""
+    from . import gpu_check as check
+
+    try:
+        result = check.run(workdir, scales=tuple(s for s in scales.split(",") if s), log=click.echo)
+    except check.NeedsGPU as e:
+        click.echo(f"unigs-bench gpu-check: skipped: {e}", err=True)
+        sys.exit(check.NO_GPU_EXIT)
+    _emit(result, json_path)
+    io.write_bytes(report_path, (check.render(result) + "\n").encode())
+    click.echo(f"wrote {report_path}")
+    if not result["ok"]:
+        sys.exit(1)
+
+
 @main.command()
 @click.option("--scale", default="sd15", show_default=True, type=SCALES)
 @click.option("--sizes", default="512,768,1024", show_default=True, help="Image sides of the UNet step.")

@@ -123,7 +123,14 @@ def precision(r: dict) -> str:
     return render(r)
 
 
-RENDER = {"precision": precision, "fast": fast, "memory": memory, "steps": steps, "decoder": decoder, "capi": capi,
+def gpu_check(r: dict) -> str:
+    from .gpu_check import render
+
+    return render(r)
+
+
+RENDER = {"gpu-check": gpu_check,
+          "precision": precision, "fast": fast, "memory": memory, "steps": steps, "decoder": decoder, "capi": capi,
           "table1": table1, "backends": backends, "components": components, "scaling": scaling, "quality": quality}
 TITLES = {"table1": "Table 1 on our machinery", "backends": "One UNet step and a whole image, per backend",
           "scaling": "Cost vs resolution and steps", "components": "Where one run's time goes",

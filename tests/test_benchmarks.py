@@ -155,3 +155,28 @@ def test_steps_fast_and_memory_benchmarks_on_tiny_engines(tiny_engine, tmp_path)
     mem = json.loads((tmp_path / "m.json").read_text())
     assert len(mem["step_rows"]) == 4 and all(r["peak_rss_mb"] > 0 for r in mem["step_rows"])
     assert "Peak RSS ~ pixels^k" in res.output
+
+
+def test_gpu_check_says_in_one_line_that_it_needs_a_gpu():
+    from click.testing import CliRunner
+
+    from unigs_deploy.benchmarks.cli import main
+
+    res = CliRunner().invoke(main, ["gpu-check", "--workdir", "unused"])
+    if res.exit_code != 3:
+        pytest.skip("tensorrt imports here: gpu-check runs for real (make gpu-check)")
+    assert res.output.strip().count("\n") == 0 and "needs an NVIDIA GPU" in res.output
+
+
+def test_gpu_check_parts_run_here_up_to_the_gpu(tiny_pipe):
+    """What gpu-check does with the engines, on onnxruntime in TensorRT's place."""
+    from unigs_deploy.benchmarks import gpu_check
+
+    rows = gpu_check.compare(tiny_pipe, tiny_pipe, sizes=((32, 32), (32, 48)), precision="fp16", steps=1)
+    assert [(r["task"], r["size"]) for r in rows][:4] == [(t, "32x32") for t in gpu_check.TASKS] and len(rows) == 8
+    assert all(r["ok"] and r["max_abs_error"] == 0.0 and r["label_pq_vs_reference"] == 1.0 for r in rows)
+    timing = gpu_check.time_unet({"a": tiny_pipe, "b": tiny_pipe}, size=32, rounds=2)
+    assert [t["runtime"] for t in timing] == ["a", "b"] and all(t["median_s"] > 0 for t in timing)
+    text = gpu_check.render({"rows": rows, "out_of_range": [], "timing": timing, "tolerance": gpu_check.TOLERANCE,
+                             "ok": True})
+    assert "| tiny" not in text and "all checks passed" in text and "labels PQ vs ref" in text
