@@ -122,6 +122,17 @@ def fast(engine, demo_engine, fused_engine, size, rounds, images, threads, torch
                     torch_eager=torch_eager), json_path)
 
 
+@main.command("stop-rules")
+@click.option("--layouts", default=200, show_default=True)
+@click.option("--size", default=512, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False))
+def stop_rules(layouts, size, json_path):
+    """The dichotomy decoder's split rule: this project's (centres) vs the paper's (spread)."""
+    from . import decoder
+
+    _emit(decoder.stop_rules(layouts, size), json_path)
+
+
 @main.command("gpu-check")
 @click.option("--workdir", default="benchmarks/work/gpu", show_default=True, type=click.Path(path_type=Path))
 @click.option("--scales", default="tiny,sd15", show_default=True)

@@ -187,3 +187,39 @@ def run(quick: bool = False) -> dict:
             "corruption": "noise sigma 8, 5x5 blur, JPEG 75, colour shift <= 12",
             "rows": rows, "cold_start_ms": cold_start(runs=1 if quick else 5),
             "robustness": robustness(n_layouts=20 if quick else 200)}
+
+
+STOP_RULES = [("centres", 32.0), ("spread", 8.0), ("spread", 12.0), ("spread", 16.0), ("spread", 24.0),
+              ("spread", 32.0)]
+
+
+def stop_rules(n_layouts: int = 200, size: int = 512, seed: int = 0) -> dict:
+    """The project's split rule (halves' centres >= threshold apart) against the paper's (mean
+    distance to the centre >= threshold) at several thresholds: mean PQ per corruption."""
+    corruptions = [("clean", dict(noise=0, blur=0, jpeg_quality=None, shift=0)), ("all (noise 8)", dict(noise=8)),
+                   ("all (noise 16)", dict(noise=16))]
+    rng = np.random.default_rng(seed)
+    layouts = []
+    for _ in range(n_layouts):
+        masks, _ = shapes.random_layout(rng, size, size, int(rng.integers(1, 41)))
+        layouts.append((palette.encode_colormap(masks), masks_to_labels(masks)))
+    rows = []
+    for name, kw in corruptions:
+        maps = [shapes.corrupt_colormap(cm, np.random.default_rng(i), **kw) for i, (cm, _) in enumerate(layouts)]
+        for stop, thr in STOP_RULES:
+            pq = [metrics.panoptic_quality(dichotomy.decode_colormap(m, stop=stop, threshold=thr), truth)
+                  for m, (_, truth) in zip(maps, layouts, strict=True)]
+            rows.append({"corruption": name, "stop": stop, "threshold": thr,
+                         "mean_pq": float(np.mean([p["pq"] for p in pq])),
+                         "fp_per_image": float(np.mean([p["fp"] for p in pq])),
+                         "fn_per_image": float(np.mean([p["fn"] for p in pq]))})
+    return {"benchmark": "stop-rules", "layouts": n_layouts, "size": size, "rows": rows}
+
+
+def render_stop_rules(r: dict) -> str:
+    from .common import markdown_table
+
+    return markdown_table(r["rows"], [("corruption", "corruption"), ("stop", "stop rule"), ("threshold", "threshold"),
+                                      ("mean_pq", "mean PQ"), ("fp_per_image", "FP / image"),
+                                      ("fn_per_image", "FN / image")]) + \
+        f"\n\n{r['layouts']} layouts of 1-40 entities at {r['size']}x{r['size']} (benchmarks/decoder.py)."

@@ -129,7 +129,13 @@ def gpu_check(r: dict) -> str:
     return render(r)
 
 
-RENDER = {"gpu-check": gpu_check,
+def stop_rules(r: dict) -> str:
+    from .decoder import render_stop_rules
+
+    return render_stop_rules(r)
+
+
+RENDER = {"gpu-check": gpu_check, "stop-rules": stop_rules,
           "precision": precision, "fast": fast, "memory": memory, "steps": steps, "decoder": decoder, "capi": capi,
           "table1": table1, "backends": backends, "components": components, "scaling": scaling, "quality": quality}
 TITLES = {"table1": "Table 1 on our machinery", "backends": "One UNet step and a whole image, per backend",

@@ -199,3 +199,27 @@ def test_out_receives_the_labels_and_the_count():
 def test_bad_out_is_one_clear_error(out):
     with pytest.raises(ValueError, match="out must be a writeable C-contiguous int32 array of shape"):
         dichotomy.decode_colormap(np.zeros((4, 4, 3), np.uint8), out=out)
+
+
+@settings(max_examples=40, deadline=None)
+@given(label_maps())
+def test_reference_equals_product_with_the_papers_stop_rule(lab):
+    ids = [k for k in np.unique(lab) if k]
+    masks = np.stack([lab == k for k in ids]) if ids else np.zeros((0,) + lab.shape, bool)
+    cm = palette.encode_colormap(masks)
+    kw = dict(min_area=0, stop="spread", threshold=8.0)
+    assert (reference.decode_colormap(cm, **kw) == dichotomy.decode_colormap(cm, **kw)).all()
+
+
+def test_the_papers_stop_rule_misses_a_small_entity_in_a_large_one():
+    """Why the default splits on the halves' distance: a 4-pixel entity barely moves the mean
+    distance of a 4,096-pixel cluster to its centre."""
+    masks = np.zeros((2, 64, 64), bool)
+    masks[0] = True
+    masks[1, 30:32, 30:32] = True
+    masks[0] &= ~masks[1]
+    cm = palette.encode_colormap(masks)
+    assert dichotomy.decode_colormap(cm, min_area=0).max() == 2
+    assert dichotomy.decode_colormap(cm, min_area=0, stop="spread", threshold=8.0).max() == 1
+    with pytest.raises(ValueError, match="stop must be one of centres, spread"):
+        dichotomy.decode_colormap(cm, stop="mean")

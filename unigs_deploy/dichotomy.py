@@ -30,6 +30,7 @@ from .labels import labels_to_masks  # noqa: F401  (public here too: the decoder
 DEFAULT_THRESHOLD = 32.0
 DEFAULT_MIN_AREA = 32
 DEFAULT_MAX_DEPTH = 32
+STOPS = {"centres": 0, "spread": 1}  # the split rule: this project's, the paper's
 _BG_LEVEL = 32.0  # a leaf whose every channel is under this snaps to black: the background
 _LLOYD_ITERS = 50
 _EDGE_TOL = 24
@@ -70,6 +71,7 @@ def decode_colormap(
     max_depth: int = DEFAULT_MAX_DEPTH,
     keep_background: bool = False,
     out: np.ndarray | None = None,
+    stop: str = "centres",
 ) -> np.ndarray:
     """Colormap (H, W, 3) uint8 -> label map (H, W) int32.
 
@@ -77,10 +79,13 @@ def decode_colormap(
     order of their first pixel. With `keep_background=True` (entity segmentation) every
     cluster, the black one too, is an entity and 0 does not occur. `min_area=0` keeps every
     cluster. `out`, a C-contiguous (H, W) int32 array, receives the labels without an
-    allocation (a caller's buffer, e.g. the C API's); it is returned.
+    allocation (a caller's buffer, e.g. the C API's); it is returned. `stop`: when a cluster
+    stops splitting: "centres" (its 2-means halves' centres closer than `threshold`, the
+    default) or "spread" (the paper's: its colours' mean distance to its centre under
+    `threshold`); measured against each other in docs/design.md.
     """
     return decode_colormap_counted(colormap, threshold=threshold, min_area=min_area, max_depth=max_depth,
-                                   keep_background=keep_background, out=out)[0]
+                                   keep_background=keep_background, out=out, stop=stop)[0]
 
 
 def warm_up() -> float:
@@ -97,12 +102,15 @@ def warm_up() -> float:
 
 
 def decode_colormap_counted(colormap, *, threshold=DEFAULT_THRESHOLD, min_area=DEFAULT_MIN_AREA,
-                            max_depth=DEFAULT_MAX_DEPTH, keep_background=False, out=None) -> tuple[np.ndarray, int]:
+                            max_depth=DEFAULT_MAX_DEPTH, keep_background=False, out=None,
+                            stop: str = "centres") -> tuple[np.ndarray, int]:
     """`decode_colormap` and the number of labels K, without a pass over the result to count them."""
     cm = _check(colormap, threshold, min_area, max_depth)
     out = _check_out(out, cm.shape[:2])
+    if stop not in STOPS:
+        raise ValueError(f"stop must be one of {', '.join(STOPS)}, not {stop!r}")
     k = _decode(cm, float(threshold), int(min_area), int(max_depth), bool(keep_background), out,
-                *_workspace(*cm.shape[:2]))
+                *_workspace(*cm.shape[:2]), STOPS[stop])
     return out, int(k)
 
 
@@ -244,8 +252,10 @@ def _nearest_to_bin(k, centres):
 
 
 @njit(cache=True, nogil=True, fastmath=_SUMS)
-def _split(pts, wts, idx, lo, hi, thr2, min_w):
-    """2-means of idx[lo:hi]; True and idx partitioned (side 0 first) -> mid, if spread >= thr."""
+def _split(pts, wts, idx, lo, hi, thr2, min_w, stop):
+    """2-means of idx[lo:hi]; True and idx partitioned (side 0 first) -> mid, if the cluster may
+    split: stop 0 (STOPS["centres"]) its halves' centres are >= thr apart, stop 1 ("spread",
+    the paper's rule) its colours' mean distance to its centre is >= thr."""
     m = hi - lo
     p0 = np.empty(m)
     p1 = np.empty(m)
@@ -261,6 +271,12 @@ def _split(pts, wts, idx, lo, hi, thr2, min_w):
     m0 = (pw * p0).sum() / sw
     m1 = (pw * p1).sum() / sw
     m2 = (pw * p2).sum() / sw
+    if stop == 1:
+        spread = 0.0
+        for t in range(m):
+            spread += pw[t] * np.sqrt((p0[t] - m0) ** 2 + (p1[t] - m1) ** 2 + (p2[t] - m2) ** 2)
+        if spread * spread < thr2 * sw * sw:
+            return -1
     # deterministic init, k-means++ made greedy: the bin with the largest weight * squared
     # distance from the centre, then the same from that one (a lone noisy bin cannot win)
     best = -1.0
@@ -281,7 +297,7 @@ def _split(pts, wts, idx, lo, hi, thr2, min_w):
         if d > best:
             best = d
             b = t
-    if diam < thr2:  # the spread cannot exceed the diameter
+    if stop == 0 and diam < thr2:  # the halves' distance cannot exceed the diameter
         return -1
     b0, b1, b2 = p0[b], p1[b], p2[b]
     s = np.full(m, np.int8(-1))
@@ -312,7 +328,7 @@ def _split(pts, wts, idx, lo, hi, thr2, min_w):
         b0, b1, b2 = y0 / s1, y1 / s1, y2 / s1
         if changed == 0:
             break
-    if (a0 - b0) ** 2 + (a1 - b1) ** 2 + (a2 - b2) ** 2 < thr2 or s0 < min_w or s1 < min_w:
+    if s0 < min_w or s1 < min_w or stop == 0 and (a0 - b0) ** 2 + (a1 - b1) ** 2 + (a2 - b2) ** 2 < thr2:
         return -1
     # stable partition: side 0 first
     tmp = idx[lo:hi].copy()
@@ -330,7 +346,7 @@ def _split(pts, wts, idx, lo, hi, thr2, min_w):
 
 
 @njit(cache=True, nogil=True)
-def _dichotomy(pts, wts, thr, max_depth, min_w):
+def _dichotomy(pts, wts, thr, max_depth, min_w, stop):
     """Depth-first splits; returns leaf centres (K, 3)."""
     m = pts.shape[0]
     idx = np.arange(m)
@@ -345,7 +361,7 @@ def _dichotomy(pts, wts, thr, max_depth, min_w):
         d = stack_d.pop()
         mid = -1
         if d < max_depth and hi - lo > 1:
-            mid = _split(pts, wts, idx, lo, hi, thr2, min_w)
+            mid = _split(pts, wts, idx, lo, hi, thr2, min_w, stop)
         if mid < 0:
             sw = 0.0
             c = np.zeros(3)
@@ -632,7 +648,7 @@ def _sample_step(h, w, min_area):
 
 
 @njit(cache=True, nogil=True)
-def _decode(cm, thr, min_area, max_depth, keep_background, out, acc, runs):
+def _decode(cm, thr, min_area, max_depth, keep_background, out, acc, runs, stop):
     """Labels into out (also the working label map); returns K. The rest are scratch arrays."""
     h, w, _ = cm.shape
     step = _sample_step(h, w, min_area)
@@ -641,7 +657,7 @@ def _decode(cm, thr, min_area, max_depth, keep_background, out, acc, runs):
     if ids.size == 0:  # nothing but edges (a fine checkerboard): let every pixel count
         _histogram(cm, 0, 1, acc)
         ids, pts, wts = _bin_points(acc)
-    centres = _refine(pts, wts, _dichotomy(pts, wts, thr, max_depth, max(min_area, 1.0)), thr)
+    centres = _refine(pts, wts, _dichotomy(pts, wts, thr, max_depth, max(min_area, 1.0), stop), thr)
     leaf_of_bin = np.full(32768, -1, np.int32)
     leaf_of_bin[ids] = _nearest(pts, centres)
     n = h * w

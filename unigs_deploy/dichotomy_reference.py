@@ -28,13 +28,15 @@ def decode_colormap(
     min_area: int = DEFAULT_MIN_AREA,
     max_depth: int = DEFAULT_MAX_DEPTH,
     keep_background: bool = False,
+    stop: str = "centres",
 ) -> np.ndarray:
     """The same algorithm on every pixel in plain numpy (+ OpenCV's connected components).
 
     Slow and plain, for tests. It clusters pixels where the product clusters histogram bins,
     so the two agree exactly on clean colormaps and closely on noisy ones.
     """
-    return decode_with_split(colormap, split_2means, threshold=threshold, min_area=min_area, max_depth=max_depth,
+    split = {"centres": split_2means, "spread": split_spread}[stop]
+    return decode_with_split(colormap, split, threshold=threshold, min_area=min_area, max_depth=max_depth,
                              keep_background=keep_background)
 
 
@@ -123,6 +125,14 @@ def split_2means(p: np.ndarray, score_w: np.ndarray, threshold: float, min_w: fl
     if ((a - b) ** 2).sum() < threshold**2 or new.sum() < min_w or (~new).sum() < min_w:
         return None
     return new
+
+
+def split_spread(p: np.ndarray, score_w: np.ndarray, threshold: float, min_w: float):
+    """The paper's stop rule: split (2-means) while the colours' mean distance to their centre is
+    at least `threshold`."""
+    if len(p) < 2 or np.sqrt(((p - p.mean(0)) ** 2).sum(1)).mean() < threshold:
+        return None
+    return split_2means(p, score_w, 0.0, min_w)
 
 
 def _refine_reference(p, centres, weights, threshold):
