@@ -257,3 +257,46 @@ def test_curves_and_a_distilled_tiny_vae(tmp_path):
     assert {"tiny_vae_encoder", "tiny_vae_decoder"} <= set(manifest.components)
     res = UniGSPipeline.from_engine(tmp_path / "eng").segment(np.zeros((32, 32, 3), np.uint8), tiny_vae="all")
     assert res.settings["tiny_vae"] == "all"
+
+
+def test_a_dataset_mix_serves_each_task_from_its_datasets(tmp_path):
+    """Two datasets per task (the paper's kind of split); examples are reproducible."""
+    from unigs_deploy.synthetic.coco import write_dataset
+    from unigs_deploy.training.trainer import _dataset
+
+    a = data.write_shapes_coco(tmp_path / "a", 6, size=32, seed=1)
+    b = data.write_shapes_coco(tmp_path / "b", 6, size=32, seed=2)
+    refs = write_dataset(tmp_path / "r", 4, 32)["refs_json"]
+    sets = ("--set", "data.size=32", "--set", "train.batch_size=2")
+    mix = (f"data.datasets=[{{name='a', kind='coco', annotations='{a}', tasks={{segment=1, inpaint=1}}}}, "
+           f"{{name='b', kind='coco', annotations='{b}', tasks={{segment=1, synthesize=1, refer=1}}}}, "
+           f"{{name='refs', kind='refer', annotations='{refs}', tasks={{refer=1}}}}]")
+    cfg = load_config(None, [s for s in sets if s != "--set"] + [mix])
+    mixed = _dataset(cfg)
+    assert [n for n, _, _ in mixed.named] == ["a", "b", "refs"]
+    np.testing.assert_allclose(mixed.by_task["refer"], [0, 0.5, 0.5])
+    source = data.ExampleSource(mixed, seed=0, task_ratios=cfg["train"]["tasks"])
+    seen = [source.example(s, i) for s in range(6) for i in range(4)]
+    assert {e.task for e in seen} == set(tasks.NAMES)
+    again = data.ExampleSource(_dataset(cfg), seed=0, task_ratios=cfg["train"]["tasks"])
+    assert all(np.array_equal(e.image, again.example(s, i).image) for (s, i), e in
+               zip([(s, i) for s in range(6) for i in range(4)], seen, strict=True))
+    refer_from_refs = [e for e in seen if e.task == "refer" and e.prompt in
+                       {r["sentence"] for r in json.loads(refs.read_text())["refs"]}]
+    assert refer_from_refs  # the refer JSON served some refer examples
+
+    # it trains and resumes exactly
+    full = _train(tmp_path / "m1", 4, "--set", mix)
+    _train(tmp_path / "m2", 2, "--set", mix, "--set", "train.checkpoint_every=2")
+    assert _train(tmp_path / "m2", 4, "--set", mix, "--set", "train.checkpoint_every=2", "--resume") == full
+
+
+@pytest.mark.parametrize("mix, message", [
+    ("data.datasets=[{kind='coco', tasks={segmnt=1}}]", "unknown task(s) segmnt"),
+    ("data.datasets=[{kind='coco', tasks={segment=1}, path='x'}]", "unknown key(s) path"),
+    ("data.datasets=[{kind='coco'}]", "needs kind and tasks"),
+    ("data.datasets=[{kind='coco', tasks={segment=1}}]", "no dataset in data.datasets serves inpaint, refer"),
+])
+def test_bad_mixes_are_one_clear_error(mix, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_config(None, [mix])

@@ -32,7 +32,7 @@ def main(config, overrides, resume, quiet):
     except KeyboardInterrupt:
         sys.exit(130)
     skipped = trainer.source.dataset.skipped
-    if any(skipped.values()):
+    if any(any(v.values()) if isinstance(v, dict) else v for v in skipped.values()):  # a mix: per dataset
         click.echo(f"skipped images: {skipped}")
     last = trainer.losses[-10:]
     click.echo(f"trained {trainer.step} steps, final loss {sum(last) / max(1, len(last)):.4f}; model saved to {out}")

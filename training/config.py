@@ -27,6 +27,10 @@ DEFAULTS = {
         "classes": "",  # openimages: class-descriptions CSV (LabelName, DisplayName), optional
         "size": 64,
         "max_entities": 4,
+        # a mix instead of one dataset: [[data.datasets]] tables, each with kind/annotations/images/...
+        # (as above), an optional name, and tasks = {task = weight}: the share of that task's
+        # examples it serves (configs/paper-mix.toml is the paper's split)
+        "datasets": [],
     },
     "train": {
         # unet | vae (the demo model's own VAE, trained first) | tiny_vae (an AutoencoderTiny distilled
@@ -88,6 +92,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
         key, value = item.split("=", 1)
         section, name = key.split(".", 1)
         _merge(cfg, {section: {name: _parse_value(value)}}, "--set")
+    _check_mix(cfg)
     t = cfg["train"]
     if t["stage"] not in ("unet", "vae", "tiny_vae"):
         raise ConfigError(f"train.stage must be unet, vae or tiny_vae, not {t['stage']!r}")
@@ -101,6 +106,33 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
     if not 0.0 <= t["onestep_fraction"] <= 1.0:
         raise ConfigError(f"train.onestep_fraction must be in [0, 1], not {t['onestep_fraction']}")
     return cfg
+
+
+DATASET_KEYS = {"name", "kind", "annotations", "images", "masks", "classes", "tasks"}
+
+
+def _check_mix(cfg: dict) -> None:
+    mix = cfg["data"]["datasets"]
+    if not isinstance(mix, list) or not all(isinstance(d, dict) for d in mix):
+        raise ConfigError("data.datasets must be [[data.datasets]] tables")
+    task_names = set(DEFAULTS["train"]["tasks"])
+    for k, d in enumerate(mix):
+        where = f"data.datasets[{k}] ({d.get('name', 'unnamed')})"
+        unknown = set(d) - DATASET_KEYS
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} "
+                              f"(known: {', '.join(sorted(DATASET_KEYS))})")
+        if "kind" not in d or not isinstance(d.get("tasks"), dict) or not d["tasks"]:
+            raise ConfigError(f"{where} needs kind and tasks = {{task = weight, ...}}")
+        bad = set(d["tasks"]) - task_names
+        if bad:
+            raise ConfigError(f"{where}: unknown task(s) {', '.join(sorted(bad))}")
+    if mix:
+        served = {t for d in mix for t, w in d["tasks"].items() if w > 0}
+        wanted = {t for t, r in cfg["train"]["tasks"].items() if r > 0}
+        if wanted - served:
+            raise ConfigError(f"no dataset in data.datasets serves {', '.join(sorted(wanted - served))}: give one "
+                              "a weight for it, or set its train.tasks ratio to 0")
 
 
 def _merge(cfg: dict, user: dict, where: str) -> None:

@@ -164,6 +164,63 @@ class OpenImagesEntities:
         return np.ascontiguousarray(img), np.stack(masks), caps
 
 
+class ReferExpressions:
+    """A refer JSON (RefCOCO-style records, the format `unigs-eval run --task refer` reads): each
+    item is one image with its referred entity and sentence as the only entity."""
+
+    def __init__(self, json_path: str | Path, images: str | Path | None = None, *, size: int = 128):
+        from unigs_deploy.evaluation.datasets import DataError, load_refs
+
+        try:
+            self.refs = load_refs(json_path)
+        except DataError as e:
+            raise ValueError(str(e)) from None
+        if not self.refs:
+            raise ValueError(f"{json_path} has no referring expressions")
+        self.root = Path(images) if images else Path(json_path).parent / "images"
+        self.size = size
+        self.skipped = {"no_entity": 0, "unreadable": 0}
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def load(self, index: int):
+        from unigs_deploy.evaluation.datasets import decode_segmentation
+
+        ref = self.refs[index % len(self.refs)]
+        img = cv2.imread(str(self.root / ref.file_name), cv2.IMREAD_COLOR)
+        if img is None:
+            self.skipped["unreadable"] += 1
+            return None
+        m = decode_segmentation(ref.target, ref.height, ref.width).astype(np.uint8)
+        img = cv2.resize(img[..., ::-1], (self.size, self.size), interpolation=cv2.INTER_AREA)
+        m = cv2.resize(m, (self.size, self.size), interpolation=cv2.INTER_NEAREST).astype(bool)
+        if m.sum() < 4:
+            self.skipped["no_entity"] += 1
+            return None
+        return np.ascontiguousarray(img), m[None], [ref.sentence]
+
+
+class Mix:
+    """Several datasets, each with a weight per task (the paper trains inpainting, synthesis and
+    referring on COCO + Open Images, entity segmentation on COCO + EntitySeg): `pick(task, rng)`
+    chooses the dataset an example of `task` comes from."""
+
+    def __init__(self, named: list[tuple[str, object, dict]]):
+        self.named = named
+        self.skipped: dict = {}
+        for name, ds, _ in named:
+            ds.skipped = self.skipped.setdefault(name, ds.skipped)
+        self.by_task = {}
+        for t in tasks.NAMES:
+            w = np.array([weights.get(t, 0.0) for _, _, weights in named], float)
+            if w.sum() > 0:
+                self.by_task[t] = w / w.sum()
+
+    def pick(self, task: str, rng: np.random.Generator):
+        return self.named[int(rng.choice(len(self.named), p=self.by_task[task]))][1]
+
+
 # ------------------------------------------------------------------ UniGS examples
 
 
@@ -219,6 +276,8 @@ class ExampleSource:
         self.p = p / p.sum()
 
     def example(self, step: int, i: int) -> Example:
+        if isinstance(self.dataset, Mix):
+            return self._mixed(step, i)
         for attempt in range(100):
             rng = np.random.default_rng([self.seed, step, i, self.rank, attempt])
             item = self.dataset.load(int(rng.integers(1 << 62)))
@@ -230,6 +289,21 @@ class ExampleSource:
                         skipped["entities_folded_into_background"] = (
                             skipped.get("entities_folded_into_background", 0) + folded)
                 task = self.tasks[int(rng.choice(len(self.tasks), p=self.p))]
+                return make_example(task, *item, rng, max_entities=self.max_entities)
+        raise RuntimeError("100 unreadable images in a row: check the dataset paths")
+
+    def _mixed(self, step: int, i: int) -> Example:
+        """The task first, then a dataset that serves it, then an item of that dataset."""
+        for attempt in range(100):
+            rng = np.random.default_rng([self.seed, step, i, self.rank, attempt])
+            task = self.tasks[int(rng.choice(len(self.tasks), p=self.p))]
+            dataset = self.dataset.pick(task, rng)
+            item = dataset.load(int(rng.integers(1 << 62)))
+            if item is not None:
+                folded = keep_largest(item[1], item[2])[2]
+                if folded:
+                    dataset.skipped["entities_folded_into_background"] = (
+                        dataset.skipped.get("entities_folded_into_background", 0) + folded)
                 return make_example(task, *item, rng, max_entities=self.max_entities)
         raise RuntimeError("100 unreadable images in a row: check the dataset paths")
 

@@ -28,6 +28,13 @@ log = logging.getLogger("unigs.train")
 
 def _dataset(cfg):
     d = cfg["data"]
+    if d["datasets"]:
+        named = []
+        for k, entry in enumerate(d["datasets"]):
+            one = {**{key: v for key, v in d.items() if key != "datasets"}, **entry}
+            named.append((entry.get("name", f"dataset {k + 1}"), _dataset({**cfg, "data": {**one, "datasets": []}}),
+                          entry["tasks"]))
+        return data_mod.Mix(named)
     if d["kind"] == "shapes":
         return data_mod.ShapesOnTheFly(d["size"], seed=cfg["train"]["seed"])
     if d["kind"] == "coco":
@@ -35,7 +42,9 @@ def _dataset(cfg):
     if d["kind"] == "openimages":
         return data_mod.OpenImagesEntities(d["annotations"], d["images"], d["masks"], d["classes"] or None,
                                            size=d["size"])
-    raise ValueError(f"data.kind must be shapes, coco or openimages, got {d['kind']!r}")
+    if d["kind"] == "refer":
+        return data_mod.ReferExpressions(d["annotations"], d["images"] or None, size=d["size"])
+    raise ValueError(f"data.kind must be shapes, coco, openimages or refer, got {d['kind']!r}")
 
 
 def _model(cfg) -> modeling.UniGSModel:
