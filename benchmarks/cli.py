@@ -108,7 +108,7 @@ def precision(engine, int8_file, size, batch, rounds, threads, json_path):
 @click.option("--demo-engine", type=click.Path(), help="The exported demo model, for the quality column.")
 @click.option("--fused-engine", type=click.Path(), help="The same model exported with --optimize (optional).")
 @click.option("--size", default=512, show_default=True)
-@click.option("--rounds", default=2, show_default=True)
+@click.option("--rounds", default=2, show_default=True, help="Timed rounds (0: only the demo quality).")
 @click.option("--images", default=40, show_default=True, help="Held-out images for the demo model's PQ.")
 @click.option("--threads", default=0, show_default=True)
 @click.option("--torch-eager/--no-torch-eager", default=True, show_default=True,

@@ -17,7 +17,6 @@ import time
 
 import numpy as np
 
-from unigs_deploy import metrics
 from unigs_deploy.labels import masks_to_labels
 from unigs_deploy.synthetic.shapes import held_out_example
 
@@ -118,37 +117,57 @@ def speed(engine, fused_engine=None, *, size: int = 512, rounds: int = 2, thread
 
 
 def quality(engine, *, n: int = 40, size: int = 64, threads: int = 0) -> dict:
+    """Dataset-level segment PQ and refer mIoU of each configuration on held-out images."""
+    from unigs_deploy.evaluation.panoptic import PQAccumulator, labels_to_panoptic
+
     pipes = _pipelines(engine, None, threads)
     configs = _runnable(pipes)
-    pq = {name: [] for name in configs}
+    pq = {name: PQAccumulator() for name in configs}
+    iou = {name: [] for name in configs}
     for i in range(n):
-        image, masks, *_ = held_out_example(i, size)
+        image, masks, captions, region, j = held_out_example(i, size)
         truth = masks_to_labels(masks, background=len(masks) + 1)
         for name, (variant, cfg) in configs.items():
-            pq[name].append(metrics.panoptic_quality(_segment(pipes[variant], image, cfg, i).labels, truth)["pq"])
-    base = float(np.mean(pq[next(iter(configs))]))
-    return {"engine": str(engine), "images": n, "rows": [
-        {"config": k, "segment_pq": float(np.mean(v)), "x_of_0.1": float(np.mean(v)) / base} for k, v in pq.items()]}
+            labels = _segment(pipes[variant], image, cfg, i).labels
+            pq[name].add(*labels_to_panoptic(truth), *labels_to_panoptic(labels))
+            kw = {k: v for k, v in cfg.items() if k != "prompt"}
+            m = pipes[variant].refer(image, region, captions[j], seed=i, **kw).mask
+            union = np.logical_or(m, masks[j]).sum()
+            iou[name].append(float(np.logical_and(m, masks[j]).sum() / union) if union else 0.0)
+    first = next(iter(configs))
+    base_pq, base_iou = pq[first].result()["all"]["pq"], float(np.mean(iou[first]))
+    rows = []
+    for name in configs:
+        p, m = pq[name].result()["all"]["pq"], float(np.mean(iou[name]))
+        rows.append({"config": name, "segment_pq": p, "x_of_0.1": p / base_pq if base_pq else 0.0,
+                     "refer_miou": m, "refer_x_of_0.1": m / base_iou if base_iou else 0.0})
+    return {"engine": str(engine), "images": n, "rows": rows}
 
 
 def run(engine, demo_engine, fused_engine=None, *, size: int = 512, rounds: int = 2, images: int = 40,
         threads: int = 0, torch_eager: bool = True) -> dict:
     return {"benchmark": "fast", "machine": machine(threads=threads or None),
-            "speed": speed(engine, fused_engine, size=size, rounds=rounds, threads=threads, torch_eager=torch_eager),
+            "speed": speed(engine, fused_engine, size=size, rounds=rounds, threads=threads, torch_eager=torch_eager)
+            if rounds else None,
             "quality": quality(demo_engine, n=images, threads=threads) if demo_engine else None}
 
 
 def render(r: dict) -> str:
     from .common import markdown_table
 
+    parts = []
     s = r["speed"]
-    t = markdown_table(s["rows"], [("config", "segment"), ("median_s", "median s"), ("min_s", "min s"),
-                                   ("x_faster", "x faster")])
-    t += (f"\n\n{s['size']}x{s['size']} segmentation end to end (text, VAE encode, denoise, decode, dichotomy) on "
-          f"`{s['engine']}`, {s['rounds']} rounds alternating; x faster = median of per-round ratios.")
+    if s is not None:
+        parts.append(markdown_table(s["rows"], [("config", "segment"), ("median_s", "median s"), ("min_s", "min s"),
+                                                ("x_faster", "x faster")]))
+        parts.append(f"{s['size']}x{s['size']} segmentation end to end (text, VAE encode, denoise, decode, "
+                     f"dichotomy) on `{s['engine']}`, {s['rounds']} rounds alternating; x faster = median of "
+                     "per-round ratios.")
     if r["quality"]:
         q = r["quality"]
-        t += "\n\n" + markdown_table(q["rows"], [("config", "segment"), ("segment_pq", "demo segment PQ"),
-                                                 ("x_of_0.1", "x 0.1")])
-        t += f"\n\nDemo model, {q['images']} held-out 64x64 images (seed = index)."
-    return t
+        parts.append(markdown_table(q["rows"], [("config", "configuration"), ("segment_pq", "demo segment PQ"),
+                                                ("x_of_0.1", "x 0.1"), ("refer_miou", "demo refer mIoU"),
+                                                ("refer_x_of_0.1", "x 0.1")]))
+        parts.append(f"Demo model, {q['images']} held-out 64x64 images (seed = index); PQ at dataset level, "
+                     "refer with each configuration's settings (the caption as prompt).")
+    return "\n\n".join(parts)
