@@ -54,7 +54,42 @@ def _label(tile: np.ndarray, text: str) -> np.ndarray:
     return tile
 
 
+def _caption_bar(width: int, text: str) -> np.ndarray:
+    bar = np.zeros((20, width, 3), np.uint8)
+    cv2.putText(bar, text, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+    return bar
+
+
+def _held_out_quality(engine: Path) -> dict:
+    """task -> 'metric value' from the quality.json shipped with the model (unigs-bench quality)."""
+    import json
+
+    from .manifest import Manifest
+
+    try:
+        src = Path(Manifest.load(engine).source.get("path", ""))
+        rows = json.loads((src / "quality.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    out = {}
+    for r in rows.get("rows", []):
+        out.setdefault(r["task"], []).append(f"{r['metric'].split(' (')[0]} {r['value']:.2f}")
+    return {k: ", ".join(v) + f" ({rows.get('images', '?')} held-out)" for k, v in out.items()}
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    u = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / u) if u else 0.0
+
+
+def _generated(labels: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """The inpainted entity: the label covering most of the region (as unigs-bench quality)."""
+    inside = labels[region & (labels > 0)]
+    return labels == np.bincount(inside).argmax() if inside.size else np.zeros_like(region)
+
+
 def _tasks(engine: Path, out_dir: Path, steps: int, seed: int, size: int) -> None:
+    from .labels import masks_to_labels
     from .pipeline import UniGSPipeline
     pipe = UniGSPipeline.from_engine(engine)
     image, masks, captions, region, j = shapes.held_out_example(seed, size)
@@ -68,6 +103,13 @@ def _tasks(engine: Path, out_dir: Path, steps: int, seed: int, size: int) -> Non
         ("refer", f"refer '{captions[j]}'", overlay, pipe.refer(image, region, captions[j], **kw)),
         ("segment", "segment", image, pipe.segment(image, **kw)),
     ]
+    truth = masks_to_labels(masks, background=len(masks) + 1)
+    back = pipe.segment(runs[1][3].image, seed=seed).labels
+    here = {"segment": f"PQ {metrics.panoptic_quality(runs[3][3].labels, truth)['pq']:.2f}",
+            "refer": f"IoU {_iou(runs[2][3].mask, masks[j]):.2f}",
+            "inpaint": f"region IoU {_iou(_generated(runs[0][3].labels, region), masks[j]):.2f}",
+            "synthesize": f"PQ segmented back {metrics.panoptic_quality(back, truth)['pq']:.2f}"}
+    held_out = _held_out_quality(engine)
     scale = max(1, 192 // image.shape[0])
     rows = []
     for task, title, shown, res in runs:
@@ -75,7 +117,9 @@ def _tasks(engine: Path, out_dir: Path, steps: int, seed: int, size: int) -> Non
         result = res.mask if res.mask is not None and task == "refer" else res.labels
         tiles = [_label(_big(shown, scale), title), _label(_big(res.image, scale), "image"),
                  _label(_big(res.colormap, scale), "colormap"), _label(_big(result, scale), "masks")]
-        rows.append(np.concatenate(tiles, 1))
+        row = np.concatenate(tiles, 1)
+        text = f"{task}: this example {here[task]}" + (f"  |  {held_out[task]}" if task in held_out else "")
+        rows.append(np.concatenate([row, _caption_bar(row.shape[1], text)], 0))
         click.echo(f"{task:<11} {res.timings['total_s']:.2f}s, {int(res.labels.max())} entities -> {out_dir / task}")
     sheet = io.write_image(out_dir / "demo.png", np.concatenate(rows, 0))
     click.echo(f"wrote {sheet}")
