@@ -113,13 +113,15 @@ def precision(engine, int8_file, size, batch, rounds, threads, json_path):
 @click.option("--threads", default=0, show_default=True)
 @click.option("--torch-eager/--no-torch-eager", default=True, show_default=True,
               help="Also time torch eager (rebuilds the engine's torch model: as much memory again).")
+@click.option("--without", multiple=True, type=click.Choice(["torch", "fused", "openvino", "int8"]),
+              help="Leave a variant out of the timed run (each sd15 pipeline holds ~4 GB).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False))
-def fast(engine, demo_engine, fused_engine, size, rounds, images, threads, torch_eager, json_path):
+def fast(engine, demo_engine, fused_engine, size, rounds, images, threads, torch_eager, without, json_path):
     """A segmentation end to end: the 0.1 runtime defaults vs today's, side by side."""
     from . import fast as bench
 
     _emit(bench.run(engine, demo_engine, fused_engine, size=size, rounds=rounds, images=images, threads=threads,
-                    torch_eager=torch_eager), json_path)
+                    torch_eager=torch_eager, without=tuple(without)), json_path)
 
 
 @main.command("stop-rules")

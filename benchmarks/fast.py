@@ -25,7 +25,7 @@ from .common import machine
 # " " tokenises as "" (CLIP strips it), so the guided path runs at batch 2 on identical embeddings:
 # exactly the work 0.1 did for a prompt-less segmentation
 OLD = dict(prompt=" ", steps=25, scheduler="ddim", spacing="leading", guidance=7.5, resolution="input",
-           decode_image=True)
+           decode_image=True, tiny_vae="off")
 NEW = dict(prompt="", tiny_vae="off")
 # name -> (pipeline variant, segment call); a row runs where its variant (and tiny VAE) exists
 CONFIGS = {
@@ -62,14 +62,16 @@ def _torch_model(manifest):
     return None
 
 
-def _pipelines(engine, fused_engine, threads: int, torch_eager: bool = True) -> dict:
-    """The pipeline variants this engine allows (int8 only where the export made one)."""
+def _pipelines(engine, fused_engine, threads: int, torch_eager: bool = True, without: tuple = ()) -> dict:
+    """The pipeline variants this engine allows (int8 only where the export made one), minus
+    `without`. The int8 variant shares the onnxruntime pipeline's text encoder and VAEs (only
+    its UNet differs): five sd15-sized pipelines do not fit in 24 GB otherwise."""
     from unigs_deploy.backends import openvino as ov_backend
     from unigs_deploy.manifest import Manifest
     from unigs_deploy.pipeline import UniGSPipeline
 
     pipes = {"onnxruntime": UniGSPipeline.from_engine(engine, threads=threads)}
-    if torch_eager:
+    if torch_eager and "torch" not in without:
         import torch
 
         from unigs_deploy.export import eager
@@ -79,12 +81,16 @@ def _pipelines(engine, fused_engine, threads: int, torch_eager: bool = True) -> 
         model = _torch_model(Manifest.load(engine))
         if model is not None:
             pipes["torch"] = eager.pipeline(model)
-    if fused_engine:
+    if fused_engine and "fused" not in without:
         pipes["fused"] = UniGSPipeline.from_engine(fused_engine, threads=threads)
     if ov_backend.available():
-        pipes["openvino"] = UniGSPipeline.from_engine(engine, threads=threads, backend="openvino")
-        if Manifest.load(engine).components["unet"].get("int8"):
-            pipes["int8"] = UniGSPipeline.from_engine(engine, threads=threads, int8=True)
+        if "openvino" not in without:
+            pipes["openvino"] = UniGSPipeline.from_engine(engine, threads=threads, backend="openvino")
+        info = Manifest.load(engine).components["unet"].get("int8")
+        if info and "int8" not in without:
+            base = pipes["onnxruntime"]
+            unet = ov_backend.OvSession(base.manifest.folder / info["file"], threads=threads)
+            pipes["int8"] = UniGSPipeline({**base.components, "unet": unet}, base.manifest, base.tokenizer)
     return pipes
 
 
@@ -94,8 +100,8 @@ def _runnable(pipes: dict) -> dict:
 
 
 def speed(engine, fused_engine=None, *, size: int = 512, rounds: int = 2, threads: int = 0,
-          torch_eager: bool = True) -> dict:
-    pipes = _pipelines(engine, fused_engine, threads, torch_eager)
+          torch_eager: bool = True, without: tuple = ()) -> dict:
+    pipes = _pipelines(engine, fused_engine, threads, torch_eager, without)
     configs = _runnable(pipes)
     image = held_out_example(0, size)[0]
     for variant, cfg in configs.values():  # warm-up: sessions, JIT, first-call allocations
@@ -145,9 +151,10 @@ def quality(engine, *, n: int = 40, size: int = 64, threads: int = 0) -> dict:
 
 
 def run(engine, demo_engine, fused_engine=None, *, size: int = 512, rounds: int = 2, images: int = 40,
-        threads: int = 0, torch_eager: bool = True) -> dict:
+        threads: int = 0, torch_eager: bool = True, without: tuple = ()) -> dict:
     return {"benchmark": "fast", "machine": machine(threads=threads or None),
-            "speed": speed(engine, fused_engine, size=size, rounds=rounds, threads=threads, torch_eager=torch_eager)
+            "speed": speed(engine, fused_engine, size=size, rounds=rounds, threads=threads, torch_eager=torch_eager,
+                           without=without)
             if rounds else None,
             "quality": quality(demo_engine, n=images, threads=threads) if demo_engine else None}
 

@@ -140,7 +140,7 @@ def test_steps_fast_and_memory_benchmarks_on_tiny_engines(tiny_engine, tmp_path)
     fast = json.loads((tmp_path / "f.json").read_text())
     rows = {r["config"]: r for r in fast["speed"]["rows"]}
     old, new = rows["0.1 defaults"]["settings"], rows["new defaults"]["settings"]
-    assert (old["steps"], old["unet_batch"], old["decoded"]) == (25, 2, ["colormap", "image"])
+    assert (old["steps"], old["unet_batch"], old["decoded"], old["tiny_vae"]) == (25, 2, ["colormap", "image"], "off")
     assert (new["steps"], new["unet_batch"], new["decoded"], new["scheduler"]) == (1, 1, ["colormap"], "dpm++2m")
     torch_row = rows["0.1 defaults, torch eager"]["settings"]  # the engine's torch model, rebuilt from its source
     assert torch_row["unet_on"] == "torch eager (CPU)" and torch_row["steps"] == 25
