@@ -9,7 +9,6 @@ import time
 
 import numpy as np
 
-from unigs_deploy import metrics
 from unigs_deploy.labels import masks_to_labels
 from unigs_deploy.synthetic.shapes import held_out_example
 
@@ -27,6 +26,7 @@ def run(engine, *, n: int = 40, steps=(1, 2, 4, 8, 25), configs=CONFIGS, guidanc
         threads: int = 0) -> dict:
     from tqdm.auto import tqdm
 
+    from unigs_deploy.evaluation.panoptic import PQAccumulator, labels_to_panoptic
     from unigs_deploy.pipeline import UniGSPipeline
 
     pipe = UniGSPipeline.from_engine(engine, threads=threads)
@@ -35,17 +35,18 @@ def run(engine, *, n: int = 40, steps=(1, 2, 4, 8, 25), configs=CONFIGS, guidanc
     todo = [(s, sp, k) for s, sp in configs for k in steps]
     for scheduler, spacing, k in tqdm(todo, desc="steps", unit="config"):
         kw = dict(steps=k, scheduler=scheduler, spacing=spacing, guidance=guidance)
-        pq, iou, t_seg, t_ref = [], [], [], []
+        acc, iou, t_seg, t_ref = PQAccumulator(), [], [], []
         for i, (image, masks, captions, region, j) in enumerate(examples):
             t0 = time.perf_counter()
             res = pipe.segment(image, seed=i, **kw)
             t_seg.append(time.perf_counter() - t0)
-            pq.append(metrics.panoptic_quality(res.labels, masks_to_labels(masks, background=len(masks) + 1))["pq"])
+            acc.add(*labels_to_panoptic(masks_to_labels(masks, background=len(masks) + 1)),
+                    *labels_to_panoptic(res.labels))
             t0 = time.perf_counter()
             res = pipe.refer(image, region, captions[j], seed=i, **kw)
             t_ref.append(time.perf_counter() - t0)
             iou.append(_iou(res.mask, masks[j]))
-        rows.append({"scheduler": scheduler, "spacing": spacing, "steps": k, "segment_pq": float(np.mean(pq)),
+        rows.append({"scheduler": scheduler, "spacing": spacing, "steps": k, "segment_pq": acc.result()["all"]["pq"],
                      "refer_miou": float(np.mean(iou)), "segment_s": float(np.median(t_seg)),
                      "refer_s": float(np.median(t_ref))})
     return {"benchmark": "steps", "machine": machine(threads=threads or None), "images": n, "size": size,
