@@ -24,7 +24,7 @@ def test_task_demo_runs_every_task_into_one_sheet(tiny_engine, tmp_path):
                                          "--steps", "2", "--size", "32"])
     assert res.exit_code == 0, res.output
     sheet = io.read_image(tmp_path / "demo.png")
-    assert sheet.shape == (4 * 192, 4 * 192, 3)  # a row per task, four 6x-enlarged 32 px tiles each
+    assert sheet.shape == (4 * (192 + 20), 4 * 192, 3)  # a row per task: four 6x-enlarged 32 px tiles, a caption bar
     for task in ("inpaint", "synthesize", "refer", "segment"):
         run = json.loads((tmp_path / task / "run.json").read_text())
         assert run["settings"]["task"] == task and run["settings"]["steps"] == 2
