@@ -300,3 +300,21 @@ def test_a_dataset_mix_serves_each_task_from_its_datasets(tmp_path):
 def test_bad_mixes_are_one_clear_error(mix, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_config(None, [mix])
+
+
+def test_coco_panoptic_as_training_data(tmp_path):
+    """Every non-crowd panoptic segment (things and stuff) is an entity with its category as caption."""
+    from unigs_deploy.synthetic.coco import write_dataset
+    from unigs_deploy.training.trainer import _dataset
+
+    paths = write_dataset(tmp_path / "p", 3, 32)
+    cfg = load_config(None, ["data.kind=panoptic", f"data.annotations={paths['panoptic_json']}",
+                             f"data.masks={paths['panoptic_dir']}", f"data.images={paths['images']}", "data.size=32"])
+    ds = _dataset(cfg)
+    image, masks, captions = ds.load(0)
+    truth = shapes.held_out_example(0, 32)[1]
+    assert image.shape == (32, 32, 3) and len(masks) == len(truth) + 1  # the shapes and the background
+    assert captions[:len(truth)] == ["a shape"] * len(truth) and captions[-1] == "a background"
+    np.testing.assert_array_equal(masks[: len(truth)], truth)
+    with pytest.raises(ValueError, match="needs data.masks"):
+        _dataset(load_config(None, ["data.kind=panoptic", f"data.annotations={paths['panoptic_json']}"]))

@@ -20,10 +20,12 @@ DEFAULTS = {
         "seed": 0,
     },
     "data": {
-        "kind": "shapes",  # shapes (generated on the fly) | coco (any COCO-format JSON) | openimages
+        # shapes (generated on the fly) | coco (COCO instances: COCO, EntitySeg) | panoptic (COCO panoptic
+        # JSON + data.masks, its PNG folder) | openimages | refer (a refer JSON)
+        "kind": "shapes",
         "annotations": "",  # coco: the JSON; openimages: the segmentation CSV
         "images": "",
-        "masks": "",  # openimages: the folder of mask PNGs
+        "masks": "",  # openimages: the folder of mask PNGs; panoptic: the folder of panoptic PNGs
         "classes": "",  # openimages: class-descriptions CSV (LabelName, DisplayName), optional
         "size": 64,
         "max_entities": 4,

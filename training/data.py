@@ -164,6 +164,55 @@ class OpenImagesEntities:
         return np.ascontiguousarray(img), np.stack(masks), caps
 
 
+class PanopticEntities:
+    """COCO panoptic JSON + PNG folder: every non-crowd segment (things and stuff) an entity,
+    captioned "a <category name>", as entity segmentation treats them."""
+
+    def __init__(self, json_path: str | Path, png_dir: str | Path, images: str | Path | None = None, *,
+                 size: int = 128):
+        from unigs_deploy.evaluation.datasets import DataError, PanopticSet
+
+        try:
+            self.set = PanopticSet(json_path, png_dir)
+        except DataError as e:
+            raise ValueError(str(e)) from None
+        self.ids = sorted(i for i in self.set.images if i in self.set.annotations)
+        if not self.ids:
+            raise ValueError(f"{json_path} has no annotated image")
+        self.root = Path(images) if images else Path(json_path).parent / "images"
+        self.size = size
+        self.names = {c: v.get("name", str(c)) for c, v in self.set.categories.items()}
+        self.skipped = {"no_entity": 0, "unreadable": 0}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def load(self, index: int):
+        from unigs_deploy.evaluation.datasets import DataError
+
+        image_id = self.ids[index % len(self.ids)]
+        img = cv2.imread(str(self.root / self.set.images[image_id].file_name), cv2.IMREAD_COLOR)
+        try:
+            truth = self.set.truth(image_id)
+        except DataError:
+            truth = None
+        if img is None or truth is None:
+            self.skipped["unreadable"] += 1
+            return None
+        img = cv2.resize(img[..., ::-1], (self.size, self.size), interpolation=cv2.INTER_AREA)
+        ids = cv2.resize(truth.ids.astype(np.int32), (self.size, self.size), interpolation=cv2.INTER_NEAREST)
+        masks, caps = [], []
+        for seg in truth.segments:
+            m = ids == int(seg["id"])
+            if seg.get("iscrowd", 0) == 0 and m.sum() >= 4:
+                masks.append(m)
+                caps.append(f"a {self.names.get(int(seg['category_id']), 'thing')}")
+        if not masks:
+            self.skipped["no_entity"] += 1
+            return None
+        return np.ascontiguousarray(img), np.stack(masks), caps
+
+
 class ReferExpressions:
     """A refer JSON (RefCOCO-style records, the format `unigs-eval run --task refer` reads): each
     item is one image with its referred entity and sentence as the only entity."""

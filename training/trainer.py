@@ -42,9 +42,13 @@ def _dataset(cfg):
     if d["kind"] == "openimages":
         return data_mod.OpenImagesEntities(d["annotations"], d["images"], d["masks"], d["classes"] or None,
                                            size=d["size"])
+    if d["kind"] == "panoptic":
+        if not d["masks"]:
+            raise ValueError("data.kind = panoptic needs data.masks: the folder of the panoptic PNGs")
+        return data_mod.PanopticEntities(d["annotations"], d["masks"], d["images"] or None, size=d["size"])
     if d["kind"] == "refer":
         return data_mod.ReferExpressions(d["annotations"], d["images"] or None, size=d["size"])
-    raise ValueError(f"data.kind must be shapes, coco, openimages or refer, got {d['kind']!r}")
+    raise ValueError(f"data.kind must be shapes, coco, panoptic, openimages or refer, got {d['kind']!r}")
 
 
 def _model(cfg) -> modeling.UniGSModel:
