@@ -113,7 +113,7 @@ class UniGSPipeline:
 
     def _tiny_vae(self, given: str | None) -> str:
         """Default: the tiny decoder for colormaps where the engine has one: the dichotomy decoder
-        only needs colours (measured on the demo model: docs/design.md)."""
+        only needs colours (demo model: PQ 0.99x the full VAE's; docs/design.md)."""
         if given is None:
             return "colormap" if self.has_tiny_vae else "off"
         if given not in TINY_VAE:
