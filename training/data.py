@@ -105,6 +105,15 @@ class CocoEntities:
         return np.ascontiguousarray(img), np.stack(masks), caps
 
 
+def _item(img: np.ndarray, pairs, skipped: dict):
+    """(image, masks, captions) of the entities of at least 4 pixels, or None (counted)."""
+    kept = [(m, c) for m, c in pairs if m.sum() >= 4]
+    if not kept:
+        skipped["no_entity"] += 1
+        return None
+    return np.ascontiguousarray(img), np.stack([m for m, _ in kept]), [c for _, c in kept]
+
+
 class OpenImagesEntities:
     """Open Images segmentation: its CSV (MaskPath, ImageID, LabelName, ...) with the mask PNGs
     (any resolution: resized to the image) and the images as <ImageID>.jpg. Captions come from
@@ -148,20 +157,15 @@ class OpenImagesEntities:
             self.skipped["unreadable"] += 1
             return None
         img = cv2.resize(img[..., ::-1], (self.size, self.size), interpolation=cv2.INTER_AREA)
-        masks, caps = [], []
+        pairs = []
         for mask_path, name in self.entities[image_id]:
             m = cv2.imread(str(self.masks / mask_path), cv2.IMREAD_GRAYSCALE)
             if m is None:
                 self.skipped["unreadable"] += 1
                 continue
-            m = cv2.resize(m, (self.size, self.size), interpolation=cv2.INTER_NEAREST) > 0
-            if m.sum() >= 4:
-                masks.append(m)
-                caps.append(f"a {name.lower()}")
-        if not masks:
-            self.skipped["no_entity"] += 1
-            return None
-        return np.ascontiguousarray(img), np.stack(masks), caps
+            pairs.append((cv2.resize(m, (self.size, self.size), interpolation=cv2.INTER_NEAREST) > 0,
+                          f"a {name.lower()}"))
+        return _item(img, pairs, self.skipped)
 
 
 class PanopticEntities:
@@ -201,16 +205,9 @@ class PanopticEntities:
             return None
         img = cv2.resize(img[..., ::-1], (self.size, self.size), interpolation=cv2.INTER_AREA)
         ids = cv2.resize(truth.ids.astype(np.int32), (self.size, self.size), interpolation=cv2.INTER_NEAREST)
-        masks, caps = [], []
-        for seg in truth.segments:
-            m = ids == int(seg["id"])
-            if seg.get("iscrowd", 0) == 0 and m.sum() >= 4:
-                masks.append(m)
-                caps.append(f"a {self.names.get(int(seg['category_id']), 'thing')}")
-        if not masks:
-            self.skipped["no_entity"] += 1
-            return None
-        return np.ascontiguousarray(img), np.stack(masks), caps
+        pairs = [(ids == int(seg["id"]), f"a {self.names.get(int(seg['category_id']), 'thing')}")
+                 for seg in truth.segments if seg.get("iscrowd", 0) == 0]
+        return _item(img, pairs, self.skipped)
 
 
 class ReferExpressions:
