@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 
+from unigs_deploy import metrics
 from unigs_deploy.labels import masks_to_labels
 from unigs_deploy.synthetic.shapes import held_out_example
 
@@ -138,8 +139,7 @@ def quality(engine, *, n: int = 40, size: int = 64, threads: int = 0) -> dict:
             pq[name].add(*labels_to_panoptic(truth), *labels_to_panoptic(labels))
             kw = {k: v for k, v in cfg.items() if k != "prompt"}
             m = pipes[variant].refer(image, region, captions[j], seed=i, **kw).mask
-            union = np.logical_or(m, masks[j]).sum()
-            iou[name].append(float(np.logical_and(m, masks[j]).sum() / union) if union else 0.0)
+            iou[name].append(metrics.mask_iou(m, masks[j]))
     first = next(iter(configs))
     base_pq, base_iou = pq[first].result()["all"]["pq"], float(np.mean(iou[first]))
     rows = []

@@ -15,8 +15,8 @@ import time
 
 import numpy as np
 
-from unigs_deploy import palette
-from unigs_deploy.labels import masks_to_labels
+from unigs_deploy import metrics, palette
+from unigs_deploy.labels import dominant_in, masks_to_labels
 from unigs_deploy.synthetic.shapes import held_out_example
 
 from . import detect
@@ -86,11 +86,6 @@ def _bbox(m):
     return [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
 
 
-def _iou(a, b) -> float:
-    u = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / u) if u else 0.0
-
-
 def run(engine, *, n: int = 100, steps: int | None = None, guidance: float | None = None, tiny_vae: str | None = None,
         size: int = 64, threads: int = 0) -> dict:
     """steps / guidance / tiny_vae None: each task's defaults (the model's manifest, else tasks.py)."""
@@ -123,16 +118,14 @@ def run(engine, *, n: int = 100, steps: int | None = None, guidance: float | Non
         t0 = time.perf_counter()
         res = keep(pipe.refer(image, region, captions[j], **kw))
         times["refer"].append(time.perf_counter() - t0)
-        refer_iou.append(_iou(res.mask, masks[j]))
+        refer_iou.append(metrics.mask_iou(res.mask, masks[j]))
 
         t0 = time.perf_counter()
         res = keep(pipe.inpaint(image, [(region, captions[j])], **kw))
         times["inpaint"].append(time.perf_counter() - t0)
-        ids = np.unique(res.labels[region & (res.labels > 0)])
-        if ids.size:
-            best = max(ids, key=lambda k: np.count_nonzero((res.labels == k) & region))
-            gen = res.labels == best
-            inp_iou.append(_iou(gen, masks[j]))
+        gen = dominant_in(res.labels, region)
+        if gen.any():
+            inp_iou.append(metrics.mask_iou(gen, masks[j]))
             inp_colour.append(detect.colour_name(res.image, gen) == captions[j].split()[1])
             inp_kind.append(detect.shape_kind(gen) == captions[j].split()[2])
         else:

@@ -9,17 +9,13 @@ import time
 
 import numpy as np
 
+from unigs_deploy import metrics
 from unigs_deploy.labels import masks_to_labels
 from unigs_deploy.synthetic.shapes import held_out_example
 
 from .common import machine
 
 CONFIGS = (("ddim", "leading"), ("ddim", "trailing"), ("euler", "trailing"), ("dpm++2m", "trailing"))
-
-
-def _iou(a, b) -> float:
-    u = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / u) if u else 0.0
 
 
 def run(engine, *, n: int = 40, steps=(1, 2, 4, 8, 25), configs=CONFIGS, guidance: float = 3.0, size: int = 64,
@@ -45,7 +41,7 @@ def run(engine, *, n: int = 40, steps=(1, 2, 4, 8, 25), configs=CONFIGS, guidanc
             t0 = time.perf_counter()
             res = pipe.refer(image, region, captions[j], seed=i, **kw)
             t_ref.append(time.perf_counter() - t0)
-            iou.append(_iou(res.mask, masks[j]))
+            iou.append(metrics.mask_iou(res.mask, masks[j]))
         rows.append({"scheduler": scheduler, "spacing": spacing, "steps": k, "segment_pq": acc.result()["all"]["pq"],
                      "refer_miou": float(np.mean(iou)), "segment_s": float(np.median(t_seg)),
                      "refer_s": float(np.median(t_ref))})

@@ -52,9 +52,10 @@ def pipeline(model, *, folder: str | Path | None = None) -> UniGSPipeline:
         tmp, folder = None, Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
     model.tokenizer.save(str(folder / "tokenizer.json"))
-    comps = {s.name: TorchRunner(s.name, s.module, s.inputs) for s in specs(model)}
+    comps_specs = specs(model)
+    comps = {s.name: TorchRunner(s.name, s.module, s.inputs) for s in comps_specs}
     entries = {s.name: {"files": [s.file], "inputs": list(s.inputs), "outputs": list(s.outputs),
-                        "spatial_multiple": s.latent_multiple} for s in specs(model)}
+                        "spatial_multiple": s.latent_multiple} for s in comps_specs}
     manifest = _manifest(model, _model_info(model), entries, "fp32")
     manifest.folder = folder
     pipe = UniGSPipeline(comps, manifest, CLIPTokenizer(folder / "tokenizer.json",

@@ -373,8 +373,7 @@ class Trainer:
             res = pipe.segment(image, seed=i, **settings)
             pq.append(metrics.panoptic_quality(res.labels, masks_to_labels(masks, background=len(masks) + 1))["pq"])
             m = pipe.refer(image, region, captions[j], seed=i, **settings).mask
-            union = np.logical_or(m, masks[j]).sum()
-            iou.append(float(np.logical_and(m, masks[j]).sum() / union) if union else 0.0)
+            iou.append(metrics.mask_iou(m, masks[j]))
         return {"step": self.step, "segment_pq": float(np.mean(pq)), "refer_miou": float(np.mean(iou))}
 
     def write_curves(self) -> Path:

@@ -77,19 +77,8 @@ def _held_out_quality(engine: Path) -> dict:
     return {k: ", ".join(v) + f" ({rows.get('images', '?')} held-out)" for k, v in out.items()}
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    u = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / u) if u else 0.0
-
-
-def _generated(labels: np.ndarray, region: np.ndarray) -> np.ndarray:
-    """The inpainted entity: the label covering most of the region (as unigs-bench quality)."""
-    inside = labels[region & (labels > 0)]
-    return labels == np.bincount(inside).argmax() if inside.size else np.zeros_like(region)
-
-
 def _tasks(engine: Path, out_dir: Path, steps: int, seed: int, size: int) -> None:
-    from .labels import masks_to_labels
+    from .labels import dominant_in, masks_to_labels
     from .pipeline import UniGSPipeline
     pipe = UniGSPipeline.from_engine(engine)
     image, masks, captions, region, j = shapes.held_out_example(seed, size)
@@ -106,8 +95,8 @@ def _tasks(engine: Path, out_dir: Path, steps: int, seed: int, size: int) -> Non
     truth = masks_to_labels(masks, background=len(masks) + 1)
     back = pipe.segment(runs[1][3].image, seed=seed).labels
     here = {"segment": f"PQ {metrics.panoptic_quality(runs[3][3].labels, truth)['pq']:.2f}",
-            "refer": f"IoU {_iou(runs[2][3].mask, masks[j]):.2f}",
-            "inpaint": f"region IoU {_iou(_generated(runs[0][3].labels, region), masks[j]):.2f}",
+            "refer": f"IoU {metrics.mask_iou(runs[2][3].mask, masks[j]):.2f}",
+            "inpaint": f"region IoU {metrics.mask_iou(dominant_in(runs[0][3].labels, region), masks[j]):.2f}",
             "synthesize": f"PQ segmented back {metrics.panoptic_quality(back, truth)['pq']:.2f}"}
     held_out = _held_out_quality(engine)
     scale = max(1, 192 // image.shape[0])

@@ -18,6 +18,15 @@ def masks_to_labels(masks, *, background: int = 0) -> np.ndarray:
     return labels
 
 
+def dominant_in(labels: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """The mask of the entity covering most of `region` (ties: the lower label); empty when no
+    entity touches it. What refer answers, and which entity an inpainted region became."""
+    inside = labels[region & (labels > 0)]
+    if not inside.size:
+        return np.zeros(labels.shape, bool)
+    return labels == np.bincount(inside).argmax()
+
+
 def labels_to_masks(labels: np.ndarray) -> np.ndarray:
     """Label map (H, W) -> masks (K, H, W) bool, mask k-1 for label k (0 is background)."""
     labels = np.asarray(labels)

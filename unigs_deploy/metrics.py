@@ -15,6 +15,12 @@ def _as_labels(x) -> np.ndarray:
     return x.astype(np.int64)
 
 
+def mask_iou(a, b) -> float:
+    """IoU of two boolean masks (0 when both are empty)."""
+    u = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / u) if u else 0.0
+
+
 def iou_matrix(pred, true) -> np.ndarray:
     """IoU between every predicted and every true segment, (P, T)."""
     p, t = _as_labels(pred), _as_labels(true)

@@ -20,6 +20,7 @@ import numpy as np
 
 from . import dichotomy, memory, palette, tasks
 from .io import to_rgb8
+from .labels import dominant_in
 from .manifest import Manifest
 from .scheduler import make_scheduler
 from .tokenizer import CLIPTokenizer
@@ -371,12 +372,8 @@ class UniGSPipeline:
         rgb, notes = self._prepare(image)
         region = self._mask(mask, rgb.shape[:2])
         res = self._run("refer", rgb, [region], prompt, notes, **_loop_kw(kw))
-        inside = res.labels[region]
-        inside = inside[inside > 0]
-        if inside.size:
-            res.mask = res.labels == np.bincount(inside).argmax()
-        else:
-            res.mask = np.zeros(rgb.shape[:2], bool)
+        res.mask = dominant_in(res.labels, region)
+        if not res.mask.any():
             res.notes.append("refer: no entity was generated inside the region; the mask is empty")
         return res
 

@@ -65,7 +65,6 @@ def score(gt_json, gt_dir, pred_json, pred_dir, per_category, json_path):
 def run(engine, task, data, gt_dir, images_dir, out, limit, steps, resolution, tiny_vae, threads, backend, quiet):
     """Run an engine over a dataset and score it. Shards over processes with `accelerate launch
     -m unigs_deploy.evaluation.cli run ...` (each process a disjoint slice; the first merges)."""
-    from unigs_deploy import io
     from unigs_deploy.pipeline import UniGSPipeline
 
     from . import runner, scoring
@@ -74,8 +73,7 @@ def run(engine, task, data, gt_dir, images_dir, out, limit, steps, resolution, t
     res = int(resolution) if str(resolution).isdigit() else resolution
     scores = runner.run(pipe, task, data, images_dir, out, gt_dir=gt_dir, limit=limit, progress=not quiet,
                         steps=steps, resolution=res, tiny_vae=tiny_vae, log=click.echo)
-    if scores is not None:
-        io.write_json(out / "scores.json", scores)
+    if scores is not None:  # the first process merged and wrote scores.json
         click.echo(scoring.markdown(scores))
 
 

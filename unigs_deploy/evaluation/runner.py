@@ -17,7 +17,6 @@ import numpy as np
 from unigs_deploy import io
 
 from . import datasets, scoring
-from .ap import segments_to_coco
 from .datasets import PanopticTruth
 from .panoptic import id2rgb, labels_to_panoptic, rgb2id
 
@@ -46,7 +45,6 @@ def read_jsonl(folder: Path) -> dict:
 
 class _Appender:
     def __init__(self, path: Path):
-        self.path = path
         text = path.read_text() if path.exists() else ""
         if text and not text.endswith("\n"):  # a line cut short: drop it before appending
             path.write_text(text[: text.rfind("\n") + 1])
@@ -152,17 +150,13 @@ def _merge_segment(gt, items, done: dict, out: Path) -> dict:
     images = [{"id": im.id, "file_name": im.file_name, "height": im.height, "width": im.width} for _, im in items]
     io.write_json(out / "panoptic.json", {"images": images, "annotations": anns,
                                           "categories": [{"id": 1, "name": "entity", "isthing": 1}]})
-    preds = {}
-    results = []
-    for a in anns:
-        ids = rgb2id(read_image(out / "panoptic" / a["file_name"]))
-        preds[a["image_id"]] = PanopticTruth(ids, a["segments_info"])
-        results += [{**r, "category_id": 1} for r in segments_to_coco(a["image_id"], ids, a["segments_info"],
-                                                                       truth=False)]
-    io.write_json(out / "results.json", results)
+    preds = {a["image_id"]: PanopticTruth(rgb2id(read_image(out / "panoptic" / a["file_name"])), a["segments_info"])
+             for a in anns}
     keep = {key for key, _ in items}
     gt.images = {k: v for k, v in gt.images.items() if k in keep}  # --limit scores what ran
-    scores = scoring.score_panoptic(gt, preds)
+    results = []
+    scores = scoring.score_panoptic(gt, preds, results=results)
+    io.write_json(out / "results.json", results)
     io.write_json(out / "scores.json", scores)
     return scores
 

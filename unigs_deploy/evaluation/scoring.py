@@ -9,8 +9,10 @@ from .datasets import DataError
 from .panoptic import PQAccumulator
 
 
-def score_panoptic(gt, predictions: dict, *, per_category: bool = False, progress: bool = False) -> dict:
-    """gt: a PanopticSet or InstanceSet; predictions: image_id -> PanopticTruth-like (ids, segments)."""
+def score_panoptic(gt, predictions: dict, *, per_category: bool = False, progress: bool = False,
+                   results: list | None = None) -> dict:
+    """gt: a PanopticSet or InstanceSet; predictions: image_id -> PanopticTruth-like (ids, segments).
+    `results`, if given, receives the predictions as COCO results (the RLEs AP is scored on)."""
     from tqdm.auto import tqdm
 
     unknown = sorted(set(predictions) - set(gt.images))
@@ -34,6 +36,8 @@ def score_panoptic(gt, predictions: dict, *, per_category: bool = False, progres
         images.append({"id": image_id, "height": int(t.ids.shape[0]), "width": int(t.ids.shape[1])})
         truths += segments_to_coco(image_id, t.ids, t.segments, truth=True)
         dts += segments_to_coco(image_id, p.ids, p.segments, truth=False)
+    if results is not None:
+        results += [{**d, "category_id": 1} for d in dts]
     return {"panoptic": acc.result(), "mask_ap": mask_ap(images, truths, dts), "class_agnostic": not per_category}
 
 
