@@ -48,8 +48,10 @@ demo-model: $(VENV)/.dev
 	$(VENV)/bin/unigs-train configs/demo-vae.toml
 	$(VENV)/bin/unigs-train configs/demo.toml
 	$(VENV)/bin/unigs-train configs/demo-onestep.toml
+	$(VENV)/bin/unigs-train configs/demo-pixel.toml
+	$(VENV)/bin/unigs-train configs/demo-vae-decoder.toml
 	$(VENV)/bin/unigs-train configs/demo-tiny-vae.toml
-	$(PY) -m unigs_deploy.training.ship runs/demo-onestep/model --tiny-vae runs/demo-tiny-vae/model \
+	$(PY) -m unigs_deploy.training.ship runs/demo-vae-decoder/model --tiny-vae runs/demo-tiny-vae/model \
 		--task-defaults configs/demo-task-defaults.json
 
 test: $(VENV)/.dev

@@ -203,7 +203,9 @@ def test_lr_schedules():
     ("train.lr_schedule=linear", "constant or cosine"),
     ("train.onestep_tasks=['segmnt']", "unknown task(s) segmnt"),
     ("train.onestep_fraction=1.5", "onestep_fraction"),
-    ("train.stage=tinyvae", "unet, vae or tiny_vae"),
+    ("train.stage=tinyvae", "unet, vae, vae_decoder or tiny_vae"),
+    ("train.colormap_pixel_loss=1.0", "set train.onestep_tasks too"),
+    ("train.l1_weight=-1", "must be >= 0"),
 ])
 def test_new_training_options_are_checked(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -232,6 +234,46 @@ def test_onestep_tasks_train_at_the_last_timestep(monkeypatch):
     assert onestep.any() and (~onestep).any()
     assert (seen["t"][onestep] == 999).all()
     assert (seen["t"][~onestep] != 999).all()
+
+
+def test_colormap_pixel_loss_adds_the_decoded_one_step_colormaps_error():
+    """The same batch and noise: the loss grows by weight x (MSE + L1 of the decoded colormap) over
+    the one-step examples only, so it is linear in the weight and absent when none are one-step."""
+    from unigs_deploy.training.trainer import Trainer
+
+    base = ["train.batch_size=8", "data.size=32", "train.onestep_tasks=['segment', 'refer']",
+            "model.prediction_type=sample"]
+
+    def loss(*extra):
+        return Trainer(load_config(None, base + list(extra)), progress=False).loss(0).item()
+
+    plain, one, two = loss(), loss("train.colormap_pixel_loss=1.0"), loss("train.colormap_pixel_loss=2.0")
+    assert one - plain > 1e-3
+    assert two - plain == pytest.approx(2 * (one - plain), rel=1e-4)
+    none = ["train.onestep_fraction=0.0"]
+    assert loss(*none, "train.colormap_pixel_loss=1.0") == pytest.approx(loss(*none), rel=1e-6)
+    with pytest.raises(ValueError, match="prediction_type"):
+        Trainer(load_config(None, base[:-1] + ["model.prediction_type=epsilon", "train.colormap_pixel_loss=1.0"]),
+                progress=False).loss(0)
+
+
+def test_vae_decoder_stage_keeps_the_latent_space(tmp_path):
+    """Only the decoder learns: the encoder and the scaling factor (what a trained UNet was trained
+    on) come out bit for bit as they went in."""
+    import torch
+
+    from unigs_deploy import modeling
+
+    _train(tmp_path / "base", 1)
+    _train(tmp_path / "dec", 3, "--set", "train.stage=vae_decoder", "--set",
+           f"model.init={tmp_path / 'base' / 'model'}", "--set", "train.l1_weight=1.0", "--set", "train.ema_decay=0.0")
+    before, after = modeling.load(tmp_path / "base" / "model").vae, modeling.load(tmp_path / "dec" / "model").vae
+    for name in ("encoder", "quant_conv"):
+        for (k, a), b in zip(getattr(before, name).state_dict().items(), getattr(after, name).state_dict().values(),
+                             strict=True):
+            assert torch.equal(a, b), f"{name}.{k} changed"
+    assert not torch.equal(before.decoder.conv_out.weight, after.decoder.conv_out.weight)
+    assert after.config.scaling_factor == before.config.scaling_factor
 
 
 @pytest.mark.slow

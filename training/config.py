@@ -36,7 +36,8 @@ DEFAULTS = {
     },
     "train": {
         # unet | vae (the demo model's own VAE, trained first) | tiny_vae (an AutoencoderTiny distilled
-        # from the model's VAE: fast encode/decode, `unigs-export` exports it as tiny_vae_*)
+        # from the model's VAE: fast encode/decode, `unigs-export` exports it as tiny_vae_*) |
+        # vae_decoder (the VAE's decoder only: the latent space, and so a trained UNet, stays valid)
         "stage": "unet",
         "steps": 100,
         "batch_size": 4,
@@ -62,6 +63,12 @@ DEFAULTS = {
         "onestep_fraction": 1.0,  # share of those tasks' examples drawn at t = T - 1 (the rest: any t)
         "eval_every": 0,  # held-out segment PQ / refer mIoU through the product pipeline every N steps
         "eval_images": 24,
+        # vae / tiny_vae stages: an L1 term beside the MSE (sharper, flatter colormap regions)
+        "l1_weight": 0.0,
+        # unet stage: a loss on the predicted colormap in pixels (the frozen VAE decoder applied to
+        # the x0 prediction; L1 + MSE) for the one-step examples, as Garcia et al. 2024 fine-tune
+        # end-to-end; needs prediction_type = "sample"
+        "colormap_pixel_loss": 0.0,
     },
 }
 
@@ -96,8 +103,8 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
         _merge(cfg, {section: {name: _parse_value(value)}}, "--set")
     _check_mix(cfg)
     t = cfg["train"]
-    if t["stage"] not in ("unet", "vae", "tiny_vae"):
-        raise ConfigError(f"train.stage must be unet, vae or tiny_vae, not {t['stage']!r}")
+    if t["stage"] not in ("unet", "vae", "vae_decoder", "tiny_vae"):
+        raise ConfigError(f"train.stage must be unet, vae, vae_decoder or tiny_vae, not {t['stage']!r}")
     if not any(v > 0 for v in t["tasks"].values()):
         raise ConfigError("train.tasks gives no task a positive ratio")
     if t["lr_schedule"] not in ("constant", "cosine"):
@@ -107,6 +114,10 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
         raise ConfigError(f"train.onestep_tasks: unknown task(s) {', '.join(sorted(unknown))}")
     if not 0.0 <= t["onestep_fraction"] <= 1.0:
         raise ConfigError(f"train.onestep_fraction must be in [0, 1], not {t['onestep_fraction']}")
+    if t["l1_weight"] < 0 or t["colormap_pixel_loss"] < 0:
+        raise ConfigError("train.l1_weight and train.colormap_pixel_loss must be >= 0")
+    if t["colormap_pixel_loss"] and not t["onestep_tasks"]:
+        raise ConfigError("train.colormap_pixel_loss applies to one-step examples: set train.onestep_tasks too")
     return cfg
 
 

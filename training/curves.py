@@ -34,7 +34,8 @@ def plot(curves: dict | str | Path, out: str | Path, *, title: str = "") -> Path
     ax_q.set(xlabel="step", ylim=(0, 1), ylabel=f"held-out ({curves.get('eval_images', '?')} images, "
              f"{s.get('steps', '?')} {s.get('scheduler', '')} step)")
     ax_q.grid(alpha=0.3)
-    ax_q.legend(loc="lower right", fontsize=8, title="dashed: targets", title_fontsize=8)
+    if ax_q.lines:
+        ax_q.legend(loc="lower right", fontsize=8, title="dashed: targets", title_fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

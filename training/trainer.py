@@ -104,7 +104,7 @@ class Trainer:
         self.stage = t["stage"]
         self.source = data_mod.ExampleSource(_dataset(cfg), seed=t["seed"], task_ratios=t["tasks"], rank=self.rank,
                                              max_entities=cfg["data"]["max_entities"])
-        if self.stage == "vae":
+        if self.stage in ("vae", "vae_decoder"):
             self.trained = [self.model.vae]
         elif self.stage == "tiny_vae":
             if self.model.tiny_vae is None:
@@ -118,6 +118,9 @@ class Trainer:
             m.requires_grad_(False).eval()
         for m in self.trained:
             m.requires_grad_(True).train()
+        if self.stage == "vae_decoder":  # the encoder, and so the latent space a trained UNet knows, stays
+            self.model.vae.encoder.requires_grad_(False).eval()
+            self.model.vae.quant_conv.requires_grad_(False)
         if t["gradient_checkpointing"] and self.stage == "unet":
             self.model.unet.enable_gradient_checkpointing()
         params = [p for m in self.trained for p in m.parameters()]
@@ -187,13 +190,13 @@ class Trainer:
         examples = [self.source.example(step, i) for i in range(t["batch_size"])]
         img, cmap, ctrl, mask, tasks = _batch_tensors(examples)
         gen = torch.Generator().manual_seed(int(np.random.default_rng([t["seed"], step, self.rank]).integers(1 << 62)))
-        if self.stage == "vae":
+        if self.stage in ("vae", "vae_decoder"):
             vae = self.trained[0]
             x = torch.cat([img, cmap])
             dist = self.accelerator.unwrap_model(vae).encode(x).latent_dist
             z = dist.mean + dist.std * torch.randn(dist.mean.shape, generator=gen)
             rec = self.accelerator.unwrap_model(vae).decode(z).sample
-            return torch.nn.functional.mse_loss(rec, x) + 1e-6 * dist.kl().mean()
+            return self._pixel_loss(rec, x, t["l1_weight"]) + 1e-6 * dist.kl().mean()
         if self.stage == "tiny_vae":
             return self._tiny_vae_loss(torch.cat([img, cmap]), gen)
         z_img, z_cmap, z_ctrl = self._latent(img, gen), self._latent(cmap, gen), self._latent(ctrl, gen)
@@ -202,6 +205,7 @@ class Trainer:
         noise = torch.randn(target_latent.shape, generator=gen)
         last = self.noise_schedule.config.num_train_timesteps - 1
         timesteps = torch.randint(0, last + 1, (len(examples),), generator=gen)
+        onestep = torch.zeros(len(examples), dtype=torch.bool)
         if t["onestep_tasks"]:
             onestep = torch.tensor([e.task in t["onestep_tasks"] for e in examples])
             onestep &= torch.rand(len(examples), generator=gen) < t["onestep_fraction"]
@@ -219,7 +223,21 @@ class Trainer:
         target = {"epsilon": noise, "sample": target_latent}.get(kind)
         if target is None:
             target = self.noise_schedule.get_velocity(target_latent, noise, timesteps)
-        return torch.nn.functional.mse_loss(pred, target)
+        loss = torch.nn.functional.mse_loss(pred, target)
+        if t["colormap_pixel_loss"] and onestep.any():
+            if kind != "sample":
+                raise ValueError("train.colormap_pixel_loss needs model.prediction_type = \"sample\" (an x0 prediction "
+                                 f"to decode), not {kind!r}")
+            vae = self.model.vae
+            c = z_cmap.shape[1]
+            rec = vae.decode(pred[onestep, c:] / vae.config.scaling_factor).sample
+            loss = loss + t["colormap_pixel_loss"] * self._pixel_loss(rec, cmap[onestep], 1.0)
+        return loss
+
+    @staticmethod
+    def _pixel_loss(rec: torch.Tensor, x: torch.Tensor, l1_weight: float) -> torch.Tensor:
+        loss = torch.nn.functional.mse_loss(rec, x)
+        return loss + l1_weight * torch.nn.functional.l1_loss(rec, x) if l1_weight else loss
 
     def _tiny_vae_loss(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """Distillation into the UNet's latent space (TAESD's recipe, without its adversarial term):
@@ -231,7 +249,7 @@ class Trainer:
             mean = self.model.vae.encode(x).latent_dist.mean * self.model.vae.config.scaling_factor
         sf = tiny.config.scaling_factor
         enc = torch.nn.functional.mse_loss(tiny.encoder(x) * sf, mean)
-        dec = torch.nn.functional.mse_loss(tiny.decoder(z / sf), x)
+        dec = self._pixel_loss(tiny.decoder(z / sf), x, self.cfg["train"]["l1_weight"])
         return enc + dec
 
     def _tokenize(self, prompts) -> np.ndarray:
@@ -316,6 +334,8 @@ class Trainer:
         if self.stage == "vae":
             model.vae = module
             model.vae.register_to_config(scaling_factor=self._latent_scale(module))
+        elif self.stage == "vae_decoder":
+            model.vae = module
         elif self.stage == "tiny_vae":
             model.tiny_vae = module
         else:
@@ -359,22 +379,25 @@ class Trainer:
         schedulers, guidance rule and decoder) at one trailing step. Held-out images 5000.. (seeds
         15000..): neither training's stream nor unigs-bench quality's (10000..)."""
         from unigs_deploy import metrics
+        from unigs_deploy.evaluation.panoptic import PQAccumulator, labels_to_panoptic
         from unigs_deploy.export import eager
         from unigs_deploy.labels import masks_to_labels
         from unigs_deploy.synthetic.shapes import held_out_example
 
-        if self.stage == "vae":
+        if self.stage in ("vae", "vae_decoder"):
             return {"step": self.step}
         pipe = eager.pipeline(self.final_model())
         settings = dict(self.EVAL_SETTINGS, tiny_vae="all" if self.stage == "tiny_vae" else "off")
-        pq, iou = [], []
+        pq, iou = PQAccumulator(), []
         for i in range(self.cfg["train"]["eval_images"]):
             image, masks, captions, region, j = held_out_example(5000 + i, self.cfg["data"]["size"])
             res = pipe.segment(image, seed=i, **settings)
-            pq.append(metrics.panoptic_quality(res.labels, masks_to_labels(masks, background=len(masks) + 1))["pq"])
+            truth = masks_to_labels(masks, background=len(masks) + 1)
+            pq.add(*labels_to_panoptic(truth), *labels_to_panoptic(res.labels))
             m = pipe.refer(image, region, captions[j], seed=i, **settings).mask
             iou.append(metrics.mask_iou(m, masks[j]))
-        return {"step": self.step, "segment_pq": float(np.mean(pq)), "refer_miou": float(np.mean(iou))}
+        # dataset-level PQ, as unigs-bench quality and unigs-eval report it
+        return {"step": self.step, "segment_pq": pq.result()["all"]["pq"], "refer_miou": float(np.mean(iou))}
 
     def write_curves(self) -> Path:
         """<output>/curves.json: loss (mean per log_every steps) and the held-out evaluations."""
@@ -402,7 +425,7 @@ class Trainer:
                 ex = src.example(0, i * 50 + j)
                 if ex.task == task:
                     break
-            if self.stage == "vae":
+            if self.stage in ("vae", "vae_decoder"):
                 x = torch.from_numpy(np.stack([ex.image, ex.colormap])).permute(0, 3, 1, 2).float() / 127.5 - 1
                 with torch.no_grad():
                     rec = model.vae.decode(model.vae.encode(x).latent_dist.mean).sample
