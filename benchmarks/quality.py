@@ -43,6 +43,19 @@ def segment_pq(engine, *, n: int = 100, size: int = 64, threads: int = 0, **kw) 
     return acc.result()["all"]["pq"]
 
 
+def vae_round_trip(pipe, colormap: np.ndarray, *, tiny: bool = False) -> np.ndarray:
+    """A colormap through the engine's VAE (the encoder's mean) and decoder, then the dichotomy
+    decoder as the pipeline runs it: labels (H, W)."""
+    from unigs_deploy import dichotomy
+
+    x = np.ascontiguousarray(palette.colormap_to_unit(colormap).transpose(2, 0, 1)[None])
+    mean = np.split(pipe.components["vae_encoder"](sample=x), 2, axis=1)[0] * pipe.scaling
+    rec = pipe.decode_latent(mean.astype(np.float32), tiny=tiny)
+    h, w = colormap.shape[:2]
+    min_area = max(2, round(dichotomy.DEFAULT_MIN_AREA * h * w / 512**2))
+    return dichotomy.decode_colormap(rec, keep_background=True, min_area=min_area)
+
+
 def _truth(masks, with_background: bool) -> np.ndarray:
     return masks_to_labels(masks, background=len(masks) + 1 if with_background else 0)
 
@@ -96,6 +109,7 @@ def run(engine, *, n: int = 100, steps: int | None = None, guidance: float | Non
 
     pipe = UniGSPipeline.from_engine(engine, threads=threads)
     seg_acc, syn_acc = PQAccumulator(), PQAccumulator()
+    ceiling = {"vae": PQAccumulator(), **({"tiny_vae": PQAccumulator()} if pipe.has_tiny_vae else {})}
     seg_preds, seg_truths, refer_iou, inp_iou, inp_colour, inp_kind = [], [], [], [], [], []
     times = {t: [] for t in ("segment", "refer", "inpaint", "synthesize")}
     used = {}  # the settings each task ran with
@@ -112,6 +126,8 @@ def run(engine, *, n: int = 100, steps: int | None = None, guidance: float | Non
         times["segment"].append(time.perf_counter() - t0)
         truth = _truth(masks, with_background=True)
         _add(seg_acc, res.labels, truth)
+        for decoder, acc in ceiling.items():
+            _add(acc, vae_round_trip(pipe, palette.encode_colormap(masks), tiny=decoder == "tiny_vae"), truth)
         seg_preds.append(res.labels)
         seg_truths.append(truth)
 
@@ -156,4 +172,7 @@ def run(engine, *, n: int = 100, steps: int | None = None, guidance: float | Non
     return {"benchmark": "quality", "machine": machine(threads=threads or None), "images": n, "size": size,
             "steps": steps, "guidance": guidance, "tiny_vae": tiny_vae, "settings": used, "engine": str(engine),
             "rows": rows,
+            # segment PQ of the true colormap encoded and decoded by the engine's VAE (and tiny VAE),
+            # then the dichotomy decoder: the most any UNet could reach through these autoencoders
+            "segment_pq_ceiling": {k: acc.result()["all"]["pq"] for k, acc in ceiling.items()},
             "seconds_per_image": {k: float(np.mean(v)) for k, v in times.items()}}

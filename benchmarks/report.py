@@ -94,7 +94,11 @@ def scaling(r: dict) -> str:
 def quality(r: dict) -> str:
     t = markdown_table(r["rows"], [("task", "task"), ("metric", "metric"), ("value", "value"),
                                    ("target", "target"), ("met", "met")])
-    return t + "\n\nseconds per image: " + ", ".join(f"{k} {v:.2f}" for k, v in r["seconds_per_image"].items())
+    t += "\n\nseconds per image: " + ", ".join(f"{k} {v:.2f}" for k, v in r["seconds_per_image"].items())
+    if r.get("segment_pq_ceiling"):
+        t += ("\n\nsegment PQ ceiling (the true colormap through the autoencoder and the dichotomy decoder): "
+              + ", ".join(f"{k} {v:.3f}" for k, v in r["segment_pq_ceiling"].items()))
+    return t
 
 
 def steps(r: dict) -> str:
@@ -107,6 +111,12 @@ def steps(r: dict) -> str:
 
 def memory(r: dict) -> str:
     from .memory import render
+
+    return render(r)
+
+
+def thresholds(r: dict) -> str:
+    from .thresholds import render
 
     return render(r)
 
@@ -135,13 +145,14 @@ def stop_rules(r: dict) -> str:
     return render_stop_rules(r)
 
 
-RENDER = {"gpu-check": gpu_check, "stop-rules": stop_rules,
+RENDER = {"gpu-check": gpu_check, "stop-rules": stop_rules, "thresholds": thresholds,
           "precision": precision, "fast": fast, "memory": memory, "steps": steps, "decoder": decoder, "capi": capi,
           "table1": table1, "backends": backends, "components": components, "scaling": scaling, "quality": quality}
 TITLES = {"table1": "Table 1 on our machinery", "backends": "One UNet step and a whole image, per backend",
           "scaling": "Cost vs resolution and steps", "components": "Where one run's time goes",
           "decoder": "Progressive dichotomy decoder (one core)", "capi": "C boundary",
           "quality": "Demo model quality", "steps": "Quality vs steps per scheduler",
+          "thresholds": "Decoder threshold on a model's own colormaps",
           "memory": "Memory: exports and one UNet step vs resolution",
           "fast": "A 512x512 segmentation: 0.1 defaults vs today's",
           "precision": "One UNet step: onnxruntime fp32, OpenVINO fp32, OpenVINO int8"}

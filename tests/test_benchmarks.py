@@ -182,3 +182,39 @@ def test_gpu_check_parts_run_here_up_to_the_gpu(tiny_pipe):
     text = gpu_check.render({"rows": rows, "out_of_range": [], "timing": timing, "tolerance": gpu_check.TOLERANCE,
                              "ok": True})
     assert "| tiny" not in text and "all checks passed" in text and "labels PQ vs ref" in text
+
+
+def test_vae_round_trip_reads_the_encoders_mean_and_decodes_like_the_pipeline():
+    """With an identity autoencoder the ceiling is the dichotomy decoder on the true colormap
+    (PQ 1 on a clean layout); the encoder's logvar half is never decoded."""
+    from unigs_deploy import dichotomy, metrics, palette
+    from unigs_deploy.benchmarks.quality import _truth, vae_round_trip
+    from unigs_deploy.synthetic.shapes import held_out_example
+
+    class Identity:
+        scaling = 2.0
+        components = {"vae_encoder": lambda sample: np.concatenate([sample, -sample], axis=1)}
+
+        def decode_latent(self, z, *, tiny=False):
+            return palette.unit_to_colormap(z[0].transpose(1, 2, 0) / self.scaling)
+
+    _, masks, *_ = held_out_example(0, 64)
+    cmap = palette.encode_colormap(masks)
+    labels = vae_round_trip(Identity(), cmap)
+    assert np.array_equal(labels, dichotomy.decode_colormap(cmap, keep_background=True, min_area=2))
+    assert metrics.panoptic_quality(labels, _truth(masks, with_background=True))["pq"] == pytest.approx(1.0)
+
+
+def test_thresholds_bench_decodes_like_the_pipeline(tiny_engine):
+    """Its (centres, 32) row, the pipeline's own defaults, equals unigs-bench quality's segment PQ
+    on the same images: one run per image re-decoded is the pipeline's decode."""
+    from unigs_deploy.benchmarks import quality, thresholds
+
+    r = thresholds.run(tiny_engine, n=3, offset=0, thresholds=(16, 32), size=32, threads=1)
+    assert [(row["stop"], row["threshold"]) for row in r["rows"]] == [
+        ("centres", 16.0), ("centres", 32.0), ("spread", 16.0), ("spread", 32.0)]
+    default = next(row for row in r["rows"] if (row["stop"], row["threshold"]) == ("centres", 32.0))
+    assert default["segment_pq"] == pytest.approx(quality.segment_pq(tiny_engine, n=3, size=32, threads=1,
+                                                                                resolution="input"), abs=1e-12)
+    assert r["best"]["segment_pq"]["segment_pq"] == max(row["segment_pq"] for row in r["rows"])
+    assert "Best: segment_pq" in report.RENDER["thresholds"](r)
