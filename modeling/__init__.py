@@ -61,7 +61,7 @@ class UniGSModel:
     tokenizer: object  # tokenizers.Tokenizer
     scheduler_config: dict = field(default_factory=lambda: dict(SD15_SCHEDULER))
     source: dict = field(default_factory=dict)
-    task_defaults: dict = field(default_factory=dict)  # per task: steps, guidance, scheduler, spacing (measured)
+    task_defaults: dict = field(default_factory=dict)  # per task: steps, guidance, scheduler, spacing, threshold, stop
     tiny_vae: torch.nn.Module | None = None  # optional diffusers AutoencoderTiny: fast encode/decode
 
     @property

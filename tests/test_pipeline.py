@@ -324,3 +324,29 @@ def test_memory_estimate_is_the_attention_scores_a_step_adds(tiny_pipe):
     finally:
         m.model.self_attention = saved
         m.components["unet"]["optimized"] = None
+
+
+def test_decoder_threshold_and_stop_come_from_the_model_unless_given(tiny_pipe, inputs, monkeypatch):
+    """task_defaults.json may carry the decoder's threshold / stop rule (measured for that model);
+    an explicit argument wins; the settings record what ran; bad values are one-line errors."""
+    from unigs_deploy import dichotomy
+
+    seen = []
+    real = dichotomy.decode_colormap
+
+    def spy(colormap, **kw):
+        seen.append((kw["threshold"], kw["stop"]))
+        return real(colormap, **kw)
+
+    monkeypatch.setattr(dichotomy, "decode_colormap", spy)
+    monkeypatch.setitem(tiny_pipe.manifest.task_defaults, "segment", {"threshold": 20.0, "stop": "spread"})
+    res = tiny_pipe.segment(inputs[0], steps=1)
+    assert seen[-1] == (20.0, "spread") and (res.settings["threshold"], res.settings["stop"]) == (20.0, "spread")
+    tiny_pipe.segment(inputs[0], steps=1, threshold=40, stop="centres")
+    assert seen[-1] == (40.0, "centres")
+    tiny_pipe.synthesize(inputs[0], steps=1)  # an image is a colormap too
+    assert seen[-1] == (dichotomy.DEFAULT_THRESHOLD, "centres")
+    with pytest.raises(ValueError, match="threshold must be a colour distance > 0"):
+        tiny_pipe.segment(inputs[0], steps=1, threshold=0)
+    with pytest.raises(ValueError, match="stop must be one of centres, spread, got 'median'"):
+        tiny_pipe.segment(inputs[0], steps=1, stop="median")

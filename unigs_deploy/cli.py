@@ -86,6 +86,10 @@ Tasks and their inputs:
 @click.option("--tiny-vae", type=click.Choice(["off", "colormap", "all"]),
               help="Where the engine's tiny VAE (unigs-export --tiny-vae) replaces the full one: colormap (its "
                    "decode), all (also the image encode and decode) [default: colormap if the engine has one].")
+@click.option("--threshold", type=float,
+              help="Colour distance at which the decoder stops splitting [default: the model's for the task, else 32].")
+@click.option("--stop", type=click.Choice(["centres", "spread"]),
+              help="Decoder split rule: centres (2-means halves apart) or spread (the paper's) [default: the task's].")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("out"), show_default=True,
               help="Output folder; outputs of an earlier run there are replaced (other files are kept).")
 @click.option("--image-id", default=0, show_default=True, help="image_id written into masks.json (COCO results).")
@@ -99,7 +103,7 @@ Tasks and their inputs:
 @one_line_errors("unigs-run", (ValueError, MemoryError),
                  interrupted="interrupted; outputs already written are complete, the rest were not written")
 def main(engine, task, image, masks, colormap, prompts, steps, guidance, seed, eta, scheduler, spacing, resolution,
-         decode_image, tiny_vae, out, image_id, threads, provider, backend, int8, quiet):
+         decode_image, tiny_vae, threshold, stop, out, image_id, threads, provider, backend, int8, quiet):
     """Run UniGS with the lean runtime (no torch): inpaint, synthesize, refer or segment, and write
     colormap.png, labels.png, masks.json (COCO results), panoptic.png + panoptic.json, image.png
     (inpaint, synthesize, or --decode-image), mask.png (refer, inpaint) and run.json (settings,
@@ -115,7 +119,8 @@ def main(engine, task, image, masks, colormap, prompts, steps, guidance, seed, e
     _check_writable(out)
     pipe = UniGSPipeline.from_engine(engine, provider=provider, threads=threads, backend=backend, int8=int8)
     kw = dict(steps=steps, guidance=guidance, seed=seed, eta=eta, scheduler=scheduler, spacing=spacing,
-              resolution=resolution, decode_image=decode_image or None, tiny_vae=tiny_vae, progress=not quiet)
+              resolution=resolution, decode_image=decode_image or None, tiny_vae=tiny_vae, threshold=threshold,
+              stop=stop, progress=not quiet)
     if task == "inpaint":
         res = pipe.inpaint(inputs["image"], list(zip(inputs["masks"], inputs["prompts"], strict=True)), **kw)
     elif task == "synthesize":

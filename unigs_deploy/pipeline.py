@@ -40,7 +40,7 @@ class Result:
 
 
 _LOOP_ARGS = ("steps", "guidance", "seed", "eta", "scheduler", "spacing", "resolution", "decode_image", "tiny_vae",
-              "progress", "callback")
+              "threshold", "stop", "progress", "callback")
 TINY_VAE = ("off", "colormap", "all")  # where an exported AutoencoderTiny replaces the full VAE
 
 
@@ -263,8 +263,8 @@ class UniGSPipeline:
     def _run(self, task: str, rgb: np.ndarray, regions: list[np.ndarray], prompt: str, notes: list, *,
              steps: int | None = None, guidance: float | None = None, seed: int = 0, eta: float | None = None,
              scheduler: str | None = None, spacing: str | None = None, resolution="native",
-             decode_image: bool | None = None, tiny_vae: str | None = None, progress: bool = False,
-             callback=None) -> Result:
+             decode_image: bool | None = None, tiny_vae: str | None = None, threshold: float | None = None,
+             stop: str | None = None, progress: bool = False, callback=None) -> Result:
         """One task on an image (or colormap) and its regions at the input's size -> the result at that size."""
         spec = tasks.get(task)
         model = self.manifest.task_defaults.get(task, {})  # what was measured best for this model
@@ -275,6 +275,15 @@ class UniGSPipeline:
         steps, guidance, eta = int(default("steps", steps)), float(default("guidance", guidance)), \
             float(default("eta", eta))
         scheduler, spacing = default("scheduler", scheduler), default("spacing", spacing)
+        # the dichotomy decoder's split rule: a model whose colours come out muted is measured best
+        # at a lower threshold, so a model may carry its own (task_defaults.json)
+        threshold = float(threshold if threshold is not None else model.get("threshold", dichotomy.DEFAULT_THRESHOLD))
+        stop = stop if stop is not None else model.get("stop", "centres")
+        if not math.isfinite(threshold) or threshold <= 0:
+            raise ValueError(f"threshold must be a colour distance > 0 (default {dichotomy.DEFAULT_THRESHOLD:g}), "
+                             f"got {threshold}")
+        if stop not in dichotomy.STOPS:
+            raise ValueError(f"stop must be one of {', '.join(dichotomy.STOPS)}, got {stop!r}")
         decode_image = spec.decodes_image if decode_image is None else bool(decode_image)
         tiny_vae = self._tiny_vae(tiny_vae)
         if steps < 1:
@@ -327,14 +336,16 @@ class UniGSPipeline:
         t0 = time.perf_counter()
         # specks are judged relative to the image: the default min_area is meant for 512x512
         min_area = max(2, round(dichotomy.DEFAULT_MIN_AREA * work[0] * work[1] / 512**2))
-        labels = dichotomy.decode_colormap(colormap, keep_background=spec.keep_background, min_area=min_area)
+        labels = dichotomy.decode_colormap(colormap, keep_background=spec.keep_background, min_area=min_area,
+                                           threshold=threshold, stop=stop)
         timings["dichotomy_s"] = time.perf_counter() - t0
         timings["total_s"] = sum(timings.values())
         settings = {"task": task, "prompt": prompt, "steps": steps, "guidance": guidance, "seed": seed, "eta": eta,
                     "scheduler": scheduler, "spacing": sched.config["timestep_spacing"],
                     "resolution": str(resolution), "working_size": [int(work[1]), int(work[0])],
                     "guidance_applied": cfg, "unet_batch": 2 if cfg else 1,
-                    "decoded": ["colormap"] + (["image"] if decode_image else []), "tiny_vae": tiny_vae}
+                    "decoded": ["colormap"] + (["image"] if decode_image else []), "tiny_vae": tiny_vae,
+                    "threshold": threshold, "stop": stop}
         return Result(task, None if image is None else self._back(image, size, nearest=False),
                       self._back(colormap, size, nearest=True), self._back(labels, size, nearest=True),
                       timings=timings, notes=notes, settings=settings, latents=np.concatenate([z_img, z_cmap], axis=1))

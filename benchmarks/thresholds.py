@@ -1,0 +1,62 @@
+"""The dichotomy decoder's split rule and threshold on a trained model's own colormaps: what a
+model's `threshold` / `stop` task defaults are chosen from.
+
+A model that is unsure of an entity's palette colour predicts a muted mix, so its entities sit
+closer in colour than the palette puts them; the threshold that separates them best is the
+model's, not the codec's. Each image runs once at the task's defaults and its colormap is decoded
+with every (stop, threshold). Images come from held-out indices `offset`.. (default 5000, seeds
+15000..: training's evaluation stream), not the 0..99 `unigs-bench quality` reports on, so a
+choice made here is checked on images it was not chosen on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from unigs_deploy import dichotomy, metrics, tasks
+from unigs_deploy.labels import dominant_in, masks_to_labels
+from unigs_deploy.synthetic.shapes import held_out_example
+
+from .common import machine
+
+
+def run(engine, *, n: int = 60, offset: int = 5000, thresholds=(16, 20, 24, 28, 32, 40), stops=("centres", "spread"),
+        size: int = 64, threads: int = 0) -> dict:
+    from tqdm.auto import tqdm
+
+    from unigs_deploy.evaluation.panoptic import PQAccumulator, labels_to_panoptic
+    from unigs_deploy.pipeline import UniGSPipeline
+
+    pipe = UniGSPipeline.from_engine(engine, threads=threads)
+    grid = [(s, float(t)) for s in stops for t in thresholds]
+    pq = {g: PQAccumulator() for g in grid}
+    iou = {g: [] for g in grid}
+    min_area = max(2, round(dichotomy.DEFAULT_MIN_AREA * size * size / 512**2))
+    for i in tqdm(range(n), desc="thresholds", unit="image"):
+        image, masks, captions, region, j = held_out_example(offset + i, size)
+        truth = labels_to_panoptic(masks_to_labels(masks, background=len(masks) + 1))
+        # at the image's own size, so the colormap is the one the pipeline decoded (the demo: its native 64)
+        seg = pipe.segment(image, seed=i, resolution="input").colormap
+        ref = pipe.refer(image, region, captions[j], seed=i, resolution="input").colormap
+        for stop, thr in grid:
+            kw = dict(min_area=min_area, threshold=thr, stop=stop)
+            labels = dichotomy.decode_colormap(seg, keep_background=tasks.get("segment").keep_background, **kw)
+            pq[stop, thr].add(*truth, *labels_to_panoptic(labels))
+            labels = dichotomy.decode_colormap(ref, keep_background=tasks.get("refer").keep_background, **kw)
+            iou[stop, thr].append(metrics.mask_iou(dominant_in(labels, region), masks[j]))
+    rows = [{"stop": s, "threshold": t, "segment_pq": pq[s, t].result()["all"]["pq"],
+             "refer_miou": float(np.mean(iou[s, t]))} for s, t in grid]
+    best = {k: max(rows, key=lambda r: r[k]) for k in ("segment_pq", "refer_miou")}
+    return {"benchmark": "thresholds", "machine": machine(threads=threads or None), "images": n, "offset": offset,
+            "size": size, "engine": str(engine), "rows": rows,
+            "best": {k: {"stop": r["stop"], "threshold": r["threshold"], k: r[k]} for k, r in best.items()}}
+
+
+def render(r: dict) -> str:
+    from .report import markdown_table
+
+    t = markdown_table(r["rows"], [("stop", "stop"), ("threshold", "threshold"), ("segment_pq", "segment PQ"),
+                                   ("refer_miou", "refer mIoU")])
+    return t + (f"\n\n{r['images']} held-out {r['size']}x{r['size']} images from index {r['offset']}, each task at "
+                "its defaults, one run per image decoded with every setting. Best: "
+                + "; ".join(f"{k} {v[k]:.3f} at {v['stop']} {v['threshold']:g}" for k, v in r["best"].items()))
