@@ -132,14 +132,16 @@ def fast(engine, demo_engine, fused_engine, size, rounds, images, threads, torch
               help="First held-out index (5000: training's evaluation images, not unigs-bench quality's 0..99).")
 @click.option("--thresholds", "thresholds_", default="16,20,24,28,32,40", show_default=True,
               help="Thresholds to try, comma-separated.")
+@click.option("--steps", type=int, help="Denoising steps for both tasks [default: each task's].")
 @click.option("--threads", default=0, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results as JSON.")
-def thresholds(engine, images, offset, thresholds_, threads, json_path):
+def thresholds(engine, images, offset, thresholds_, steps, threads, json_path):
     """The decoder's stop rule and threshold on a model's own segment and refer colormaps: where a
     model's `threshold` / `stop` task defaults come from."""
     from . import thresholds as bench
 
-    _emit(bench.run(engine, n=images, offset=offset, thresholds=_ints(thresholds_), threads=threads), json_path)
+    _emit(bench.run(engine, n=images, offset=offset, thresholds=_ints(thresholds_), steps=steps, threads=threads),
+          json_path)
 
 
 @main.command("stop-rules")

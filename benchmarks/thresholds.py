@@ -21,7 +21,8 @@ from .common import machine
 
 
 def run(engine, *, n: int = 60, offset: int = 5000, thresholds=(16, 20, 24, 28, 32, 40), stops=("centres", "spread"),
-        size: int = 64, threads: int = 0) -> dict:
+        steps: int | None = None, size: int = 64, threads: int = 0) -> dict:
+    """steps None: each task's default."""
     from tqdm.auto import tqdm
 
     from unigs_deploy.evaluation.panoptic import PQAccumulator, labels_to_panoptic
@@ -36,8 +37,8 @@ def run(engine, *, n: int = 60, offset: int = 5000, thresholds=(16, 20, 24, 28, 
         image, masks, captions, region, j = held_out_example(offset + i, size)
         truth = labels_to_panoptic(masks_to_labels(masks, background=len(masks) + 1))
         # at the image's own size, so the colormap is the one the pipeline decoded (the demo: its native 64)
-        seg = pipe.segment(image, seed=i, resolution="input").colormap
-        ref = pipe.refer(image, region, captions[j], seed=i, resolution="input").colormap
+        seg = pipe.segment(image, seed=i, resolution="input", steps=steps).colormap
+        ref = pipe.refer(image, region, captions[j], seed=i, resolution="input", steps=steps).colormap
         for stop, thr in grid:
             kw = dict(min_area=min_area, threshold=thr, stop=stop)
             labels = dichotomy.decode_colormap(seg, keep_background=tasks.get("segment").keep_background, **kw)
@@ -48,7 +49,7 @@ def run(engine, *, n: int = 60, offset: int = 5000, thresholds=(16, 20, 24, 28, 
              "refer_miou": float(np.mean(iou[s, t]))} for s, t in grid]
     best = {k: max(rows, key=lambda r: r[k]) for k in ("segment_pq", "refer_miou")}
     return {"benchmark": "thresholds", "machine": machine(threads=threads or None), "images": n, "offset": offset,
-            "size": size, "engine": str(engine), "rows": rows,
+            "size": size, "steps": steps, "engine": str(engine), "rows": rows,
             "best": {k: {"stop": r["stop"], "threshold": r["threshold"], k: r[k]} for k, r in best.items()}}
 
 
@@ -57,6 +58,7 @@ def render(r: dict) -> str:
 
     t = markdown_table(r["rows"], [("stop", "stop"), ("threshold", "threshold"), ("segment_pq", "segment PQ"),
                                    ("refer_miou", "refer mIoU")])
+    at = "its default steps" if r.get("steps") is None else f"{r['steps']} steps"
     return t + (f"\n\n{r['images']} held-out {r['size']}x{r['size']} images from index {r['offset']}, each task at "
-                "its defaults, one run per image decoded with every setting. Best: "
+                f"{at}, one run per image decoded with every setting. Best: "
                 + "; ".join(f"{k} {v[k]:.3f} at {v['stop']} {v['threshold']:g}" for k, v in r["best"].items()))
