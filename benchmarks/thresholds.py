@@ -1,4 +1,5 @@
-"""The dichotomy decoder's split rule and threshold on a trained model's own colormaps: what a
+"""The dichotomy decoder's split rule and threshold on a trained model's own colormaps (segment
+PQ, refer mIoU, inpaint region IoU as unigs-bench quality scores them): what a
 model's `threshold` / `stop` task defaults are chosen from.
 
 A model that is unsure of an entity's palette colour predicts a muted mix, so its entities sit
@@ -32,6 +33,7 @@ def run(engine, *, n: int = 60, offset: int = 5000, thresholds=(16, 20, 24, 28, 
     grid = [(s, float(t)) for s in stops for t in thresholds]
     pq = {g: PQAccumulator() for g in grid}
     iou = {g: [] for g in grid}
+    inp = {g: [] for g in grid}
     min_area = max(2, round(dichotomy.DEFAULT_MIN_AREA * size * size / 512**2))
     for i in tqdm(range(n), desc="thresholds", unit="image"):
         image, masks, captions, region, j = held_out_example(offset + i, size)
@@ -39,15 +41,18 @@ def run(engine, *, n: int = 60, offset: int = 5000, thresholds=(16, 20, 24, 28, 
         # at the image's own size, so the colormap is the one the pipeline decoded (the demo: its native 64)
         seg = pipe.segment(image, seed=i, resolution="input", steps=steps).colormap
         ref = pipe.refer(image, region, captions[j], seed=i, resolution="input", steps=steps).colormap
+        gen = pipe.inpaint(image, [(region, captions[j])], seed=i, resolution="input", steps=steps).colormap
         for stop, thr in grid:
             kw = dict(min_area=min_area, threshold=thr, stop=stop)
             labels = dichotomy.decode_colormap(seg, keep_background=tasks.get("segment").keep_background, **kw)
             pq[stop, thr].add(*truth, *labels_to_panoptic(labels))
             labels = dichotomy.decode_colormap(ref, keep_background=tasks.get("refer").keep_background, **kw)
             iou[stop, thr].append(metrics.mask_iou(dominant_in(labels, region), masks[j]))
+            labels = dichotomy.decode_colormap(gen, keep_background=tasks.get("inpaint").keep_background, **kw)
+            inp[stop, thr].append(metrics.mask_iou(dominant_in(labels, region), masks[j]))
     rows = [{"stop": s, "threshold": t, "segment_pq": pq[s, t].result()["all"]["pq"],
-             "refer_miou": float(np.mean(iou[s, t]))} for s, t in grid]
-    best = {k: max(rows, key=lambda r: r[k]) for k in ("segment_pq", "refer_miou")}
+             "refer_miou": float(np.mean(iou[s, t])), "inpaint_iou": float(np.mean(inp[s, t]))} for s, t in grid]
+    best = {k: max(rows, key=lambda r: r[k]) for k in ("segment_pq", "refer_miou", "inpaint_iou")}
     return {"benchmark": "thresholds", "machine": machine(threads=threads or None), "images": n, "offset": offset,
             "size": size, "steps": steps, "engine": str(engine), "rows": rows,
             "best": {k: {"stop": r["stop"], "threshold": r["threshold"], k: r[k]} for k, r in best.items()}}
@@ -57,7 +62,7 @@ def render(r: dict) -> str:
     from .report import markdown_table
 
     t = markdown_table(r["rows"], [("stop", "stop"), ("threshold", "threshold"), ("segment_pq", "segment PQ"),
-                                   ("refer_miou", "refer mIoU")])
+                                   ("refer_miou", "refer mIoU"), ("inpaint_iou", "inpaint region IoU")])
     at = "its default steps" if r.get("steps") is None else f"{r['steps']} steps"
     return t + (f"\n\n{r['images']} held-out {r['size']}x{r['size']} images from index {r['offset']}, each task at "
                 f"{at}, one run per image decoded with every setting. Best: "
