@@ -137,10 +137,12 @@ def tiny_vae_factor(tiny) -> int:
 
 def load_tiny_vae(path: str | Path, vae) -> torch.nn.Module:
     """A diffusers AutoencoderTiny folder (TAESD for SD 1.5, or one `unigs-train` distilled from
-    this model's VAE), checked to fit `vae`'s latent space."""
+    this model's VAE; its model folder works too), checked to fit `vae`'s latent space."""
     from diffusers import AutoencoderTiny
 
     path = Path(path)
+    if not (path / "config.json").is_file() and (path / TINY_VAE / "config.json").is_file():
+        path = path / TINY_VAE  # a model folder (unigs-train's tiny_vae stage writes one) holding it
     if not (path / "config.json").is_file():
         raise ModelError(f"{path} is not a diffusers AutoencoderTiny folder (no config.json): give the folder "
                          "holding config.json and the weights (e.g. a copy of madebyollin/taesd)")

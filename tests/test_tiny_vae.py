@@ -77,6 +77,10 @@ def test_a_tiny_vae_of_another_latent_space_is_refused(tmp_path):
         modeling.load_tiny_vae(tmp_path / "t", vae)
     with pytest.raises(modeling.ModelError, match="no config.json"):
         modeling.load_tiny_vae(tmp_path, vae)
+    fits = AutoencoderTiny(**modeling.tiny_vae_config(vae))
+    fits.save_pretrained(tmp_path / "model" / modeling.TINY_VAE)  # a model folder, as unigs-train writes
+    loaded = modeling.load_tiny_vae(tmp_path / "model", vae)
+    assert torch.equal(loaded.decoder.layers[0].weight, fits.decoder.layers[0].weight)
 
 
 def test_eager_pipeline_matches_the_engine(tiny_model, tiny_pipe, rng):
