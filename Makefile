@@ -43,7 +43,8 @@ demo: $(VENV)/.runtime
 endif
 
 # Train the demo model from scratch (stage 1: its VAE, 2: the joint UNet + text encoder, 3: one-step
-# segment/refer, 4: a tiny VAE distilled from stage 1's), then ship it with its measured task defaults.
+# segment/refer, 4: the same with a loss on the decoded colormap, 5: the VAE decoder alone, 6: a tiny
+# VAE distilled from it), then ship it with its measured task defaults (unigs-bench thresholds/steps).
 demo-model: $(VENV)/.dev
 	$(VENV)/bin/unigs-train configs/demo-vae.toml
 	$(VENV)/bin/unigs-train configs/demo.toml
