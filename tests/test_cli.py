@@ -124,7 +124,10 @@ def test_ctrl_c_at_any_moment_is_one_line_and_exit_130(tiny_engine, files, after
     proc = subprocess.Popen([sys.executable, "-m", "unigs_deploy.cli", "--engine", str(tiny_engine / "unigs.onnx"),
                              "--task", "segment", "--image", str(files / "image.png"), "--steps", "900",
                              "--resolution", "input", "--out", str(files / "o"), "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # as a terminal's foreground process: a suite started in the background
+                            # (`make test &`) passes SIGINT on ignored, and the child rightly keeps ignoring it
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(after)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
