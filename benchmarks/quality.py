@@ -43,17 +43,18 @@ def segment_pq(engine, *, n: int = 100, size: int = 64, threads: int = 0, **kw) 
     return acc.result()["all"]["pq"]
 
 
-def vae_round_trip(pipe, colormap: np.ndarray, *, tiny: bool = False) -> np.ndarray:
-    """A colormap through the engine's VAE (the encoder's mean) and decoder, then the dichotomy
-    decoder as the pipeline runs it: labels (H, W)."""
+def vae_round_trip(pipe, colormap: np.ndarray) -> dict:
+    """A colormap encoded once by the engine's VAE (the encoder's mean), decoded by its VAE and,
+    where the engine has one, its tiny VAE, then split by the dichotomy decoder with the codec's
+    settings: {"vae": labels, "tiny_vae": labels}."""
     from unigs_deploy import dichotomy
 
     x = np.ascontiguousarray(palette.colormap_to_unit(colormap).transpose(2, 0, 1)[None])
-    mean = np.split(pipe.components["vae_encoder"](sample=x), 2, axis=1)[0] * pipe.scaling
-    rec = pipe.decode_latent(mean.astype(np.float32), tiny=tiny)
-    h, w = colormap.shape[:2]
-    min_area = max(2, round(dichotomy.DEFAULT_MIN_AREA * h * w / 512**2))
-    return dichotomy.decode_colormap(rec, keep_background=True, min_area=min_area)
+    mean = (np.split(pipe.components["vae_encoder"](sample=x), 2, axis=1)[0] * pipe.scaling).astype(np.float32)
+    min_area = dichotomy.min_area_for(*colormap.shape[:2])
+    return {name: dichotomy.decode_colormap(pipe.decode_latent(mean, tiny=name == "tiny_vae"), keep_background=True,
+                                            min_area=min_area)
+            for name in ("vae", "tiny_vae") if name == "vae" or pipe.has_tiny_vae}
 
 
 def _truth(masks, with_background: bool) -> np.ndarray:
@@ -126,8 +127,8 @@ def run(engine, *, n: int = 100, steps: int | None = None, guidance: float | Non
         times["segment"].append(time.perf_counter() - t0)
         truth = _truth(masks, with_background=True)
         _add(seg_acc, res.labels, truth)
-        for decoder, acc in ceiling.items():
-            _add(acc, vae_round_trip(pipe, palette.encode_colormap(masks), tiny=decoder == "tiny_vae"), truth)
+        for decoder, labels in vae_round_trip(pipe, palette.encode_colormap(masks)).items():
+            _add(ceiling[decoder], labels, truth)
         seg_preds.append(res.labels)
         seg_truths.append(truth)
 

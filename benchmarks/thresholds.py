@@ -34,7 +34,8 @@ def run(engine, *, n: int = 60, offset: int = 5000, thresholds=(16, 20, 24, 28, 
     pq = {g: PQAccumulator() for g in grid}
     iou = {g: [] for g in grid}
     inp = {g: [] for g in grid}
-    min_area = max(2, round(dichotomy.DEFAULT_MIN_AREA * size * size / 512**2))
+    min_area = dichotomy.min_area_for(size, size)
+    keep_bg = {t: tasks.get(t).keep_background for t in ("segment", "refer", "inpaint")}
     for i in tqdm(range(n), desc="thresholds", unit="image"):
         image, masks, captions, region, j = held_out_example(offset + i, size)
         truth = labels_to_panoptic(masks_to_labels(masks, background=len(masks) + 1))
@@ -44,11 +45,11 @@ def run(engine, *, n: int = 60, offset: int = 5000, thresholds=(16, 20, 24, 28, 
         gen = pipe.inpaint(image, [(region, captions[j])], seed=i, resolution="input", steps=steps).colormap
         for stop, thr in grid:
             kw = dict(min_area=min_area, threshold=thr, stop=stop)
-            labels = dichotomy.decode_colormap(seg, keep_background=tasks.get("segment").keep_background, **kw)
+            labels = dichotomy.decode_colormap(seg, keep_background=keep_bg["segment"], **kw)
             pq[stop, thr].add(*truth, *labels_to_panoptic(labels))
-            labels = dichotomy.decode_colormap(ref, keep_background=tasks.get("refer").keep_background, **kw)
+            labels = dichotomy.decode_colormap(ref, keep_background=keep_bg["refer"], **kw)
             iou[stop, thr].append(metrics.mask_iou(dominant_in(labels, region), masks[j]))
-            labels = dichotomy.decode_colormap(gen, keep_background=tasks.get("inpaint").keep_background, **kw)
+            labels = dichotomy.decode_colormap(gen, keep_background=keep_bg["inpaint"], **kw)
             inp[stop, thr].append(metrics.mask_iou(dominant_in(labels, region), masks[j]))
     rows = [{"stop": s, "threshold": t, "segment_pq": pq[s, t].result()["all"]["pq"],
              "refer_miou": float(np.mean(iou[s, t])), "inpaint_iou": float(np.mean(inp[s, t]))} for s, t in grid]

@@ -193,6 +193,7 @@ def test_vae_round_trip_reads_the_encoders_mean_and_decodes_like_the_pipeline():
 
     class Identity:
         scaling = 2.0
+        has_tiny_vae = False
         components = {"vae_encoder": lambda sample: np.concatenate([sample, -sample], axis=1)}
 
         def decode_latent(self, z, *, tiny=False):
@@ -200,7 +201,7 @@ def test_vae_round_trip_reads_the_encoders_mean_and_decodes_like_the_pipeline():
 
     _, masks, *_ = held_out_example(0, 64)
     cmap = palette.encode_colormap(masks)
-    labels = vae_round_trip(Identity(), cmap)
+    labels = vae_round_trip(Identity(), cmap)["vae"]
     assert np.array_equal(labels, dichotomy.decode_colormap(cmap, keep_background=True, min_area=2))
     assert metrics.panoptic_quality(labels, _truth(masks, with_background=True))["pq"] == pytest.approx(1.0)
 

@@ -31,6 +31,7 @@ DEFAULT_THRESHOLD = 32.0
 DEFAULT_MIN_AREA = 32
 DEFAULT_MAX_DEPTH = 32
 STOPS = {"centres": 0, "spread": 1}  # the split rule: this project's, the paper's
+DEFAULT_STOP = "centres"
 _BG_LEVEL = 32.0  # a leaf whose every channel is under this snaps to black: the background
 _LLOYD_ITERS = 50
 _EDGE_TOL = 24
@@ -38,6 +39,20 @@ _CORE_RADIUS = 2  # a core pixel's label reaches this far in all four directions
 _SAMPLE_MIN_AREA = 16
 # reassociating sums lets LLVM vectorise the 2-means loops (2x); no fast-math on NaN or inf
 _SUMS = {"reassoc", "contract", "nsz", "arcp"}
+
+
+def check_split(threshold, stop) -> None:
+    """The split rule's settings, checked (the pipeline calls it before any model work)."""
+    if not (threshold > 0 and np.isfinite(threshold)):
+        raise ValueError(f"threshold must be a colour distance > 0 (default {DEFAULT_THRESHOLD:g}), got {threshold}")
+    if stop not in STOPS:
+        raise ValueError(f"stop must be one of {', '.join(STOPS)}, got {stop!r}")
+
+
+def min_area_for(h: int, w: int) -> int:
+    """DEFAULT_MIN_AREA (meant for 512x512) scaled to an h x w colormap: specks are judged
+    relative to the image, and never below 2 pixels."""
+    return max(2, round(DEFAULT_MIN_AREA * h * w / 512**2))
 
 
 def _check(colormap, threshold, min_area, max_depth) -> np.ndarray:
@@ -54,8 +69,6 @@ def _check(colormap, threshold, min_area, max_depth) -> np.ndarray:
             f"colormap must be uint8 in [0, 255], got {colormap.dtype}; "
             "convert [-1, 1] floats with palette.unit_to_colormap"
         )
-    if not (threshold > 0 and np.isfinite(threshold)):
-        raise ValueError(f"threshold must be a positive number, got {threshold}")
     if min_area < 0:
         raise ValueError(f"min_area must be >= 0, got {min_area}")
     if max_depth < 0:
@@ -71,7 +84,7 @@ def decode_colormap(
     max_depth: int = DEFAULT_MAX_DEPTH,
     keep_background: bool = False,
     out: np.ndarray | None = None,
-    stop: str = "centres",
+    stop: str = DEFAULT_STOP,
 ) -> np.ndarray:
     """Colormap (H, W, 3) uint8 -> label map (H, W) int32.
 
@@ -103,12 +116,11 @@ def warm_up() -> float:
 
 def decode_colormap_counted(colormap, *, threshold=DEFAULT_THRESHOLD, min_area=DEFAULT_MIN_AREA,
                             max_depth=DEFAULT_MAX_DEPTH, keep_background=False, out=None,
-                            stop: str = "centres") -> tuple[np.ndarray, int]:
+                            stop: str = DEFAULT_STOP) -> tuple[np.ndarray, int]:
     """`decode_colormap` and the number of labels K, without a pass over the result to count them."""
+    check_split(threshold, stop)
     cm = _check(colormap, threshold, min_area, max_depth)
     out = _check_out(out, cm.shape[:2])
-    if stop not in STOPS:
-        raise ValueError(f"stop must be one of {', '.join(STOPS)}, not {stop!r}")
     k = _decode(cm, float(threshold), int(min_area), int(max_depth), bool(keep_background), out,
                 *_workspace(*cm.shape[:2]), STOPS[stop])
     return out, int(k)

@@ -278,12 +278,8 @@ class UniGSPipeline:
         # the dichotomy decoder's split rule: a model whose colours come out muted is measured best
         # at a lower threshold, so a model may carry its own (task_defaults.json)
         threshold = float(threshold if threshold is not None else model.get("threshold", dichotomy.DEFAULT_THRESHOLD))
-        stop = stop if stop is not None else model.get("stop", "centres")
-        if not math.isfinite(threshold) or threshold <= 0:
-            raise ValueError(f"threshold must be a colour distance > 0 (default {dichotomy.DEFAULT_THRESHOLD:g}), "
-                             f"got {threshold}")
-        if stop not in dichotomy.STOPS:
-            raise ValueError(f"stop must be one of {', '.join(dichotomy.STOPS)}, got {stop!r}")
+        stop = stop if stop is not None else model.get("stop", dichotomy.DEFAULT_STOP)
+        dichotomy.check_split(threshold, stop)
         decode_image = spec.decodes_image if decode_image is None else bool(decode_image)
         tiny_vae = self._tiny_vae(tiny_vae)
         if steps < 1:
@@ -334,10 +330,8 @@ class UniGSPipeline:
         image = self.decode_latent(z_img, tiny=tiny_vae == "all")[: work[0], : work[1]] if decode_image else None
         timings["vae_decoder_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        # specks are judged relative to the image: the default min_area is meant for 512x512
-        min_area = max(2, round(dichotomy.DEFAULT_MIN_AREA * work[0] * work[1] / 512**2))
-        labels = dichotomy.decode_colormap(colormap, keep_background=spec.keep_background, min_area=min_area,
-                                           threshold=threshold, stop=stop)
+        labels = dichotomy.decode_colormap(colormap, keep_background=spec.keep_background,
+                                           min_area=dichotomy.min_area_for(*work), threshold=threshold, stop=stop)
         timings["dichotomy_s"] = time.perf_counter() - t0
         timings["total_s"] = sum(timings.values())
         settings = {"task": task, "prompt": prompt, "steps": steps, "guidance": guidance, "seed": seed, "eta": eta,
