@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -53,8 +53,20 @@ def blocky_label_maps(draw):
     return lab
 
 
+def _tie_case() -> np.ndarray:
+    """Found by hypothesis: label 2's strips are edge pixels only (no histogram weight) and their
+    colour (64, 0, 64) is exactly as far from black as from label 1's (0, 64, 64). The product
+    once judged such bins by the bin's middle, which broke the tie the other way."""
+    lab = np.ones((20, 8), np.int32)
+    lab[0:5, 2] = 2
+    lab[5:10, 6] = 2
+    lab[10:15, 5:8] = 0
+    return lab
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(blocky_label_maps(), st.sampled_from([1, 4, 9, 25]), st.booleans())
+@example(_tie_case(), 1, False)
 def test_reference_equals_product_when_dissolving(lab, min_area, keep_background):
     """Cores, components, dissolve and numbering after it: exactly the reference's, including
     images where nothing is stable (then nothing dissolves)."""

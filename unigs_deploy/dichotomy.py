@@ -197,12 +197,13 @@ def _bin_row(rgb, brow):
 @njit(cache=True, nogil=True)
 def _leaf_row(rgb, leaf_of_bin, centres, brow, dst):
     """dst[x] = the leaf of pixel x of an RGB row. A bin no weighted pixel fell into (edges,
-    unsampled pixels) gets the centre nearest to its middle the first time it is met."""
+    unsampled pixels) gets the centre nearest to the first pixel met in it: on a clean colormap
+    that pixel's colour is the whole bin's, so ties break as the reference's per-pixel argmin."""
     _bin_row(rgb, brow)
     for x in range(dst.size):
         leaf = leaf_of_bin[brow[x]]
         if leaf < 0:
-            leaf = _nearest_to_bin(np.int64(brow[x]), centres)
+            leaf = _nearest_to_colour(rgb[3 * x], rgb[3 * x + 1], rgb[3 * x + 2], centres)
             leaf_of_bin[brow[x]] = leaf
         dst[x] = leaf
 
@@ -251,10 +252,10 @@ def _bin_points(acc):
 
 
 @njit(cache=True, nogil=True)
-def _nearest_to_bin(k, centres):
-    """The nearest centre to the centre of bin k: for bins whose every pixel sits on an edge
-    (or was not sampled), which have no mean colour of their own."""
-    r, g, b = (k >> 10) * 8 + 3.5, ((k >> 5) & 31) * 8 + 3.5, (k & 31) * 8 + 3.5
+def _nearest_to_colour(r, g, b, centres):
+    """The nearest centre to one colour (ties to the lower index): for bins whose every pixel
+    sits on an edge (or was not sampled), which have no mean colour of their own."""
+    r, g, b = np.float64(r), np.float64(g), np.float64(b)
     best, bk = np.inf, 0
     for j in range(centres.shape[0]):
         d = (r - centres[j, 0]) ** 2 + (g - centres[j, 1]) ** 2 + (b - centres[j, 2]) ** 2
