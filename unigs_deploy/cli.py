@@ -6,6 +6,7 @@ failure while they load ends as one line too.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -13,19 +14,45 @@ import tempfile
 import threading
 from pathlib import Path
 
-
-def _interrupted_while_starting(*_):
-    sys.stderr.write("unigs-run: interrupted while starting; nothing was written\n")
-    sys.exit(130)
+_ctrl_c = threading.Event()
 
 
-# The imports below are what a Ctrl-C at start-up interrupts (main's decorator handles it later):
-# end that as one line too. Only while this module loads, and only where Python's own handler is
-# in place (signals can be set from the main thread only), so importers keep their handler.
-_starting = (threading.current_thread() is threading.main_thread()
-             and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+def _note_ctrl_c(*_):
+    _ctrl_c.set()
+
+
+def _ours_to_set() -> bool:
+    """Only where Python's own handler is in place (and signals can be set: the main thread),
+    so importers and test runners keep theirs."""
+    return threading.current_thread() is threading.main_thread() \
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@contextlib.contextmanager
+def _ctrl_c_deferred():
+    """Ctrl-C while modules and the engine load is noted, and raised as KeyboardInterrupt once
+    they have loaded: raised inside them it can be lost, or turned into another error, by C code
+    that calls back into Python (onnxruntime's session set-up reported "initialization failed")."""
+    if not _ours_to_set():
+        yield
+        return
+    _ctrl_c.clear()
+    signal.signal(signal.SIGINT, _note_ctrl_c)
+    try:
+        yield
+    except Exception:
+        if _ctrl_c.is_set():  # the error may be the interruption's doing: report the interruption
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if _ctrl_c.is_set():
+        raise KeyboardInterrupt
+
+
+_starting = _ours_to_set()  # the imports below are what a Ctrl-C at start-up meets
 if _starting:
-    signal.signal(signal.SIGINT, _interrupted_while_starting)
+    signal.signal(signal.SIGINT, _note_ctrl_c)
 
 import click  # noqa: E402
 
@@ -108,16 +135,9 @@ def main(engine, task, image, masks, colormap, prompts, steps, guidance, seed, e
     colormap.png, labels.png, masks.json (COCO results), panoptic.png + panoptic.json, image.png
     (inpaint, synthesize, or --decode-image), mask.png (refer, inpaint) and run.json (settings,
     seed, timings, notes) into OUT."""
-    from .pipeline import UniGSPipeline
-    from .results import write_result
-
-    if steps is not None and steps < 1:
-        raise ValueError(f"--steps must be at least 1, got {steps}")
-    if guidance is not None and not guidance >= 1:  # also catches nan
-        raise ValueError(f"--guidance must be a number >= 1 (1 = off), got {guidance}")
-    inputs, notes = _read_inputs(task, image, masks, colormap, prompts)
-    _check_writable(out)
-    pipe = UniGSPipeline.from_engine(engine, provider=provider, threads=threads, backend=backend, int8=int8)
+    with _ctrl_c_deferred():
+        pipe, inputs, notes = _load(engine, task, image, masks, colormap, prompts, steps, guidance, out, provider,
+                                    threads, backend, int8)
     kw = dict(steps=steps, guidance=guidance, seed=seed, eta=eta, scheduler=scheduler, spacing=spacing,
               resolution=resolution, decode_image=decode_image or None, tiny_vae=tiny_vae, threshold=threshold,
               stop=stop, progress=not quiet)
@@ -129,6 +149,8 @@ def main(engine, task, image, masks, colormap, prompts, steps, guidance, seed, e
         res = pipe.refer(inputs["image"], inputs["masks"][0], " ".join(prompts), **kw)
     else:
         res = pipe.segment(inputs["image"], " ".join(prompts), **kw)
+    from .results import write_result
+
     res.notes[:0] = notes  # the input's own notes (grayscale expanded, alpha dropped, ...) first
     for note in res.notes:
         click.echo(f"note: {note}", err=True)
@@ -138,6 +160,20 @@ def main(engine, task, image, masks, colormap, prompts, steps, guidance, seed, e
                f"{int(res.labels.max())} entities")
     for p in written:
         click.echo(f"  wrote {p}")
+
+
+def _load(engine, task, image, masks, colormap, prompts, steps, guidance, out, provider, threads, backend, int8):
+    """Everything before the model runs: arguments, inputs, the output folder, the engine."""
+    from .pipeline import UniGSPipeline
+
+    if steps is not None and steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {steps}")
+    if guidance is not None and not guidance >= 1:  # also catches nan
+        raise ValueError(f"--guidance must be a number >= 1 (1 = off), got {guidance}")
+    inputs, notes = _read_inputs(task, image, masks, colormap, prompts)
+    _check_writable(out)
+    pipe = UniGSPipeline.from_engine(engine, provider=provider, threads=threads, backend=backend, int8=int8)
+    return pipe, inputs, notes
 
 
 def _read_inputs(task, image, masks, colormap, prompts):
@@ -170,8 +206,11 @@ def _read_inputs(task, image, masks, colormap, prompts):
     return inputs, notes
 
 
-if _starting:  # loaded: Ctrl-C is a KeyboardInterrupt again (main's decorator ends it in one line)
+if _starting:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    if _ctrl_c.is_set():
+        sys.stderr.write("unigs-run: interrupted while starting; nothing was written\n")
+        sys.exit(130)
 
 
 if __name__ == "__main__":
