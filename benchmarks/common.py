@@ -84,3 +84,9 @@ def markdown_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
             cells.append(_fmt(v))
         body.append("| " + " | ".join(cells) + " |")
     return "\n".join([head, sep, *body])
+
+
+def held_out_size(pipe, size: int | None) -> int:
+    """The side of the held-out images the quality benchmarks draw: as given, else the side the
+    model was trained at (its manifest), else 64 (the demo's first size)."""
+    return int(size or pipe.manifest.model.resolution or 64)

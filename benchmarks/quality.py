@@ -20,7 +20,7 @@ from unigs_deploy.labels import dominant_in, masks_to_labels
 from unigs_deploy.synthetic.shapes import held_out_example
 
 from . import detect
-from .common import machine
+from .common import held_out_size, machine
 
 
 def _add(acc, pred: np.ndarray, truth: np.ndarray) -> None:
@@ -30,12 +30,13 @@ def _add(acc, pred: np.ndarray, truth: np.ndarray) -> None:
     acc.add(*labels_to_panoptic(truth), *labels_to_panoptic(pred))
 
 
-def segment_pq(engine, *, n: int = 100, size: int = 64, threads: int = 0, **kw) -> float:
+def segment_pq(engine, *, n: int = 100, size: int | None = None, threads: int = 0, **kw) -> float:
     """Dataset-level segment PQ on held-out images 0..n-1 (seed = index) at the task's defaults."""
     from unigs_deploy.evaluation.panoptic import PQAccumulator
     from unigs_deploy.pipeline import UniGSPipeline
 
     pipe = UniGSPipeline.from_engine(engine, threads=threads)
+    size = held_out_size(pipe, size)
     acc = PQAccumulator()
     for i in range(n):
         image, masks, *_ = held_out_example(i, size)
@@ -101,14 +102,16 @@ def _bbox(m):
 
 
 def run(engine, *, n: int = 100, steps: int | None = None, guidance: float | None = None, tiny_vae: str | None = None,
-        size: int = 64, threads: int = 0) -> dict:
-    """steps / guidance / tiny_vae None: each task's defaults (the model's manifest, else tasks.py)."""
+        size: int | None = None, threads: int = 0) -> dict:
+    """steps / guidance / tiny_vae None: each task's defaults (the model's manifest, else tasks.py);
+    size None: the model's training side."""
     from tqdm.auto import tqdm
 
     from unigs_deploy.evaluation.panoptic import PQAccumulator
     from unigs_deploy.pipeline import UniGSPipeline
 
     pipe = UniGSPipeline.from_engine(engine, threads=threads)
+    size = held_out_size(pipe, size)
     seg_acc, syn_acc = PQAccumulator(), PQAccumulator()
     ceiling = {"vae": PQAccumulator(), **({"tiny_vae": PQAccumulator()} if pipe.has_tiny_vae else {})}
     seg_preds, seg_truths, refer_iou, inp_iou, inp_colour, inp_kind = [], [], [], [], [], []

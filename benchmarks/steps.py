@@ -13,12 +13,12 @@ from unigs_deploy import metrics
 from unigs_deploy.labels import masks_to_labels
 from unigs_deploy.synthetic.shapes import held_out_example
 
-from .common import machine
+from .common import held_out_size, machine
 
 CONFIGS = (("ddim", "leading"), ("ddim", "trailing"), ("euler", "trailing"), ("dpm++2m", "trailing"))
 
 
-def run(engine, *, n: int = 40, steps=(1, 2, 4, 8, 25), configs=CONFIGS, guidance: float = 3.0, size: int = 64,
+def run(engine, *, n: int = 40, steps=(1, 2, 4, 8, 25), configs=CONFIGS, guidance: float = 3.0, size: int | None = None,
         threads: int = 0) -> dict:
     from tqdm.auto import tqdm
 
@@ -26,6 +26,7 @@ def run(engine, *, n: int = 40, steps=(1, 2, 4, 8, 25), configs=CONFIGS, guidanc
     from unigs_deploy.pipeline import UniGSPipeline
 
     pipe = UniGSPipeline.from_engine(engine, threads=threads)
+    size = held_out_size(pipe, size)
     examples = [held_out_example(i, size) for i in range(n)]
     rows = []
     todo = [(s, sp, k) for s, sp in configs for k in steps]

@@ -18,11 +18,11 @@ from unigs_deploy import dichotomy, metrics, tasks
 from unigs_deploy.labels import dominant_in, masks_to_labels
 from unigs_deploy.synthetic.shapes import held_out_example
 
-from .common import machine
+from .common import held_out_size, machine
 
 
 def run(engine, *, n: int = 60, offset: int = 5000, thresholds=(16, 20, 24, 28, 32, 40), stops=("centres", "spread"),
-        steps: int | None = None, size: int = 64, threads: int = 0) -> dict:
+        steps: int | None = None, size: int | None = None, threads: int = 0) -> dict:
     """steps None: each task's default."""
     from tqdm.auto import tqdm
 
@@ -30,6 +30,7 @@ def run(engine, *, n: int = 60, offset: int = 5000, thresholds=(16, 20, 24, 28, 
     from unigs_deploy.pipeline import UniGSPipeline
 
     pipe = UniGSPipeline.from_engine(engine, threads=threads)
+    size = held_out_size(pipe, size)
     grid = [(s, float(t)) for s in stops for t in thresholds]
     pq = {g: PQAccumulator() for g in grid}
     iou = {g: [] for g in grid}
@@ -39,7 +40,7 @@ def run(engine, *, n: int = 60, offset: int = 5000, thresholds=(16, 20, 24, 28, 
     for i in tqdm(range(n), desc="thresholds", unit="image"):
         image, masks, captions, region, j = held_out_example(offset + i, size)
         truth = labels_to_panoptic(masks_to_labels(masks, background=len(masks) + 1))
-        # at the image's own size, so the colormap is the one the pipeline decoded (the demo: its native 64)
+        # at the image's own size, so the colormap is the one the pipeline decoded (the model's native side)
         seg = pipe.segment(image, seed=i, resolution="input", steps=steps).colormap
         ref = pipe.refer(image, region, captions[j], seed=i, resolution="input", steps=steps).colormap
         gen = pipe.inpaint(image, [(region, captions[j])], seed=i, resolution="input", steps=steps).colormap

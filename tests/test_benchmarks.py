@@ -219,3 +219,13 @@ def test_thresholds_bench_decodes_like_the_pipeline(tiny_engine):
                                                                                 resolution="input"), abs=1e-12)
     assert r["best"]["segment_pq"]["segment_pq"] == max(row["segment_pq"] for row in r["rows"])
     assert "Best: segment_pq" in report.RENDER["thresholds"](r)
+
+
+def test_quality_benchmarks_draw_images_at_the_models_training_side(tiny_engine, tiny_pipe):
+    """A model trained at 128 px is judged on 128 px images unless told otherwise."""
+    from unigs_deploy.benchmarks import thresholds
+    from unigs_deploy.benchmarks.common import held_out_size
+
+    assert tiny_pipe.manifest.model.resolution == 16
+    assert held_out_size(tiny_pipe, None) == 16 and held_out_size(tiny_pipe, 32) == 32
+    assert thresholds.run(tiny_engine, n=1, thresholds=(32,), stops=("centres",), threads=1)["size"] == 16
