@@ -54,7 +54,9 @@ typedef int (*unigs_progress_fn)(int step, int total, void *user_data);
 
 /* Fill with unigs_params_init(): every field then holds its default, whatever fields later
  * versions add. steps and guidance have no meaningful 0 (steps >= 1, guidance >= 1), so 0 there
- * means "the task's default" and a zero-filled struct is the defaults too. */
+ * means "the task's default" (the model's, from its manifest, else the runtime's) and a
+ * zero-filled struct is the defaults too. The decoder's threshold and split rule are the
+ * model's task defaults (the manifest); unigs_decode_colormap takes a threshold of its own. */
 typedef struct {
     int steps;       /* denoising steps (>= 1); 0 = the task's default */
     float guidance;  /* classifier-free guidance (>= 1, 1 = off); 0 = the task's default */

@@ -115,7 +115,7 @@ def text(ffi, ptr, what: str = "prompt") -> str:
 
 
 def loop_params(ffi, p) -> dict:
-    """0 in steps or guidance means the task's default (tasks.py)."""
+    """0 in steps or guidance means the task's default: the model's (its manifest), else tasks.py's."""
     if p == ffi.NULL:
         return {}
     if p.steps < 0:
