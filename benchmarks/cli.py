@@ -57,14 +57,15 @@ def decoder(json_path: str | None, quick: bool) -> None:
 @click.option("--steps", type=int, help="Denoising steps for every task [default: each task's default].")
 @click.option("--guidance", type=float, help="Guidance for every task [default: each task's default].")
 @click.option("--tiny-vae", type=click.Choice(["off", "colormap", "all"]), help="[default: the pipeline's].")
+@click.option("--size", type=int, help="Held-out image side [default: the model's training side, its manifest].")
 @click.option("--threads", default=0, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results as JSON.")
-def quality(engine, images, steps, guidance, tiny_vae, threads, json_path):
+def quality(engine, images, steps, guidance, tiny_vae, size, threads, json_path):
     """The demo model on held-out shapes-world images: all four tasks, against the targets, at the
     pipeline's default settings unless told otherwise."""
     from . import quality as bench
 
-    _emit(bench.run(engine, n=images, steps=steps, guidance=guidance, tiny_vae=tiny_vae, threads=threads),
+    _emit(bench.run(engine, n=images, steps=steps, guidance=guidance, tiny_vae=tiny_vae, size=size, threads=threads),
           json_path)
 
 
@@ -74,14 +75,15 @@ def quality(engine, images, steps, guidance, tiny_vae, threads, json_path):
 @click.option("--images", default=40, show_default=True, help="Held-out images.")
 @click.option("--steps", "step_counts", default="1,2,4,8,25", show_default=True, help="Step counts to measure.")
 @click.option("--guidance", default=3.0, show_default=True)
+@click.option("--size", type=int, help="Held-out image side [default: the model's training side, its manifest].")
 @click.option("--threads", default=0, show_default=True)
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write the curves as a PNG.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results as JSON.")
-def steps(engine, images, step_counts, guidance, threads, plot_path, json_path):
+def steps(engine, images, step_counts, guidance, size, threads, plot_path, json_path):
     """Segment PQ and refer mIoU vs denoising steps per scheduler, on the demo model."""
     from . import steps as bench
 
-    result = bench.run(engine, n=images, steps=_ints(step_counts), guidance=guidance, threads=threads)
+    result = bench.run(engine, n=images, steps=_ints(step_counts), guidance=guidance, size=size, threads=threads)
     _emit(result, json_path)
     if plot_path:
         bench.plot(result, plot_path)
@@ -130,17 +132,19 @@ def fast(engine, demo_engine, fused_engine, size, rounds, images, threads, torch
 @click.option("--images", default=60, show_default=True, help="Held-out images.")
 @click.option("--offset", default=5000, show_default=True,
               help="First held-out index (5000: training's evaluation images, not unigs-bench quality's 0..99).")
-@click.option("--thresholds", "thresholds_", default="16,20,24,28,32,40", show_default=True,
+@click.option("--thresholds", "thresholds_", default="16,20,24,28,32,40,64,128", show_default=True,
               help="Thresholds to try, comma-separated.")
 @click.option("--steps", type=int, help="Denoising steps for both tasks [default: each task's].")
+@click.option("--size", type=int, help="Held-out image side [default: the model's training side, its manifest].")
 @click.option("--threads", default=0, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results as JSON.")
-def thresholds(engine, images, offset, thresholds_, steps, threads, json_path):
+def thresholds(engine, images, offset, thresholds_, steps, size, threads, json_path):
     """The decoder's stop rule and threshold on a model's own segment and refer colormaps: where a
     model's `threshold` / `stop` task defaults come from."""
     from . import thresholds as bench
 
-    _emit(bench.run(engine, n=images, offset=offset, thresholds=_ints(thresholds_), steps=steps, threads=threads),
+    _emit(bench.run(engine, n=images, offset=offset, thresholds=_ints(thresholds_), steps=steps, size=size,
+                    threads=threads),
           json_path)
 
 

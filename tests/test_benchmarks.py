@@ -221,11 +221,19 @@ def test_thresholds_bench_decodes_like_the_pipeline(tiny_engine):
     assert "Best: segment_pq" in report.RENDER["thresholds"](r)
 
 
-def test_quality_benchmarks_draw_images_at_the_models_training_side(tiny_engine, tiny_pipe):
+def test_quality_benchmarks_draw_images_at_the_models_training_side(tiny_engine, tiny_pipe, tmp_path):
     """A model trained at 128 px is judged on 128 px images unless told otherwise."""
+    from click.testing import CliRunner
+
     from unigs_deploy.benchmarks import thresholds
+    from unigs_deploy.benchmarks.cli import main
     from unigs_deploy.benchmarks.common import held_out_size
 
     assert tiny_pipe.manifest.model.resolution == 16
     assert held_out_size(tiny_pipe, None) == 16 and held_out_size(tiny_pipe, 32) == 32
     assert thresholds.run(tiny_engine, n=1, thresholds=(32,), stops=("centres",), threads=1)["size"] == 16
+    res = CliRunner().invoke(main, ["thresholds", "--engine", str(tiny_engine / "unigs.onnx"), "--images", "1",
+                                    "--thresholds", "32", "--size", "32", "--threads", "1", "--json",
+                                    str(tmp_path / "t.json")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "t.json").read_text())["size"] == 32
