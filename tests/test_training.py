@@ -276,6 +276,21 @@ def test_vae_decoder_stage_keeps_the_latent_space(tmp_path):
     assert after.config.scaling_factor == before.config.scaling_factor
 
 
+def test_text_encoder_keeps_learning_after_a_held_out_evaluation(tmp_path):
+    """The evaluation at step 0 builds a model from the live text encoder; it once froze it
+    (requires_grad off) for the rest of the run, so stages 4 and 7 shipped it untouched."""
+    import torch
+
+    from unigs_deploy import modeling
+
+    _train(tmp_path / "base", 1)
+    _train(tmp_path / "te", 2, "--set", f"model.init={tmp_path / 'base' / 'model'}", "--set",
+           "model.train_text_encoder=true", "--set", "train.eval_every=2", "--set", "train.eval_images=1")
+    before = modeling.load(tmp_path / "base" / "model").text_encoder.state_dict()
+    after = modeling.load(tmp_path / "te" / "model").text_encoder.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
 @pytest.mark.slow
 def test_curves_and_a_distilled_tiny_vae(tmp_path):
     """eval_every writes held-out quality to curves.json; the tiny_vae stage distils an

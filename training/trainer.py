@@ -340,8 +340,8 @@ class Trainer:
             model.tiny_vae = module
         else:
             model.unet = module
-            if len(self.trained) > 1:
-                model.text_encoder = self.accelerator.unwrap_model(self.trained[1])
+            if len(self.trained) > 1:  # a copy: UniGSModel.eval() freezes what it holds, the run trains on
+                model.text_encoder = copy.deepcopy(self.accelerator.unwrap_model(self.trained[1]))
         # diffusers' sample_size is the latent size the UNet was trained at: the runtime's native resolution
         factor = 2 ** (len(model.vae.config.block_out_channels) - 1)
         model.unet.register_to_config(sample_size=self.cfg["data"]["size"] // factor)
