@@ -21,7 +21,8 @@ from unigs_deploy.synthetic.shapes import held_out_example
 from .common import held_out_size, machine
 
 
-def run(engine, *, n: int = 60, offset: int = 5000, thresholds=(16, 20, 24, 28, 32, 40), stops=("centres", "spread"),
+def run(engine, *, n: int = 60, offset: int = 5000, thresholds=(16, 20, 24, 28, 32, 40, 64, 128),
+        stops=("centres", "spread"),
         steps: int | None = None, size: int | None = None, threads: int = 0) -> dict:
     """steps None: each task's default."""
     from tqdm.auto import tqdm

@@ -55,7 +55,7 @@ def min_area_for(h: int, w: int) -> int:
     return max(2, round(DEFAULT_MIN_AREA * h * w / 512**2))
 
 
-def _check(colormap, threshold, min_area, max_depth) -> np.ndarray:
+def _check(colormap, min_area, max_depth) -> np.ndarray:
     if not isinstance(colormap, np.ndarray):
         raise ValueError(f"colormap must be a numpy array, got {type(colormap).__name__}")
     if colormap.ndim != 3 or colormap.shape[2] != 3:
@@ -119,7 +119,7 @@ def decode_colormap_counted(colormap, *, threshold=DEFAULT_THRESHOLD, min_area=D
                             stop: str = DEFAULT_STOP) -> tuple[np.ndarray, int]:
     """`decode_colormap` and the number of labels K, without a pass over the result to count them."""
     check_split(threshold, stop)
-    cm = _check(colormap, threshold, min_area, max_depth)
+    cm = _check(colormap, min_area, max_depth)
     out = _check_out(out, cm.shape[:2])
     k = _decode(cm, float(threshold), int(min_area), int(max_depth), bool(keep_background), out,
                 *_workspace(*cm.shape[:2]), STOPS[stop])

@@ -18,6 +18,7 @@ from .dichotomy import (
     DEFAULT_MIN_AREA,
     DEFAULT_THRESHOLD,
     _check,
+    check_split,
 )
 
 
@@ -35,6 +36,7 @@ def decode_colormap(
     Slow and plain, for tests. It clusters pixels where the product clusters histogram bins,
     so the two agree exactly on clean colormaps and closely on noisy ones.
     """
+    check_split(threshold, stop)
     split = {"centres": split_2means, "spread": split_spread}[stop]
     return decode_with_split(colormap, split, threshold=threshold, min_area=min_area, max_depth=max_depth,
                              keep_background=keep_background)
@@ -44,7 +46,7 @@ def decode_with_split(colormap, split, *, threshold=DEFAULT_THRESHOLD, min_area=
                       max_depth=DEFAULT_MAX_DEPTH, keep_background=False) -> np.ndarray:
     """The reference with another 2-means: `split(points, init_weights, threshold, min_w)` returns
     the 'second half' boolean mask, or None to stop (the benchmarks plug scikit-learn in here)."""
-    cm = _check(colormap, threshold, min_area, max_depth)
+    cm = _check(colormap, min_area, max_depth)
     h, w, _ = cm.shape
     pts = cm.reshape(-1, 3).astype(np.float64)
     wts = _edge_weights(cm, _EDGE_TOL if min_area > 0 else 0).ravel()
