@@ -23,8 +23,8 @@ from .common import held_out_size, machine
 
 def run(engine, *, n: int = 60, offset: int = 5000, thresholds=(16, 20, 24, 28, 32, 40, 64, 128),
         stops=("centres", "spread"),
-        steps: int | None = None, size: int | None = None, threads: int = 0) -> dict:
-    """steps None: each task's default."""
+        steps: int | None = None, tiny_vae: str | None = None, size: int | None = None, threads: int = 0) -> dict:
+    """steps / tiny_vae None: each task's default."""
     from tqdm.auto import tqdm
 
     from unigs_deploy.evaluation.panoptic import PQAccumulator, labels_to_panoptic
@@ -42,9 +42,10 @@ def run(engine, *, n: int = 60, offset: int = 5000, thresholds=(16, 20, 24, 28, 
         image, masks, captions, region, j = held_out_example(offset + i, size)
         truth = labels_to_panoptic(masks_to_labels(masks, background=len(masks) + 1))
         # at the image's own size, so the colormap is the one the pipeline decoded (the model's native side)
-        seg = pipe.segment(image, seed=i, resolution="input", steps=steps).colormap
-        ref = pipe.refer(image, region, captions[j], seed=i, resolution="input", steps=steps).colormap
-        gen = pipe.inpaint(image, [(region, captions[j])], seed=i, resolution="input", steps=steps).colormap
+        kw = dict(seed=i, resolution="input", steps=steps, tiny_vae=tiny_vae)
+        seg = pipe.segment(image, **kw).colormap
+        ref = pipe.refer(image, region, captions[j], **kw).colormap
+        gen = pipe.inpaint(image, [(region, captions[j])], **kw).colormap
         for stop, thr in grid:
             kw = dict(min_area=min_area, threshold=thr, stop=stop)
             labels = dichotomy.decode_colormap(seg, keep_background=keep_bg["segment"], **kw)
@@ -57,7 +58,7 @@ def run(engine, *, n: int = 60, offset: int = 5000, thresholds=(16, 20, 24, 28, 
              "refer_miou": float(np.mean(iou[s, t])), "inpaint_iou": float(np.mean(inp[s, t]))} for s, t in grid]
     best = {k: max(rows, key=lambda r: r[k]) for k in ("segment_pq", "refer_miou", "inpaint_iou")}
     return {"benchmark": "thresholds", "machine": machine(threads=threads or None), "images": n, "offset": offset,
-            "size": size, "steps": steps, "engine": str(engine), "rows": rows,
+            "size": size, "steps": steps, "tiny_vae": tiny_vae, "engine": str(engine), "rows": rows,
             "best": {k: {"stop": r["stop"], "threshold": r["threshold"], k: r[k]} for k, r in best.items()}}
 
 
@@ -67,6 +68,8 @@ def render(r: dict) -> str:
     t = markdown_table(r["rows"], [("stop", "stop"), ("threshold", "threshold"), ("segment_pq", "segment PQ"),
                                    ("refer_miou", "refer mIoU"), ("inpaint_iou", "inpaint region IoU")])
     at = "its default steps" if r.get("steps") is None else f"{r['steps']} steps"
+    if r.get("tiny_vae"):
+        at += f", tiny VAE {r['tiny_vae']}"
     return t + (f"\n\n{r['images']} held-out {r['size']}x{r['size']} images from index {r['offset']}, each task at "
                 f"{at}, one run per image decoded with every setting. Best: "
                 + "; ".join(f"{k} {v[k]:.3f} at {v['stop']} {v['threshold']:g}" for k, v in r["best"].items()))

@@ -221,6 +221,17 @@ def test_thresholds_bench_decodes_like_the_pipeline(tiny_engine):
     assert "Best: segment_pq" in report.RENDER["thresholds"](r)
 
 
+def test_thresholds_bench_decodes_with_the_vae_it_is_told(tiny_engine):
+    """--tiny-vae reaches the pipeline: this engine has no tiny VAE, so asking for one fails, and
+    'off' is its default decode."""
+    from unigs_deploy.benchmarks import thresholds
+
+    kw = dict(n=1, offset=0, thresholds=(32,), stops=("centres",), threads=1)
+    assert thresholds.run(tiny_engine, tiny_vae="off", **kw)["rows"] == thresholds.run(tiny_engine, **kw)["rows"]
+    with pytest.raises(ValueError, match="needs an engine exported with a tiny VAE"):
+        thresholds.run(tiny_engine, tiny_vae="colormap", **kw)
+
+
 def test_quality_benchmarks_draw_images_at_the_models_training_side(tiny_engine, tiny_pipe, tmp_path):
     """A model trained at 128 px is judged on 128 px images unless told otherwise."""
     from click.testing import CliRunner
