@@ -57,6 +57,24 @@ def test_tiny_vae_changes_what_runs(tiny_vae_engine, rng):
     assert not np.array_equal(off.latents, full.latents)  # the control latent came from the tiny encoder
 
 
+def test_a_model_may_choose_its_vae_per_task(tiny_vae_engine, rng, monkeypatch):
+    """task_defaults {"tiny_vae": "off"} for segment: segment decodes with the VAE, refer keeps
+    the engine's default, and an explicit argument still wins."""
+    from unigs_deploy.pipeline import UniGSPipeline
+
+    _, out = tiny_vae_engine
+    pipe = UniGSPipeline.from_engine(out, threads=1)
+    image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    region = np.zeros((32, 32), bool)
+    region[8:24, 8:24] = True
+    monkeypatch.setitem(pipe.manifest.task_defaults, "segment", {"tiny_vae": "off"})
+    chosen = pipe.segment(image, steps=1)
+    assert chosen.settings["tiny_vae"] == "off"
+    np.testing.assert_array_equal(chosen.colormap, pipe.segment(image, steps=1, tiny_vae="off").colormap)
+    assert pipe.segment(image, steps=1, tiny_vae="colormap").settings["tiny_vae"] == "colormap"
+    assert pipe.refer(image, region, "a", steps=1).settings["tiny_vae"] == "colormap"
+
+
 def test_tiny_vae_errors(tiny_pipe, tiny_vae_engine):
     image = np.zeros((32, 32, 3), np.uint8)
     with pytest.raises(ValueError, match="unigs-export --tiny-vae"):

@@ -58,7 +58,7 @@ class Manifest:
     source: dict = field(default_factory=dict)
     tools: dict = field(default_factory=dict)
     engines: dict = field(default_factory=dict)  # e.g. {"tensorrt": {"files": {component: plan}, ...}}
-    # task -> {steps, guidance, scheduler, spacing, threshold, stop}: this model's
+    # task -> {steps, guidance, scheduler, spacing, threshold, stop, tiny_vae}: this model's
     task_defaults: dict = field(default_factory=dict)
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
