@@ -98,6 +98,13 @@ def quality(r: dict) -> str:
     if r.get("segment_pq_ceiling"):
         t += ("\n\nsegment PQ ceiling (the true colormap through the autoencoder and the dichotomy decoder): "
               + ", ".join(f"{k} {v:.3f}" for k, v in r["segment_pq_ceiling"].items()))
+    if r.get("inpaint_references"):
+        ref = r["inpaint_references"]
+        judged = ref["shape_kind_where_the_truth_is_judged"]
+        t += (f"\n\ninpaint references: the shape-kind detector on the true entities "
+              f"{ref['shape_kind_of_the_truth']:.2f} (what a perfect inpainting scores); shape-kind match "
+              f"where it names the truth's kind {'-' if judged is None else f'{judged:.2f}'}; "
+              f"region IoU of the coarse region itself {ref['region_iou_of_the_region']:.3f}")
     return t
 
 

@@ -232,6 +232,25 @@ def test_thresholds_bench_decodes_with_the_vae_it_is_told(tiny_engine):
         thresholds.run(tiny_engine, tiny_vae="colormap", **kw)
 
 
+def test_quality_bench_reports_what_its_inpaint_metrics_can_reach(tiny_engine):
+    """The references are computed from the truth: the detector on each true entity, the coarse
+    region's own IoU."""
+    from unigs_deploy import metrics
+    from unigs_deploy.benchmarks import detect, quality
+    from unigs_deploy.synthetic.shapes import held_out_example
+
+    r = quality.run(tiny_engine, n=3, steps=2, size=32, threads=1)
+    assert [row["task"] for row in r["rows"]] == ["segment", "segment", "refer", "inpaint", "inpaint", "inpaint",
+                                                  "synthesize"]
+    examples = [held_out_example(i, 32) for i in range(3)]
+    ref = r["inpaint_references"]
+    assert ref["shape_kind_of_the_truth"] == pytest.approx(
+        np.mean([detect.shape_kind(m[j]) == c[j].split()[2] for _, m, c, _, j in examples]))
+    assert ref["region_iou_of_the_region"] == pytest.approx(
+        np.mean([metrics.mask_iou(region, m[j]) for _, m, _, region, j in examples]))
+    assert "inpaint references" in report.RENDER["quality"](r)
+
+
 def test_quality_benchmarks_draw_images_at_the_models_training_side(tiny_engine, tiny_pipe, tmp_path):
     """A model trained at 128 px is judged on 128 px images unless told otherwise."""
     from click.testing import CliRunner
