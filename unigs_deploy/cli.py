@@ -112,7 +112,8 @@ Tasks and their inputs:
 @click.option("--decode-image", is_flag=True, help="Also decode the image half for refer and segment.")
 @click.option("--tiny-vae", type=click.Choice(["off", "colormap", "all"]),
               help="Where the engine's tiny VAE (unigs-export --tiny-vae) replaces the full one: colormap (its "
-                   "decode), all (also the image encode and decode) [default: colormap if the engine has one].")
+                   "decode), all (also the image encode and decode) [default: the model's for the task, else "
+                   "colormap if the engine has one].")
 @click.option("--threshold", type=float,
               help="Colour distance at which the decoder stops splitting [default: the model's for the task, else 32].")
 @click.option("--stop", type=click.Choice(["centres", "spread"]),
