@@ -42,10 +42,10 @@ def run(engine, *, n: int = 60, offset: int = 5000, thresholds=(16, 20, 24, 28, 
         image, masks, captions, region, j = held_out_example(offset + i, size)
         truth = labels_to_panoptic(masks_to_labels(masks, background=len(masks) + 1))
         # at the image's own size, so the colormap is the one the pipeline decoded (the model's native side)
-        kw = dict(seed=i, resolution="input", steps=steps, tiny_vae=tiny_vae)
-        seg = pipe.segment(image, **kw).colormap
-        ref = pipe.refer(image, region, captions[j], **kw).colormap
-        gen = pipe.inpaint(image, [(region, captions[j])], **kw).colormap
+        run = dict(seed=i, resolution="input", steps=steps, tiny_vae=tiny_vae)
+        seg = pipe.segment(image, **run).colormap
+        ref = pipe.refer(image, region, captions[j], **run).colormap
+        gen = pipe.inpaint(image, [(region, captions[j])], **run).colormap
         for stop, thr in grid:
             kw = dict(min_area=min_area, threshold=thr, stop=stop)
             labels = dichotomy.decode_colormap(seg, keep_background=keep_bg["segment"], **kw)
