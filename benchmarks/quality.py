@@ -141,9 +141,9 @@ def run(engine, *, n: int = 100, steps: int | None = None, guidance: float | Non
         times["refer"].append(time.perf_counter() - t0)
         refer_iou.append(metrics.mask_iou(res.mask, masks[j]))
 
-        t0 = time.perf_counter()
         truth_kind.append(detect.shape_kind(masks[j]) == captions[j].split()[2])
         region_iou.append(metrics.mask_iou(region, masks[j]))
+        t0 = time.perf_counter()
         res = keep(pipe.inpaint(image, [(region, captions[j])], **kw))
         times["inpaint"].append(time.perf_counter() - t0)
         gen = dominant_in(res.labels, region)

@@ -269,21 +269,22 @@ class UniGSPipeline:
         spec = tasks.get(task)
         model = self.manifest.task_defaults.get(task, {})  # what was measured best for this model
 
-        def default(name, given):
-            return given if given is not None else model.get(name, getattr(spec, name))
+        def default(name, given, runtime=None):
+            """given, else this model's, else the task's, else the runtime's."""
+            return given if given is not None else model.get(name, getattr(spec, name, runtime))
 
         steps, guidance, eta = int(default("steps", steps)), float(default("guidance", guidance)), \
             float(default("eta", eta))
         scheduler, spacing = default("scheduler", scheduler), default("spacing", spacing)
         # the dichotomy decoder's split rule: a model whose colours come out muted is measured best
         # at a lower threshold, so a model may carry its own (task_defaults.json)
-        threshold = float(threshold if threshold is not None else model.get("threshold", dichotomy.DEFAULT_THRESHOLD))
-        stop = stop if stop is not None else model.get("stop", dichotomy.DEFAULT_STOP)
+        threshold = float(default("threshold", threshold, dichotomy.DEFAULT_THRESHOLD))
+        stop = default("stop", stop, dichotomy.DEFAULT_STOP)
         dichotomy.check_split(threshold, stop)
         decode_image = spec.decodes_image if decode_image is None else bool(decode_image)
         # a model may name its own per task: the demo model's tiny VAE saves no time at 128x128
         # and scores segment lower than its VAE does (README, "The demo model")
-        tiny_vae = self._tiny_vae(tiny_vae if tiny_vae is not None else model.get("tiny_vae"))
+        tiny_vae = self._tiny_vae(default("tiny_vae", tiny_vae))
         if steps < 1:
             raise ValueError(f"steps must be at least 1, got {steps}")
         if not math.isfinite(guidance) or guidance < 1:
