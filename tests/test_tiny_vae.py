@@ -84,6 +84,18 @@ def test_tiny_vae_errors(tiny_pipe, tiny_vae_engine):
     assert tiny_pipe.segment(image, steps=1).settings["tiny_vae"] == "off"
 
 
+def test_a_models_tiny_vae_default_on_an_engine_without_one_falls_back(tiny_pipe, monkeypatch):
+    """A model's own default (not the caller's choice) the engine cannot honour: decoded with the
+    VAE and said in the notes, rather than failing every run of the task."""
+    image = np.zeros((32, 32, 3), np.uint8)
+    monkeypatch.setitem(tiny_pipe.manifest.task_defaults, "segment", {"tiny_vae": "colormap"})
+    res = tiny_pipe.segment(image, steps=1)
+    assert res.settings["tiny_vae"] == "off"
+    assert any("default tiny_vae='colormap' needs an engine exported with a tiny VAE" in n for n in res.notes)
+    with pytest.raises(ValueError, match="unigs-export --tiny-vae"):
+        tiny_pipe.segment(image, steps=1, tiny_vae="colormap")
+
+
 def test_a_tiny_vae_of_another_latent_space_is_refused(tmp_path):
     from diffusers import AutoencoderTiny
 

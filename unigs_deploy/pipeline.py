@@ -284,7 +284,12 @@ class UniGSPipeline:
         decode_image = spec.decodes_image if decode_image is None else bool(decode_image)
         # a model may name its own per task: the demo model's tiny VAE saves no time at 128x128
         # and scores segment lower than its VAE does (README, "The demo model")
-        tiny_vae = self._tiny_vae(default("tiny_vae", tiny_vae))
+        wanted = default("tiny_vae", tiny_vae)
+        if tiny_vae is None and wanted not in (None, "off") and not self.has_tiny_vae:
+            notes.append(f"this model's {task} default tiny_vae={wanted!r} needs an engine exported with a tiny VAE "
+                         "(unigs-export --tiny-vae DIR): decoded with the VAE")
+            wanted = "off"
+        tiny_vae = self._tiny_vae(wanted)
         if steps < 1:
             raise ValueError(f"steps must be at least 1, got {steps}")
         if not math.isfinite(guidance) or guidance < 1:
