@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from unigs_deploy import io
+from unigs_deploy.scheduler import SCHEDULERS, SPACINGS
 
 from . import report
 from .common import machine
@@ -33,6 +34,13 @@ def _ints(text: str) -> list[int]:
         return [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
         raise click.BadParameter(f"{text!r}: give comma-separated integers, e.g. 256,512") from None
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: give comma-separated numbers, e.g. 3,7.5") from None
 
 
 @click.group()
@@ -147,6 +155,34 @@ def thresholds(engine, images, offset, thresholds_, steps, tiny_vae, size, threa
     _emit(bench.run(engine, n=images, offset=offset, thresholds=_ints(thresholds_), steps=steps,
                     tiny_vae=tiny_vae, size=size, threads=threads),
           json_path)
+
+
+@main.command()
+@click.option("--engine", default="engines/unigs.onnx", show_default=True, type=click.Path(),
+              help="The exported (demo) model.")
+@click.option("--images", default=40, show_default=True, help="Held-out images.")
+@click.option("--offset", default=5000, show_default=True,
+              help="First held-out index (5000: training's evaluation images, not unigs-bench quality's 0..99).")
+@click.option("--steps", "step_counts", default="25", show_default=True, help="Step counts, comma-separated.")
+@click.option("--guidance", "guidances", default="3,7.5", show_default=True, help="Guidance scales, comma-separated.")
+@click.option("--scheduler", type=click.Choice(list(SCHEDULERS)), help="[default: each task's].")
+@click.option("--spacing", type=click.Choice(list(SPACINGS)), help="[default: each task's].")
+@click.option("--tasks", "tasks_", default="inpaint,synthesize", show_default=True)
+@click.option("--size", type=int, help="Held-out image side [default: the model's training side, its manifest].")
+@click.option("--threads", default=0, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results as JSON.")
+def generative(engine, images, offset, step_counts, guidances, scheduler, spacing, tasks_, size, threads, json_path):
+    """Inpaint and synthesize quality for every steps x guidance pair: where a model's generative
+    task defaults come from."""
+    from . import generative as bench
+
+    try:
+        result = bench.run(engine, n=images, offset=offset, steps=_ints(step_counts), guidance=_floats(guidances),
+                           scheduler=scheduler, spacing=spacing, tasks=[t.strip() for t in tasks_.split(",")],
+                           size=size, threads=threads)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    _emit(result, json_path)
 
 
 @main.command("stop-rules")

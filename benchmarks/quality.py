@@ -96,6 +96,16 @@ def mask_ap(preds: list[np.ndarray], truths: list[np.ndarray]) -> float:
     return float(ev.stats[0])
 
 
+def inpaint_scores(res, region: np.ndarray, mask: np.ndarray, caption: str) -> tuple[float, bool, bool]:
+    """The entity generated in the region against the true one: region IoU, colour match and
+    shape-kind match (captions read "a <colour> <kind>"); nothing generated scores 0."""
+    gen = dominant_in(res.labels, region)
+    if not gen.any():
+        return 0.0, False, False
+    _, colour, kind = caption.split()[:3]
+    return metrics.mask_iou(gen, mask), detect.colour_name(res.image, gen) == colour, detect.shape_kind(gen) == kind
+
+
 def _bbox(m):
     ys, xs = np.nonzero(m)
     return [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
@@ -146,15 +156,9 @@ def run(engine, *, n: int = 100, steps: int | None = None, guidance: float | Non
         t0 = time.perf_counter()
         res = keep(pipe.inpaint(image, [(region, captions[j])], **kw))
         times["inpaint"].append(time.perf_counter() - t0)
-        gen = dominant_in(res.labels, region)
-        if gen.any():
-            inp_iou.append(metrics.mask_iou(gen, masks[j]))
-            inp_colour.append(detect.colour_name(res.image, gen) == captions[j].split()[1])
-            inp_kind.append(detect.shape_kind(gen) == captions[j].split()[2])
-        else:
-            inp_iou.append(0.0)
-            inp_colour.append(False)
-            inp_kind.append(False)
+        for scores, score in zip((inp_iou, inp_colour, inp_kind), inpaint_scores(res, region, masks[j], captions[j]),
+                                 strict=True):
+            scores.append(score)
 
         t0 = time.perf_counter()
         cmap = palette.encode_colormap(masks)

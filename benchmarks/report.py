@@ -128,6 +128,12 @@ def thresholds(r: dict) -> str:
     return render(r)
 
 
+def generative(r: dict) -> str:
+    from .generative import render
+
+    return render(r)
+
+
 def fast(r: dict) -> str:
     from .fast import render
 
@@ -152,7 +158,7 @@ def stop_rules(r: dict) -> str:
     return render_stop_rules(r)
 
 
-RENDER = {"gpu-check": gpu_check, "stop-rules": stop_rules, "thresholds": thresholds,
+RENDER = {"gpu-check": gpu_check, "stop-rules": stop_rules, "thresholds": thresholds, "generative": generative,
           "precision": precision, "fast": fast, "memory": memory, "steps": steps, "decoder": decoder, "capi": capi,
           "table1": table1, "backends": backends, "components": components, "scaling": scaling, "quality": quality}
 TITLES = {"table1": "Table 1 on our machinery", "backends": "One UNet step and a whole image, per backend",
@@ -160,6 +166,7 @@ TITLES = {"table1": "Table 1 on our machinery", "backends": "One UNet step and a
           "decoder": "Progressive dichotomy decoder (one core)", "capi": "C boundary",
           "quality": "Demo model quality", "steps": "Quality vs steps per scheduler",
           "thresholds": "Decoder threshold on a model's own colormaps",
+          "generative": "Inpaint and synthesize vs steps and guidance",
           "memory": "Memory: exports and one UNet step vs resolution",
           "fast": "A 512x512 segmentation: 0.1 defaults vs today's",
           "precision": "One UNet step: onnxruntime fp32, OpenVINO fp32, OpenVINO int8"}

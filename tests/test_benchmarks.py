@@ -232,6 +232,31 @@ def test_thresholds_bench_decodes_with_the_vae_it_is_told(tiny_engine):
         thresholds.run(tiny_engine, tiny_vae="colormap", **kw)
 
 
+def test_generative_bench_scores_every_steps_guidance_pair_as_quality_does(tiny_engine, tiny_pipe):
+    """One row per (steps, guidance), each the mean of unigs-bench quality's inpaint scores over
+    the same images and seeds; an unknown task is a one-line error."""
+    from click.testing import CliRunner
+
+    from unigs_deploy.benchmarks import generative, quality
+    from unigs_deploy.benchmarks.cli import main
+    from unigs_deploy.synthetic.shapes import held_out_example
+
+    r = generative.run(tiny_engine, n=2, offset=7, steps=(1, 2), guidance=(1.0, 3.0), size=32, threads=1)
+    assert [(row["steps"], row["guidance"]) for row in r["rows"]] == [(1, 1.0), (1, 3.0), (2, 1.0), (2, 3.0)]
+    scores = []
+    for i in range(2):
+        image, masks, captions, region, j = held_out_example(7 + i, 32)
+        res = tiny_pipe.inpaint(image, [(region, captions[j])], seed=i, steps=2, guidance=3.0)
+        scores.append(quality.inpaint_scores(res, region, masks[j], captions[j]))
+    row = r["rows"][3]
+    assert [row["inpaint_iou"], row["colour_match"], row["shape_kind"]] == pytest.approx(
+        np.mean(np.asarray(scores, float), axis=0).tolist(), abs=1e-12)
+    assert 0.0 <= row["synthesize_pq"] <= 1.0
+    assert "synthesize PQ" in report.RENDER["generative"](r)
+    out = CliRunner().invoke(main, ["generative", "--engine", str(tiny_engine), "--tasks", "inpaint,segment"])
+    assert out.exit_code == 2 and "unknown task(s) segment" in out.output
+
+
 def test_quality_bench_reports_what_its_inpaint_metrics_can_reach(tiny_engine):
     """The references are computed from the truth: the detector on each true entity, the coarse
     region's own IoU."""

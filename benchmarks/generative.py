@@ -1,0 +1,85 @@
+"""The generative tasks' sampler settings on a trained model: inpaint (region IoU, colour and
+shape-kind match) and synthesize (PQ of the synthesized image segmented back at segment's
+defaults), scored as `unigs-bench quality` scores them, for every steps x guidance pair.
+
+What a model's inpaint / synthesize `steps` and `guidance` task defaults are chosen from. Images
+come from held-out indices `offset`.. (default 5000, training's evaluation stream), not the 0..99
+`unigs-bench quality` reports on, so a choice made here is checked on images it was not chosen on.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import numpy as np
+
+from unigs_deploy import palette
+from unigs_deploy.synthetic.shapes import held_out_example
+
+from .common import held_out_size, machine
+from .quality import _add, _truth, inpaint_scores
+
+TASKS = ("inpaint", "synthesize")
+
+
+def run(engine, *, n: int = 40, offset: int = 5000, steps=(25,), guidance=(3.0, 7.5), scheduler: str | None = None,
+        spacing: str | None = None, tasks=TASKS, size: int | None = None, threads: int = 0) -> dict:
+    """scheduler / spacing None: each task's default."""
+    from tqdm.auto import tqdm
+
+    from unigs_deploy.evaluation.panoptic import PQAccumulator
+    from unigs_deploy.pipeline import UniGSPipeline
+
+    unknown = set(tasks) - set(TASKS)
+    if unknown:
+        raise ValueError(f"unknown task(s) {', '.join(sorted(unknown))}: choose from {', '.join(TASKS)}")
+    pipe = UniGSPipeline.from_engine(engine, threads=threads)
+    size = held_out_size(pipe, size)
+    examples = [held_out_example(offset + i, size) for i in range(n)]
+    grid = list(itertools.product(steps, guidance))
+    rows = []
+    bar = tqdm(total=len(grid) * n, desc="generative", unit="image")
+    for s, g in grid:
+        kw = dict(steps=int(s), guidance=float(g), scheduler=scheduler, spacing=spacing)
+        row = {"steps": int(s), "guidance": float(g)}
+        inp, syn, seconds = [], PQAccumulator(), {t: [] for t in tasks}
+        for i, (image, masks, captions, region, j) in enumerate(examples):
+            if "inpaint" in tasks:
+                t0 = time.perf_counter()
+                res = pipe.inpaint(image, [(region, captions[j])], seed=i, **kw)
+                seconds["inpaint"].append(time.perf_counter() - t0)
+                inp.append(inpaint_scores(res, region, masks[j], captions[j]))
+                row["scheduler"] = res.settings["scheduler"]
+            if "synthesize" in tasks:
+                t0 = time.perf_counter()
+                res = pipe.synthesize(palette.encode_colormap(masks), ", ".join(captions), seed=i, **kw)
+                seconds["synthesize"].append(time.perf_counter() - t0)
+                _add(syn, pipe.segment(res.image, seed=i).labels, _truth(masks, with_background=True))
+                row["scheduler"] = res.settings["scheduler"]
+            bar.update(1)
+        if inp:
+            iou, colour, kind = np.mean(np.asarray(inp, float), axis=0)
+            row.update(inpaint_iou=float(iou), colour_match=float(colour), shape_kind=float(kind))
+        if "synthesize" in tasks:
+            row["synthesize_pq"] = syn.result()["all"]["pq"]
+        row.update({f"{t}_s": float(np.median(v)) for t, v in seconds.items()})
+        rows.append(row)
+    bar.close()
+    return {"benchmark": "generative", "machine": machine(threads=threads or None), "images": n, "offset": offset,
+            "size": size, "scheduler": scheduler, "spacing": spacing, "tasks": list(tasks), "engine": str(engine),
+            "rows": rows}
+
+
+def render(r: dict) -> str:
+    from .report import markdown_table
+
+    columns = [("steps", "steps"), ("scheduler", "scheduler"), ("guidance", "guidance")]
+    if "inpaint" in r["tasks"]:
+        columns += [("inpaint_iou", "inpaint region IoU"), ("colour_match", "colour match"),
+                    ("shape_kind", "shape-kind"), ("inpaint_s", "inpaint s")]
+    if "synthesize" in r["tasks"]:
+        columns += [("synthesize_pq", "synthesize PQ"), ("synthesize_s", "synthesize s")]
+    return markdown_table(r["rows"], columns) + (
+        f"\n\n{r['images']} held-out {r['size']}x{r['size']} images from index {r['offset']} (seed = index); "
+        "synthesize is segmented back at segment's defaults (its time not counted); seconds are medians per image.")
