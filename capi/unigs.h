@@ -55,8 +55,7 @@ typedef int (*unigs_progress_fn)(int step, int total, void *user_data);
 /* Fill with unigs_params_init(): every field then holds its default, whatever fields later
  * versions add. steps and guidance have no meaningful 0 (steps >= 1, guidance >= 1), so 0 there
  * means "the task's default" (the model's, from its manifest, else the runtime's) and a
- * zero-filled struct is the defaults too. The decoder's threshold and split rule are the
- * model's task defaults (the manifest); unigs_decode_colormap takes a threshold of its own. */
+ * zero-filled struct is the defaults too (threshold likewise: a split threshold is > 0). */
 typedef struct {
     int steps;       /* denoising steps (>= 1); 0 = the task's default */
     float guidance;  /* classifier-free guidance (>= 1, 1 = off); 0 = the task's default */
@@ -68,6 +67,10 @@ typedef struct {
     const char *spacing;   /* NULL = the task's default; "leading", "trailing" or "linspace" */
     unigs_progress_fn progress; /* NULL = none */
     void *user_data;            /* passed to progress */
+    /* the dichotomy decoder's split rule, and which VAE decodes: NULL / 0 = the task's default */
+    float threshold;      /* split threshold (> 0) */
+    const char *stop;     /* "centres" or "spread" */
+    const char *tiny_vae; /* "off", "colormap" (the tiny VAE decodes colormaps) or "all" */
 } unigs_params;
 
 typedef struct {

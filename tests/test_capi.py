@@ -83,6 +83,22 @@ def test_segment_from_c_equals_python(capi, tiny_engine, tmp_path):
     out = subprocess.run([str(progs["segment"]), str(engine / "unigs.onnx"), str(ppm), str(tmp_path / "l.raw"),
                           "3", "11", "pndm"], capture_output=True, text=True)
     assert out.returncode == 1 and "unknown scheduler 'pndm'" in out.stderr
+    # the decoder's split rule reaches the pipeline (a threshold this high leaves this image whole)
+    out = subprocess.run([str(progs["segment"]), str(engine / "unigs.onnx"), str(ppm), str(tmp_path / "l.raw"),
+                          "3", "11", "ddim", "0", "200", "centres"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    got = np.fromfile(tmp_path / "l.raw", np.int32).reshape(32, 40)
+    want = UniGSPipeline.from_engine(engine / "unigs.onnx").segment(image, steps=3, seed=11, scheduler="ddim",
+                                                                     threshold=200.0, stop="centres").labels
+    assert (got == want).all()
+    assert not (want == UniGSPipeline.from_engine(engine / "unigs.onnx").segment(image, steps=3, seed=11,
+                                                                                  scheduler="ddim").labels).all()
+    out = subprocess.run([str(progs["segment"]), str(engine / "unigs.onnx"), str(ppm), str(tmp_path / "l.raw"),
+                          "3", "11", "ddim", "0", "-1"], capture_output=True, text=True)
+    assert out.returncode == 1 and "threshold -1.0 must be > 0" in out.stderr
+    out = subprocess.run([str(progs["segment"]), str(engine / "unigs.onnx"), str(ppm), str(tmp_path / "l.raw"),
+                          "3", "11", "ddim", "0", "32", "middle"], capture_output=True, text=True)
+    assert out.returncode == 1 and "middle" in out.stderr
 
 
 @pytest.mark.slow

@@ -115,7 +115,8 @@ def text(ffi, ptr, what: str = "prompt") -> str:
 
 
 def loop_params(ffi, p) -> dict:
-    """0 in steps or guidance means the task's default: the model's (its manifest), else tasks.py's."""
+    """0 in steps, guidance or threshold (NULL in a name) means the task's default: the model's (its
+    manifest), else tasks.py's."""
     if p == ffi.NULL:
         return {}
     if p.steps < 0:
@@ -123,10 +124,12 @@ def loop_params(ffi, p) -> dict:
     if p.resolution < -1:
         raise CError(INVALID, f"resolution {p.resolution}: 0 = native, -1 = the input's size, N > 0 = N pixels")
     resolution = {0: "native", -1: "input"}.get(p.resolution, p.resolution)
+    if p.threshold < 0:
+        raise CError(INVALID, f"threshold {p.threshold} must be > 0 (0 = the task's default)")
     names = {k: ffi.string(getattr(p, k)).decode() if getattr(p, k) != ffi.NULL else None
-             for k in ("scheduler", "spacing")}
+             for k in ("scheduler", "spacing", "stop", "tiny_vae")}
     kw = {"steps": p.steps or None, "guidance": p.guidance if p.guidance > 0 else None, "seed": int(p.seed),
-          "eta": float(p.eta), "resolution": resolution, **names}
+          "eta": float(p.eta), "resolution": resolution, "threshold": float(p.threshold) or None, **names}
     if p.progress != ffi.NULL:
         progress, user = p.progress, p.user_data
 

@@ -44,7 +44,7 @@ static int print_progress(int step, int total, void *user_data) {
 
 int main(int argc, char **argv) {
     if (argc < 4) {
-        fprintf(stderr, "usage: %s ENGINE IMAGE.ppm LABELS.raw [STEPS [SEED [SCHEDULER [RESOLUTION]]]]\n"
+        fprintf(stderr, "usage: %s ENGINE IMAGE.ppm LABELS.raw [STEPS [SEED [SCHEDULER [RESOLUTION [THRESHOLD [STOP]]]]]]\n"
                         "       %s --decode COLORMAP.ppm LABELS.raw\n", argv[0], argv[0]);
         return 2;
     }
@@ -73,6 +73,8 @@ int main(int argc, char **argv) {
         params.seed = argc > 5 ? strtoull(argv[5], NULL, 10) : 0;
         params.scheduler = argc > 6 ? argv[6] : NULL;         /* NULL: the task's default */
         params.resolution = argc > 7 ? atoi(argv[7]) : 0;     /* 0: native, -1: the image's own size */
+        params.threshold = argc > 8 ? (float)atof(argv[8]) : 0; /* 0: the model's split threshold */
+        params.stop = argc > 9 ? argv[9] : NULL;              /* NULL: the model's split rule */
         status = unigs_segment(u, rgb, w, h, 3 * w, &params, labels, size, &n);
         if (status != UNIGS_OK) fprintf(stderr, "segment failed (%d): %s\n", status, unigs_last_error(u));
         unigs_close(u);
