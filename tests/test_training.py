@@ -205,6 +205,8 @@ def test_lr_schedules():
     ("train.onestep_fraction=1.5", "onestep_fraction"),
     ("train.stage=tinyvae", "unet, vae, vae_decoder or tiny_vae"),
     ("train.colormap_pixel_loss=1.0", "set train.onestep_tasks too"),
+    ("train.entity_separation_loss=1.0", "set train.onestep_tasks too"),
+    ("train.entity_separation_loss=-1", "entity_separation_loss must be >= 0"),
     ("train.l1_weight=-1", "must be >= 0"),
 ])
 def test_new_training_options_are_checked(override, message):
@@ -255,6 +257,57 @@ def test_colormap_pixel_loss_adds_the_decoded_one_step_colormaps_error():
     with pytest.raises(ValueError, match="prediction_type"):
         Trainer(load_config(None, base[:-1] + ["model.prediction_type=epsilon", "train.colormap_pixel_loss=1.0"]),
                 progress=False).loss(0)
+
+
+def _two_entity_colormap(left=(255, 0, 0), right=(0, 64, 255)):
+    import torch
+
+    x = torch.zeros(1, 3, 8, 8)
+    x[0, :, :, :4] = torch.tensor(left)[:, None, None] / 127.5 - 1
+    x[0, :, :, 4:] = torch.tensor(right)[:, None, None] / 127.5 - 1
+    return x
+
+
+def test_entity_separation_is_zero_at_the_truth_and_punishes_a_blend():
+    """The truth scores 0 (push margin from the truth's own colours); two entities decoded to one
+    blended colour are pushed apart; noise within PULL_MARGIN costs nothing, beyond it does."""
+    import torch
+
+    from unigs_deploy.training.losses import PULL_MARGIN, entity_separation
+
+    truth = _two_entity_colormap()
+    assert entity_separation(truth, truth).item() == 0.0
+    blend = truth.mean(dim=3, keepdim=True).expand_as(truth).clone()
+    blend[0, 0, :, :4] += 0.01  # a near blend (an exact one is a saddle: no direction to push in)
+    blend.requires_grad_(True)
+    loss = entity_separation(blend, truth)
+    assert loss.item() == pytest.approx((1.0 - 0.01) ** 2, abs=1e-5)  # colours > 1 apart: want PUSH_CAP
+    loss.backward()
+    left, right = blend.grad[0, :, 0, 0], blend.grad[0, :, 0, 7]
+    assert torch.dot(left, right) < 0  # the two halves move in opposite directions
+    flat = truth.clone()
+    flat[0, 0, 0, 0] += PULL_MARGIN / 2
+    assert entity_separation(flat, truth).item() == 0.0
+    flat[0, 0, 0, 0] += PULL_MARGIN
+    assert entity_separation(flat, truth).item() > 0.0
+    close = _two_entity_colormap((255, 0, 0), (255, 64, 0))  # 64 levels apart: pushed to 64, not 128
+    assert entity_separation(close, close).item() == pytest.approx(0.0, abs=1e-9)
+
+
+def test_entity_separation_loss_is_added_for_one_step_examples_only():
+    from unigs_deploy.training.trainer import Trainer
+
+    base = ["train.batch_size=8", "data.size=32", "train.onestep_tasks=['segment', 'refer']",
+            "model.prediction_type=sample"]
+
+    def loss(*extra):
+        return Trainer(load_config(None, base + list(extra)), progress=False).loss(0).item()
+
+    plain, one, two = loss(), loss("train.entity_separation_loss=1.0"), loss("train.entity_separation_loss=2.0")
+    assert one - plain > 1e-4
+    assert two - plain == pytest.approx(2 * (one - plain), rel=1e-4)
+    none = ["train.onestep_fraction=0.0"]
+    assert loss(*none, "train.entity_separation_loss=1.0") == pytest.approx(loss(*none), rel=1e-6)
 
 
 def test_vae_decoder_stage_keeps_the_latent_space(tmp_path):

@@ -69,6 +69,9 @@ DEFAULTS = {
         # the x0 prediction; L1 + MSE) for the one-step examples, as Garcia et al. 2024 fine-tune
         # end-to-end; needs prediction_type = "sample"
         "colormap_pixel_loss": 0.0,
+        # unet stage: on the same decoded one-step colormaps, each entity's colour flat and apart
+        # from the others' (training/losses.py: what the dichotomy decoder needs to split them)
+        "entity_separation_loss": 0.0,
     },
 }
 
@@ -114,10 +117,12 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
         raise ConfigError(f"train.onestep_tasks: unknown task(s) {', '.join(sorted(unknown))}")
     if not 0.0 <= t["onestep_fraction"] <= 1.0:
         raise ConfigError(f"train.onestep_fraction must be in [0, 1], not {t['onestep_fraction']}")
-    if t["l1_weight"] < 0 or t["colormap_pixel_loss"] < 0:
-        raise ConfigError("train.l1_weight and train.colormap_pixel_loss must be >= 0")
-    if t["colormap_pixel_loss"] and not t["onestep_tasks"]:
-        raise ConfigError("train.colormap_pixel_loss applies to one-step examples: set train.onestep_tasks too")
+    for key in ("l1_weight", "colormap_pixel_loss", "entity_separation_loss"):
+        if t[key] < 0:
+            raise ConfigError(f"train.{key} must be >= 0, not {t[key]}")
+    for key in ("colormap_pixel_loss", "entity_separation_loss"):
+        if t[key] and not t["onestep_tasks"]:
+            raise ConfigError(f"train.{key} applies to one-step examples: set train.onestep_tasks too")
     return cfg
 
 

@@ -22,6 +22,7 @@ from unigs_deploy import modeling
 from unigs_deploy.tasks import NAMES as TASKS
 
 from . import data as data_mod
+from . import losses
 
 log = logging.getLogger("unigs.train")
 
@@ -224,14 +225,16 @@ class Trainer:
         if target is None:
             target = self.noise_schedule.get_velocity(target_latent, noise, timesteps)
         loss = torch.nn.functional.mse_loss(pred, target)
-        if t["colormap_pixel_loss"] and onestep.any():
+        if (t["colormap_pixel_loss"] or t["entity_separation_loss"]) and onestep.any():
             if kind != "sample":
-                raise ValueError("train.colormap_pixel_loss needs model.prediction_type = \"sample\" (an x0 prediction "
-                                 f"to decode), not {kind!r}")
+                raise ValueError("train.colormap_pixel_loss and train.entity_separation_loss need "
+                                 f"model.prediction_type = \"sample\" (an x0 prediction to decode), not {kind!r}")
             vae = self.model.vae
             c = z_cmap.shape[1]
             rec = vae.decode(pred[onestep, c:] / vae.config.scaling_factor).sample
             loss = loss + t["colormap_pixel_loss"] * self._pixel_loss(rec, cmap[onestep], 1.0)
+            if t["entity_separation_loss"]:
+                loss = loss + t["entity_separation_loss"] * losses.entity_separation(rec, cmap[onestep])
         return loss
 
     @staticmethod
