@@ -142,19 +142,24 @@ def fast(engine, demo_engine, fused_engine, size, rounds, images, threads, torch
               help="First held-out index (5000: training's evaluation images, not unigs-bench quality's 0..99).")
 @click.option("--thresholds", "thresholds_", default="16,20,24,28,32,40,64,128", show_default=True,
               help="Thresholds to try, comma-separated.")
+@click.option("--tasks", "tasks_", default="segment,refer,inpaint", show_default=True)
 @click.option("--steps", type=int, help="Denoising steps for every task [default: each task's].")
 @click.option("--tiny-vae", type=click.Choice(["off", "colormap", "all"]), help="[default: the pipeline's].")
 @click.option("--size", type=int, help="Held-out image side [default: the model's training side, its manifest].")
 @click.option("--threads", default=0, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results as JSON.")
-def thresholds(engine, images, offset, thresholds_, steps, tiny_vae, size, threads, json_path):
-    """The decoder's stop rule and threshold on a model's own segment and refer colormaps: where a
-    model's `threshold` / `stop` task defaults come from."""
+def thresholds(engine, images, offset, thresholds_, tasks_, steps, tiny_vae, size, threads, json_path):
+    """The decoder's stop rule and threshold on a model's own segment, refer and inpaint colormaps:
+    where a model's `threshold` / `stop` task defaults come from."""
     from . import thresholds as bench
 
-    _emit(bench.run(engine, n=images, offset=offset, thresholds=_ints(thresholds_), steps=steps,
-                    tiny_vae=tiny_vae, size=size, threads=threads),
-          json_path)
+    try:
+        result = bench.run(engine, n=images, offset=offset, thresholds=_ints(thresholds_),
+                           tasks=[t.strip() for t in tasks_.split(",")], steps=steps, tiny_vae=tiny_vae, size=size,
+                           threads=threads)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    _emit(result, json_path)
 
 
 @main.command()

@@ -219,6 +219,11 @@ def test_thresholds_bench_decodes_like_the_pipeline(tiny_engine):
                                                                                 resolution="input"), abs=1e-12)
     assert r["best"]["segment_pq"]["segment_pq"] == max(row["segment_pq"] for row in r["rows"])
     assert "Best: segment_pq" in report.RENDER["thresholds"](r)
+    only = thresholds.run(tiny_engine, n=3, offset=0, thresholds=(16, 32), size=32, threads=1, tasks=("segment",))
+    assert only["rows"] == [{k: row[k] for k in ("stop", "threshold", "segment_pq")} for row in r["rows"]]
+    assert list(only["best"]) == ["segment_pq"] and "refer mIoU" not in report.RENDER["thresholds"](only)
+    with pytest.raises(ValueError, match="unknown task"):
+        thresholds.run(tiny_engine, n=1, tasks=("synthesize",))
 
 
 def test_thresholds_bench_decodes_with_the_vae_it_is_told(tiny_engine):
