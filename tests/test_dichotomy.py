@@ -213,14 +213,35 @@ def test_bad_out_is_one_clear_error(out):
         dichotomy.decode_colormap(np.zeros((4, 4, 3), np.uint8), out=out)
 
 
+def _tied_lab():
+    """Found by hypothesis: three one-pixel entities whose colours are pairwise 90.5 apart in two
+    pairs, so which two the spread rule merges is an exact tie."""
+    lab = np.full((20, 21), 2, np.int32)
+    for r, c, k in [(0, 0, 0), (0, 1, 5), (0, 2, 0), (0, 3, 0), (4, 0, 6), (6, 18, 3), (16, 20, 4), (18, 10, 1)]:
+        lab[r, c] = k
+    return lab
+
+
+def _within_sum_of_squares(cm, lab) -> float:
+    x, lab = cm.reshape(-1, 3).astype(np.float64), lab.ravel()
+    return sum(float(((x[lab == k] - x[lab == k].mean(0)) ** 2).sum()) for k in np.unique(lab))
+
+
 @settings(max_examples=40, deadline=None)
 @given(label_maps())
+@example(_tied_lab())
 def test_reference_equals_product_with_the_papers_stop_rule(lab):
+    """Equal, except where two merges are exactly tied: the product sums with reassociation (for
+    vectorised 2-means), so rounding may break a tie the other way. Then the two partitions have
+    as many clusters and the same within-cluster sum of squares."""
     ids = [k for k in np.unique(lab) if k]
     masks = np.stack([lab == k for k in ids]) if ids else np.zeros((0,) + lab.shape, bool)
     cm = palette.encode_colormap(masks)
     kw = dict(min_area=0, stop="spread", threshold=8.0)
-    assert (reference.decode_colormap(cm, **kw) == dichotomy.decode_colormap(cm, **kw)).all()
+    ref, prod = reference.decode_colormap(cm, **kw), dichotomy.decode_colormap(cm, **kw)
+    if not (ref == prod).all():
+        assert ref.max() == prod.max()
+        assert _within_sum_of_squares(cm, ref) == pytest.approx(_within_sum_of_squares(cm, prod), rel=1e-9)
 
 
 def test_the_papers_stop_rule_misses_a_small_entity_in_a_large_one():
