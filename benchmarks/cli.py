@@ -43,6 +43,27 @@ def _floats(text: str) -> list[float]:
         raise click.BadParameter(f"{text!r}: give comma-separated numbers, e.g. 3,7.5") from None
 
 
+def _tasks(text: str, allowed) -> list[str]:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = sorted(set(names) - set(allowed))
+    if unknown or not names:
+        raise click.BadParameter(f"unknown task(s) {', '.join(unknown) or '(none given)'}: choose from "
+                                 f"{', '.join(allowed)}", param_hint="--tasks")
+    return names
+
+
+def _calibration_images(images: int):
+    """--engine, --images and --offset of the sweeps that choose a model's task defaults."""
+    def options(f):
+        f = click.option("--offset", default=5000, show_default=True,
+                         help="First held-out index (5000: training's evaluation images, not unigs-bench "
+                              "quality's 0..99).")(f)
+        f = click.option("--images", default=images, show_default=True, help="Held-out images.")(f)
+        return click.option("--engine", default="engines/unigs.onnx", show_default=True, type=click.Path(),
+                            help="The exported (demo) model.")(f)
+    return options
+
+
 @click.group()
 def main() -> None:
     """Measure UniGS deployment: speed, size and quality, each as a Markdown table and JSON."""
@@ -135,11 +156,7 @@ def fast(engine, demo_engine, fused_engine, size, rounds, images, threads, torch
 
 
 @main.command()
-@click.option("--engine", default="engines/unigs.onnx", show_default=True, type=click.Path(),
-              help="The exported (demo) model.")
-@click.option("--images", default=60, show_default=True, help="Held-out images.")
-@click.option("--offset", default=5000, show_default=True,
-              help="First held-out index (5000: training's evaluation images, not unigs-bench quality's 0..99).")
+@_calibration_images(60)
 @click.option("--thresholds", "thresholds_", default="16,20,24,28,32,40,64,128", show_default=True,
               help="Thresholds to try, comma-separated.")
 @click.option("--tasks", "tasks_", default="segment,refer,inpaint", show_default=True)
@@ -153,21 +170,13 @@ def thresholds(engine, images, offset, thresholds_, tasks_, steps, tiny_vae, siz
     where a model's `threshold` / `stop` task defaults come from."""
     from . import thresholds as bench
 
-    try:
-        result = bench.run(engine, n=images, offset=offset, thresholds=_ints(thresholds_),
-                           tasks=[t.strip() for t in tasks_.split(",")], steps=steps, tiny_vae=tiny_vae, size=size,
-                           threads=threads)
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from None
-    _emit(result, json_path)
+    _emit(bench.run(engine, n=images, offset=offset, thresholds=_ints(thresholds_),
+                    tasks=_tasks(tasks_, bench.TASKS), steps=steps, tiny_vae=tiny_vae, size=size, threads=threads),
+          json_path)
 
 
 @main.command()
-@click.option("--engine", default="engines/unigs.onnx", show_default=True, type=click.Path(),
-              help="The exported (demo) model.")
-@click.option("--images", default=40, show_default=True, help="Held-out images.")
-@click.option("--offset", default=5000, show_default=True,
-              help="First held-out index (5000: training's evaluation images, not unigs-bench quality's 0..99).")
+@_calibration_images(40)
 @click.option("--steps", "step_counts", default="25", show_default=True, help="Step counts, comma-separated.")
 @click.option("--guidance", "guidances", default="3,7.5", show_default=True, help="Guidance scales, comma-separated.")
 @click.option("--scheduler", type=click.Choice(list(SCHEDULERS)), help="[default: each task's].")
@@ -181,13 +190,10 @@ def generative(engine, images, offset, step_counts, guidances, scheduler, spacin
     task defaults come from."""
     from . import generative as bench
 
-    try:
-        result = bench.run(engine, n=images, offset=offset, steps=_ints(step_counts), guidance=_floats(guidances),
-                           scheduler=scheduler, spacing=spacing, tasks=[t.strip() for t in tasks_.split(",")],
-                           size=size, threads=threads)
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from None
-    _emit(result, json_path)
+    _emit(bench.run(engine, n=images, offset=offset, steps=_ints(step_counts), guidance=_floats(guidances),
+                    scheduler=scheduler, spacing=spacing, tasks=_tasks(tasks_, bench.TASKS), size=size,
+                    threads=threads),
+          json_path)
 
 
 @main.command("stop-rules")
