@@ -238,9 +238,11 @@ def test_onestep_tasks_train_at_the_last_timestep(monkeypatch):
     assert (seen["t"][~onestep] != 999).all()
 
 
-def test_colormap_pixel_loss_adds_the_decoded_one_step_colormaps_error():
-    """The same batch and noise: the loss grows by weight x (MSE + L1 of the decoded colormap) over
-    the one-step examples only, so it is linear in the weight and absent when none are one-step."""
+@pytest.mark.parametrize("option", ["train.colormap_pixel_loss", "train.entity_separation_loss"])
+def test_one_step_colormap_losses_are_linear_in_their_weight(option):
+    """The same batch and noise: the loss grows by weight x the term on the decoded one-step
+    colormaps only (pixel: MSE + L1; separation: training/losses.py), so it is linear in the
+    weight and absent when no example is one-step; both need an x0 prediction to decode."""
     from unigs_deploy.training.trainer import Trainer
 
     base = ["train.batch_size=8", "data.size=32", "train.onestep_tasks=['segment', 'refer']",
@@ -249,13 +251,13 @@ def test_colormap_pixel_loss_adds_the_decoded_one_step_colormaps_error():
     def loss(*extra):
         return Trainer(load_config(None, base + list(extra)), progress=False).loss(0).item()
 
-    plain, one, two = loss(), loss("train.colormap_pixel_loss=1.0"), loss("train.colormap_pixel_loss=2.0")
-    assert one - plain > 1e-3
+    plain, one, two = loss(), loss(f"{option}=1.0"), loss(f"{option}=2.0")
+    assert one - plain > 1e-4
     assert two - plain == pytest.approx(2 * (one - plain), rel=1e-4)
     none = ["train.onestep_fraction=0.0"]
-    assert loss(*none, "train.colormap_pixel_loss=1.0") == pytest.approx(loss(*none), rel=1e-6)
+    assert loss(*none, f"{option}=1.0") == pytest.approx(loss(*none), rel=1e-6)
     with pytest.raises(ValueError, match="prediction_type"):
-        Trainer(load_config(None, base[:-1] + ["model.prediction_type=epsilon", "train.colormap_pixel_loss=1.0"]),
+        Trainer(load_config(None, base[:-1] + ["model.prediction_type=epsilon", f"{option}=1.0"]),
                 progress=False).loss(0)
 
 
@@ -292,22 +294,6 @@ def test_entity_separation_is_zero_at_the_truth_and_punishes_a_blend():
     assert entity_separation(flat, truth).item() > 0.0
     close = _two_entity_colormap((255, 0, 0), (255, 64, 0))  # 64 levels apart: pushed to 64, not 128
     assert entity_separation(close, close).item() == pytest.approx(0.0, abs=1e-9)
-
-
-def test_entity_separation_loss_is_added_for_one_step_examples_only():
-    from unigs_deploy.training.trainer import Trainer
-
-    base = ["train.batch_size=8", "data.size=32", "train.onestep_tasks=['segment', 'refer']",
-            "model.prediction_type=sample"]
-
-    def loss(*extra):
-        return Trainer(load_config(None, base + list(extra)), progress=False).loss(0).item()
-
-    plain, one, two = loss(), loss("train.entity_separation_loss=1.0"), loss("train.entity_separation_loss=2.0")
-    assert one - plain > 1e-4
-    assert two - plain == pytest.approx(2 * (one - plain), rel=1e-4)
-    none = ["train.onestep_fraction=0.0"]
-    assert loss(*none, "train.entity_separation_loss=1.0") == pytest.approx(loss(*none), rel=1e-6)
 
 
 def test_vae_decoder_stage_keeps_the_latent_space(tmp_path):
