@@ -25,9 +25,11 @@
 extern "C" {
 #endif
 
+/* 0.3: unigs_params grew threshold, stop and tiny_vae at its end, so its size changed: rebuild
+ * programs against this header (0.x makes no ABI promise; compare unigs_version() at start-up). */
 #define UNIGS_VERSION_MAJOR 0
-#define UNIGS_VERSION_MINOR 2
-#define UNIGS_VERSION_STRING "0.2.0"
+#define UNIGS_VERSION_MINOR 3
+#define UNIGS_VERSION_STRING "0.3.0"
 
 typedef enum {
     UNIGS_OK = 0,
@@ -80,7 +82,7 @@ typedef struct {
     int keep_background;
 } unigs_decode_params;
 
-/* The library's version, e.g. "0.2.0" (UNIGS_VERSION_STRING of the header it was built with). */
+/* The library's version, e.g. "0.3.0" (UNIGS_VERSION_STRING of the header it was built with). */
 const char *unigs_version(void);
 
 /* Every field of *params set to its default. */

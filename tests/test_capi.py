@@ -140,7 +140,7 @@ def test_bad_input_through_c_gives_codes_and_messages(capi, tiny_engine):
     assert lines["handle_small_buffer"].startswith("2 labels_out holds 100 bytes")
     assert lines["empty_mask"].startswith("1 mask is empty")
     assert lines["null_prompt"].startswith("1 prompt is NULL")
-    assert lines["version"] == "0.2.0 0.2"
+    assert lines["version"] == "0.3.0 0.3"
     assert lines["cancelled"] == "5 calls=2 cancelled by the progress callback after step 2 of 5"
     assert lines["low_guidance"].startswith("1 guidance must be a finite number >= 1")
 

@@ -2,8 +2,9 @@
 
 An x0 prediction trained with MSE alone answers with the mean of what it is unsure of: an entity
 whose palette cell (its centre of mass) the model cannot pin down gets a blend of the candidate
-colours, and two neighbouring blends are alike, so the dichotomy decoder merges them (the demo
-model's segment misses were mostly such merges). Segmentation only needs each entity's colour
+colours, and two neighbouring blends are alike, so the dichotomy decoder merges them (the stage 8
+demo model missed 112 of 415 true entities against 37 false positives; on a sheet of its misses,
+such merges). Segmentation only needs each entity's colour
 flat and different from the others', so this term asks for exactly that (De Brabandere et al.
 2017's discriminative loss, with the push margin taken from the truth itself).
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-PULL_MARGIN = 0.125  # 16 of 255 levels in [-1, 1] units: half the decoder's default spread stop (32)
+PULL_MARGIN = 0.125  # 16 of 255 levels in [-1, 1] units: half the decoder's default threshold (32)
 PUSH_CAP = 1.0  # 128 levels: entity means need be no further apart than this
 
 
