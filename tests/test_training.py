@@ -339,6 +339,8 @@ def test_curves_and_a_distilled_tiny_vae(tmp_path):
     curves = json.loads((tmp_path / "a" / "curves.json").read_text())
     assert [e["step"] for e in curves["eval"]] == [0, 2, 4]
     assert all(0 <= e["segment_pq"] <= 1 and 0 <= e["refer_miou"] <= 1 for e in curves["eval"])
+    # the decoder split each point used (a random init model has no task defaults: the codec's)
+    assert curves["eval"][0]["decoder"] == {t: {"stop": "centres", "threshold": 32.0} for t in ("segment", "refer")}
     assert [s for s, _ in curves["loss"]] == [2, 4]
     assert (tmp_path / "a" / "curves.png").stat().st_size > 1000
 

@@ -306,7 +306,7 @@ class Trainer:
                 if t["eval_every"] and self.step % t["eval_every"] == 0 and self.accelerator.is_main_process:
                     self.evals.append(self.evaluate())
                     bar.write(f"step {self.step}: " + ", ".join(f"{k} {v:.3f}" for k, v in self.evals[-1].items()
-                                                                 if k != "step"))
+                                                                 if isinstance(v, float)))
                     self.write_curves()
         except KeyboardInterrupt:
             bar.close()
@@ -391,16 +391,20 @@ class Trainer:
             return {"step": self.step}
         pipe = eager.pipeline(self.final_model())
         settings = dict(self.EVAL_SETTINGS, tiny_vae="all" if self.stage == "tiny_vae" else "off")
-        pq, iou = PQAccumulator(), []
+        pq, iou, decoder = PQAccumulator(), [], {}
         for i in range(self.cfg["train"]["eval_images"]):
             image, masks, captions, region, j = held_out_example(5000 + i, self.cfg["data"]["size"])
             res = pipe.segment(image, seed=i, **settings)
             truth = masks_to_labels(masks, background=len(masks) + 1)
             pq.add(*labels_to_panoptic(truth), *labels_to_panoptic(res.labels))
-            m = pipe.refer(image, region, captions[j], seed=i, **settings).mask
-            iou.append(metrics.mask_iou(m, masks[j]))
-        # dataset-level PQ, as unigs-bench quality and unigs-eval report it
-        return {"step": self.step, "segment_pq": pq.result()["all"]["pq"], "refer_miou": float(np.mean(iou))}
+            ref = pipe.refer(image, region, captions[j], seed=i, **settings)
+            iou.append(metrics.mask_iou(ref.mask, masks[j]))
+            decoder = {t: {k: r.settings[k] for k in ("stop", "threshold")} for t, r in (("segment", res),
+                                                                                         ("refer", ref))}
+        # dataset-level PQ, as unigs-bench quality and unigs-eval report it; the decoder's split
+        # comes from the init model's task_defaults.json, so each point says which it used
+        return {"step": self.step, "segment_pq": pq.result()["all"]["pq"], "refer_miou": float(np.mean(iou)),
+                "decoder": decoder}
 
     def write_curves(self) -> Path:
         """<output>/curves.json: loss (mean per log_every steps) and the held-out evaluations."""
