@@ -45,7 +45,7 @@ def run(engine, *, n: int = 60, offset: int = 5000, thresholds=(16, 20, 24, 28, 
     iou = {g: [] for g in grid}
     inp = {g: [] for g in grid}
     min_area = dichotomy.min_area_for(size, size)
-    keep_bg = {t: task_specs.get(t).keep_background for t in ("segment", "refer", "inpaint")}
+    keep_bg = {t: task_specs.get(t).keep_background for t in TASKS}
     for i in tqdm(range(n), desc="thresholds", unit="image"):
         image, masks, captions, region, j = held_out_example(offset + i, size)
         truth = labels_to_panoptic(masks_to_labels(masks, background=len(masks) + 1))

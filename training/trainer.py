@@ -399,6 +399,7 @@ class Trainer:
             pq.add(*labels_to_panoptic(truth), *labels_to_panoptic(res.labels))
             ref = pipe.refer(image, region, captions[j], seed=i, **settings)
             iou.append(metrics.mask_iou(ref.mask, masks[j]))
+        if iou:  # every image runs with the same split: the last one's says which
             decoder = {t: {k: r.settings[k] for k in ("stop", "threshold")} for t, r in (("segment", res),
                                                                                          ("refer", ref))}
         # dataset-level PQ, as unigs-bench quality and unigs-eval report it; the decoder's split

@@ -112,9 +112,18 @@ class UniGSPipeline:
     def has_tiny_vae(self) -> bool:
         return "tiny_vae_decoder" in self.components and "tiny_vae_encoder" in self.components
 
-    def _tiny_vae(self, given: str | None) -> str:
-        """Default: the tiny decoder for colormaps where the engine has one: the dichotomy decoder
-        only needs colours (demo model: PQ 0.99x the full VAE's; docs/design.md)."""
+    def _tiny_vae(self, given: str | None, model_default: str | None = None, notes: list | None = None) -> str:
+        """Default: the model's for the task, else the tiny decoder for colormaps where the engine
+        has one: the dichotomy decoder only needs colours (demo model: PQ 0.99x the full VAE's;
+        docs/design.md). Only the caller's own choice fails on an engine without a tiny VAE; a
+        model's default falls back to the VAE and says so."""
+        if given is None and model_default is not None:
+            if model_default != "off" and not self.has_tiny_vae:
+                if notes is not None:
+                    notes.append(f"this model's default tiny_vae={model_default!r} needs an engine exported with a "
+                                 "tiny VAE (unigs-export --tiny-vae DIR): decoded with the VAE")
+                return "off"
+            given = model_default
         if given is None:
             return "colormap" if self.has_tiny_vae else "off"
         if given not in TINY_VAE:
@@ -284,12 +293,7 @@ class UniGSPipeline:
         decode_image = spec.decodes_image if decode_image is None else bool(decode_image)
         # a model may name its own per task: the demo model's tiny VAE saves no time at 128x128
         # and scores segment lower than its VAE does (README, "The demo model")
-        wanted = default("tiny_vae", tiny_vae)
-        if tiny_vae is None and wanted not in (None, "off") and not self.has_tiny_vae:
-            notes.append(f"this model's {task} default tiny_vae={wanted!r} needs an engine exported with a tiny VAE "
-                         "(unigs-export --tiny-vae DIR): decoded with the VAE")
-            wanted = "off"
-        tiny_vae = self._tiny_vae(wanted)
+        tiny_vae = self._tiny_vae(tiny_vae, model.get("tiny_vae"), notes)
         if steps < 1:
             raise ValueError(f"steps must be at least 1, got {steps}")
         if not math.isfinite(guidance) or guidance < 1:
