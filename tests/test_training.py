@@ -207,6 +207,9 @@ def test_lr_schedules():
     ("train.colormap_pixel_loss=1.0", "set train.onestep_tasks too"),
     ("train.entity_separation_loss=1.0", "set train.onestep_tasks too"),
     ("train.entity_separation_loss=-1", "entity_separation_loss must be >= 0"),
+    ("train.onestep_timesteps=[]", "onestep_timesteps must be a non-empty list"),
+    ("train.onestep_timesteps=[1000]", "list of integers in"),
+    ("train.eval_steps=0", "eval_steps must be an integer >= 1"),
     ("train.l1_weight=-1", "must be >= 0"),
 ])
 def test_new_training_options_are_checked(override, message):
@@ -214,13 +217,16 @@ def test_new_training_options_are_checked(override, message):
         load_config(None, [override])
 
 
-def test_onestep_tasks_train_at_the_last_timestep(monkeypatch):
-    """Segment and refer examples see t = T - 1 (the trailing single step); the others any t."""
+@pytest.mark.parametrize("timesteps", [[999], [999, 499]])
+def test_onestep_tasks_train_at_their_timesteps(monkeypatch, timesteps):
+    """Segment and refer examples see only train.onestep_timesteps (by default the trailing single
+    step t = T - 1; [999, 499] are a 2-step trailing schedule's); the others any t."""
     import torch
 
     from unigs_deploy.training.trainer import Trainer
 
-    cfg = load_config(None, ["train.batch_size=16", "data.size=32", "train.onestep_tasks=['segment', 'refer']"])
+    cfg = load_config(None, ["train.batch_size=16", "data.size=32", "train.onestep_tasks=['segment', 'refer']",
+                             f"train.onestep_timesteps={timesteps}"])
     trainer = Trainer(cfg, progress=False)
     seen = {}
 
@@ -234,8 +240,8 @@ def test_onestep_tasks_train_at_the_last_timestep(monkeypatch):
     examples = [trainer.source.example(0, i) for i in range(16)]
     onestep = torch.tensor([e.task in ("segment", "refer") for e in examples])
     assert onestep.any() and (~onestep).any()
-    assert (seen["t"][onestep] == 999).all()
-    assert (seen["t"][~onestep] != 999).all()
+    assert set(seen["t"][onestep].tolist()) <= set(timesteps)
+    assert not set(seen["t"][~onestep].tolist()) & set(timesteps)
 
 
 @pytest.mark.parametrize("option", ["train.colormap_pixel_loss", "train.entity_separation_loss"])

@@ -61,8 +61,12 @@ DEFAULTS = {
         # where an x0-predicting model's output is the answer (what the 1-step default runs)
         "onestep_tasks": [],
         "onestep_fraction": 1.0,  # share of those tasks' examples drawn at t = T - 1 (the rest: any t)
+        # the timesteps one-step examples are drawn from (uniformly): [999, 499] are a 2-step
+        # trailing schedule's, so the losses below also train the step a 2-step default ends on
+        "onestep_timesteps": [999],
         "eval_every": 0,  # held-out segment PQ / refer mIoU through the product pipeline every N steps
         "eval_images": 24,
+        "eval_steps": 1,  # trailing DPM-Solver++ steps of the held-out evaluation
         # vae / tiny_vae stages: an L1 term beside the MSE (sharper, flatter colormap regions)
         "l1_weight": 0.0,
         # unet stage: a loss on the predicted colormap in pixels (the frozen VAE decoder applied to
@@ -117,6 +121,11 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
         raise ConfigError(f"train.onestep_tasks: unknown task(s) {', '.join(sorted(unknown))}")
     if not 0.0 <= t["onestep_fraction"] <= 1.0:
         raise ConfigError(f"train.onestep_fraction must be in [0, 1], not {t['onestep_fraction']}")
+    ts = t["onestep_timesteps"]
+    if not ts or not all(isinstance(v, int) and 0 <= v <= 999 for v in ts):
+        raise ConfigError(f"train.onestep_timesteps must be a non-empty list of integers in [0, 999], not {ts!r}")
+    if not (isinstance(t["eval_steps"], int) and t["eval_steps"] >= 1):
+        raise ConfigError(f"train.eval_steps must be an integer >= 1, not {t['eval_steps']!r}")
     for key in ("l1_weight", "colormap_pixel_loss", "entity_separation_loss"):
         if t[key] < 0:
             raise ConfigError(f"train.{key} must be >= 0, not {t[key]}")

@@ -210,7 +210,14 @@ class Trainer:
         if t["onestep_tasks"]:
             onestep = torch.tensor([e.task in t["onestep_tasks"] for e in examples])
             onestep &= torch.rand(len(examples), generator=gen) < t["onestep_fraction"]
-            timesteps = torch.where(onestep, last, timesteps)
+            choices = torch.tensor(t["onestep_timesteps"])
+            if int(choices.max()) > last:
+                raise ValueError(f"train.onestep_timesteps {t['onestep_timesteps']} exceed the schedule's last "
+                                 f"timestep {last}")
+            pick = choices[0]  # one choice draws nothing, so earlier stages' batches stay as they were
+            if len(choices) > 1:
+                pick = choices[torch.randint(0, len(choices), (len(examples),), generator=gen)]
+            timesteps = torch.where(onestep, pick, timesteps)
         noisy = self.noise_schedule.add_noise(target_latent, noise, timesteps)  # one timestep for both halves
         drop = torch.rand(len(examples), generator=gen) < t["cfg_dropout"]
         prompts = ["" if d else e.prompt for e, d in zip(examples, drop.tolist(), strict=True)]
@@ -375,12 +382,14 @@ class Trainer:
 
     # -------------------------------------------------------------- curves
 
-    EVAL_SETTINGS = {"steps": 1, "scheduler": "dpm++2m", "spacing": "trailing"}
+    @property
+    def eval_settings(self) -> dict:
+        return {"steps": self.cfg["train"]["eval_steps"], "scheduler": "dpm++2m", "spacing": "trailing"}
 
     def evaluate(self) -> dict:
         """Held-out segment PQ and refer mIoU of the EMA model through the product pipeline (its
-        schedulers, guidance rule and decoder) at one trailing step. Held-out images 5000.. (seeds
-        15000..): neither training's stream nor unigs-bench quality's (10000..)."""
+        schedulers, guidance rule and decoder) at train.eval_steps trailing steps. Held-out images
+        5000.. (seeds 15000..): neither training's stream nor unigs-bench quality's (10000..)."""
         from unigs_deploy import metrics
         from unigs_deploy.evaluation.panoptic import PQAccumulator, labels_to_panoptic
         from unigs_deploy.export import eager
@@ -390,7 +399,7 @@ class Trainer:
         if self.stage in ("vae", "vae_decoder"):
             return {"step": self.step}
         pipe = eager.pipeline(self.final_model())
-        settings = dict(self.EVAL_SETTINGS, tiny_vae="all" if self.stage == "tiny_vae" else "off")
+        settings = dict(self.eval_settings, tiny_vae="all" if self.stage == "tiny_vae" else "off")
         pq, iou, decoder = PQAccumulator(), [], {}
         for i in range(self.cfg["train"]["eval_images"]):
             image, masks, captions, region, j = held_out_example(5000 + i, self.cfg["data"]["size"])
@@ -414,7 +423,7 @@ class Trainer:
         n = max(1, self.cfg["train"]["log_every"])
         loss = [[k + n, float(np.mean(self.losses[k:k + n]))] for k in range(0, len(self.losses) - n + 1, n)]
         return write_json(self.out / "curves.json", {"loss": loss, "eval": self.evals,
-                                                     "eval_settings": self.EVAL_SETTINGS,
+                                                     "eval_settings": self.eval_settings,
                                                      "eval_images": self.cfg["train"]["eval_images"]})
 
     def write_samples(self) -> Path:
