@@ -50,13 +50,13 @@ def run(engine, *, n: int = 40, offset: int = 5000, steps=(25,), guidance=(3.0, 
                 res = pipe.inpaint(image, [(region, captions[j])], seed=i, **kw)
                 seconds["inpaint"].append(time.perf_counter() - t0)
                 inp.append(inpaint_scores(res, region, masks[j], captions[j]))
-                row["scheduler"] = res.settings["scheduler"]
+                row["inpaint_scheduler"] = res.settings["scheduler"]
             if "synthesize" in tasks:
                 t0 = time.perf_counter()
                 res = pipe.synthesize(palette.encode_colormap(masks), ", ".join(captions), seed=i, **kw)
                 seconds["synthesize"].append(time.perf_counter() - t0)
                 _add(syn, pipe.segment(res.image, seed=i).labels, _truth(masks, with_background=True))
-                row["scheduler"] = res.settings["scheduler"]
+                row["synthesize_scheduler"] = res.settings["scheduler"]
             bar.update(1)
         if inp:
             iou, colour, kind = np.mean(np.asarray(inp, float), axis=0)
@@ -74,12 +74,14 @@ def run(engine, *, n: int = 40, offset: int = 5000, steps=(25,), guidance=(3.0, 
 def render(r: dict) -> str:
     from .report import markdown_table
 
-    columns = [("steps", "steps"), ("scheduler", "scheduler"), ("guidance", "guidance")]
+    columns = [("steps", "steps"), ("guidance", "guidance")]
     if "inpaint" in r["tasks"]:
-        columns += [("inpaint_iou", "inpaint region IoU"), ("colour_match", "colour match"),
+        columns += [("inpaint_scheduler", "inpaint scheduler"), ("inpaint_iou", "inpaint region IoU"),
+                    ("colour_match", "colour match"),
                     ("shape_kind", "shape-kind"), ("inpaint_s", "inpaint s")]
     if "synthesize" in r["tasks"]:
-        columns += [("synthesize_pq", "synthesize PQ"), ("synthesize_s", "synthesize s")]
+        columns += [("synthesize_scheduler", "synthesize scheduler"), ("synthesize_pq", "synthesize PQ"),
+                    ("synthesize_s", "synthesize s")]
     return markdown_table(r["rows"], columns) + (
         f"\n\n{r['images']} held-out {r['size']}x{r['size']} images from index {r['offset']} (seed = index); "
         "synthesize is segmented back at segment's defaults (its time not counted); seconds are medians per image.")

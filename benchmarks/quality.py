@@ -44,6 +44,14 @@ def segment_pq(engine, *, n: int = 100, size: int | None = None, threads: int = 
     return acc.result()["all"]["pq"]
 
 
+def breakdown(acc) -> dict:
+    """Where a PQ is lost: SQ (fit of matched segments), RQ (recognition) and the matched /
+    false / missed segment counts, summed over categories (one, class-agnostic, here)."""
+    r = acc.result()
+    counts = {k: sum(c[k] for c in r["per_category"].values()) for k in ("tp", "fp", "fn")}
+    return {k: r["all"][k] for k in ("pq", "sq", "rq")} | counts
+
+
 def vae_round_trip(pipe, colormap: np.ndarray) -> dict:
     """A colormap encoded once by the engine's VAE (the encoder's mean), decoded by its VAE and,
     where the engine has one, its tiny VAE, then split by the dichotomy decoder with the codec's
@@ -186,6 +194,7 @@ def run(engine, *, n: int = 100, steps: int | None = None, guidance: float | Non
             "rows": rows,
             # segment PQ of the true colormap encoded and decoded by the engine's VAE (and tiny VAE),
             # then the dichotomy decoder: the most any UNet could reach through these autoencoders
+            "pq_breakdown": {"segment": breakdown(seg_acc), "synthesize": breakdown(syn_acc)},
             "segment_pq_ceiling": {k: acc.result()["all"]["pq"] for k, acc in ceiling.items()},
             # what the inpaint metrics mean: shapes are clipped by the border and occluded, so the
             # detector names the caption's kind from the true entity's visible mask only so often

@@ -98,6 +98,9 @@ def quality(r: dict) -> str:
     if r.get("segment_pq_ceiling"):
         t += ("\n\nsegment PQ ceiling (the true colormap through the autoencoder and the dichotomy decoder): "
               + ", ".join(f"{k} {v:.3f}" for k, v in r["segment_pq_ceiling"].items()))
+    for task, b in r.get("pq_breakdown", {}).items():
+        t += (f"\n\n{task} PQ {b['pq']:.3f} = SQ {b['sq']:.3f} x RQ {b['rq']:.3f}: {b['tp']} segments matched, "
+              f"{b['fp']} false, {b['fn']} missed")
     if r.get("inpaint_references"):
         ref = r["inpaint_references"]
         judged = ref["shape_kind_where_the_truth_is_judged"]

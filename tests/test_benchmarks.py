@@ -184,6 +184,24 @@ def test_gpu_check_parts_run_here_up_to_the_gpu(tiny_pipe):
     assert "| tiny" not in text and "all checks passed" in text and "labels PQ vs ref" in text
 
 
+def test_pq_breakdown_counts_a_merge_as_one_false_and_two_missed_segments():
+    """Two halves predicted as one segment: neither half matches (IoU 0.5 is not > 0.5), so the
+    merge costs 1 FP and 2 FN; an exact image beside it adds 2 TP at SQ 1."""
+    from unigs_deploy.benchmarks.quality import _add, breakdown
+    from unigs_deploy.evaluation.panoptic import PQAccumulator
+
+    truth = np.ones((8, 8), np.int32)
+    truth[:, 4:] = 2
+    acc = PQAccumulator()
+    _add(acc, np.ones_like(truth), truth)
+    _add(acc, truth, truth)
+    got = breakdown(acc)
+    assert (got["tp"], got["fp"], got["fn"]) == (2, 1, 2)
+    assert got["sq"] == pytest.approx(1.0)
+    assert got["rq"] == pytest.approx(2 / (2 + 0.5 * 1 + 0.5 * 2))
+    assert got["pq"] == pytest.approx(got["sq"] * got["rq"])
+
+
 def test_vae_round_trip_reads_the_encoders_mean_and_decodes_like_the_pipeline():
     """With an identity autoencoder the ceiling is the dichotomy decoder on the true colormap
     (PQ 1 on a clean layout); the encoder's logvar half is never decoded."""
@@ -242,6 +260,7 @@ def test_generative_bench_scores_every_steps_guidance_pair_as_quality_does(tiny_
     the same images and seeds; an unknown task is a one-line error."""
     from click.testing import CliRunner
 
+    from unigs_deploy import palette
     from unigs_deploy.benchmarks import generative, quality
     from unigs_deploy.benchmarks.cli import main
     from unigs_deploy.synthetic.shapes import held_out_example
@@ -257,6 +276,9 @@ def test_generative_bench_scores_every_steps_guidance_pair_as_quality_does(tiny_
     assert [row["inpaint_iou"], row["colour_match"], row["shape_kind"]] == pytest.approx(
         np.mean(np.asarray(scores, float), axis=0).tolist(), abs=1e-12)
     assert 0.0 <= row["synthesize_pq"] <= 1.0
+    assert row["inpaint_scheduler"] == res.settings["scheduler"]
+    assert row["synthesize_scheduler"] == tiny_pipe.synthesize(
+        palette.encode_colormap(masks), ", ".join(captions), seed=1, steps=2, guidance=3.0).settings["scheduler"]
     assert "synthesize PQ" in report.RENDER["generative"](r)
     out = CliRunner().invoke(main, ["generative", "--engine", str(tiny_engine), "--tasks", "inpaint,segment"])
     assert out.exit_code == 2 and "unknown task(s) segment" in out.output
@@ -279,6 +301,9 @@ def test_quality_bench_reports_what_its_inpaint_metrics_can_reach(tiny_engine):
     assert ref["region_iou_of_the_region"] == pytest.approx(
         np.mean([metrics.mask_iou(region, m[j]) for _, m, _, region, j in examples]))
     assert "inpaint references" in report.RENDER["quality"](r)
+    assert r["pq_breakdown"]["segment"]["pq"] == r["rows"][0]["value"]
+    assert r["pq_breakdown"]["synthesize"]["pq"] == r["rows"][-1]["value"]
+    assert "segment PQ" in report.RENDER["quality"](r) and "missed" in report.RENDER["quality"](r)
 
 
 def test_quality_benchmarks_draw_images_at_the_models_training_side(tiny_engine, tiny_pipe, tmp_path):
