@@ -210,6 +210,7 @@ def test_lr_schedules():
     ("train.onestep_timesteps=[]", "onestep_timesteps must be a non-empty list"),
     ("train.onestep_timesteps=[1000]", "list of integers in"),
     ("train.eval_steps=0", "eval_steps must be an integer >= 1"),
+    ("train.onestep_unroll=true", "onestep_unroll applies to one-step examples below t = 999"),
     ("train.l1_weight=-1", "must be >= 0"),
 ])
 def test_new_training_options_are_checked(override, message):
@@ -242,6 +243,50 @@ def test_onestep_tasks_train_at_their_timesteps(monkeypatch, timesteps):
     assert onestep.any() and (~onestep).any()
     assert set(seen["t"][onestep].tolist()) <= set(timesteps)
     assert not set(seen["t"][~onestep].tolist()) & set(timesteps)
+
+
+def test_unrolled_examples_start_from_the_models_own_first_step(monkeypatch):
+    """train.onestep_unroll: a one-step example at t = 499 is fed what a 2-step trailing sampler
+    feeds its second step (pure noise at t = 999, the model's x0 there, the DDIM move to 499); the
+    other examples keep the noised truth; the first call builds no graph."""
+    import torch
+
+    from unigs_deploy.training.trainer import Trainer
+
+    opts = ["train.batch_size=16", "data.size=32", "train.onestep_tasks=['segment', 'refer']",
+            "train.onestep_timesteps=[999, 499]", "model.prediction_type=sample"]
+    calls = []
+
+    def run(unroll):
+        trainer = Trainer(load_config(None, opts + [f"train.onestep_unroll={unroll}"]), progress=False)
+        unet = trainer.trained[0]
+        forward = unet.forward
+
+        def spy(sample, timesteps, *a, **k):
+            out = forward(sample, timesteps, *a, **k)
+            calls.append((sample.detach().clone(), timesteps.clone(), out.sample.detach().clone(),
+                          torch.is_grad_enabled()))
+            return out
+
+        monkeypatch.setattr(unet, "forward", spy)
+        trainer.loss(0)
+        return trainer
+
+    calls.clear()
+    run("false")
+    (plain, t_plain, _, _), = calls
+    calls.clear()
+    trainer = run("true")
+    (first, t_first, x0, grad_first), (second, t_second, _, grad_second) = calls
+    later = t_second == 499
+    assert later.any() and (t_second == 999).any() and torch.equal(t_second, t_plain)
+    assert (t_first == 999).all() and len(first) == int(later.sum()) and not grad_first and grad_second
+    ab = trainer.noise_schedule.alphas_cumprod
+    eps = (first[:, :8] - ab[999].sqrt() * x0) / (1 - ab[999]).sqrt()
+    assert torch.allclose(second[later, :8], ab[499].sqrt() * x0 + (1 - ab[499]).sqrt() * eps, atol=1e-5)
+    assert torch.equal(second[~later], plain[~later]) and torch.equal(second[:, 8:], plain[:, 8:])
+    assert not torch.allclose(second[later, :8], plain[later, :8])
+    assert torch.equal(first[:, 8:], plain[later, 8:])  # the same mask and control
 
 
 @pytest.mark.parametrize("option", ["train.colormap_pixel_loss", "train.entity_separation_loss"])

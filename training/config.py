@@ -64,6 +64,9 @@ DEFAULTS = {
         # the timesteps one-step examples are drawn from (uniformly): [999, 499] are a 2-step
         # trailing schedule's, so the losses below also train the step a 2-step default ends on
         "onestep_timesteps": [999],
+        # one-step examples below T - 1 start where a trailing sampler's later step does: the model's
+        # own x0 prediction from pure noise at T - 1, moved to t (not the noised truth)
+        "onestep_unroll": False,
         "eval_every": 0,  # held-out segment PQ / refer mIoU through the product pipeline every N steps
         "eval_images": 24,
         "eval_steps": 1,  # trailing DPM-Solver++ steps of the held-out evaluation
@@ -124,6 +127,9 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
     ts = t["onestep_timesteps"]
     if not ts or not all(isinstance(v, int) and 0 <= v <= 999 for v in ts):
         raise ConfigError(f"train.onestep_timesteps must be a non-empty list of integers in [0, 999], not {ts!r}")
+    if t["onestep_unroll"] and (not t["onestep_tasks"] or min(ts) == 999):
+        raise ConfigError("train.onestep_unroll applies to one-step examples below t = 999: set train.onestep_tasks "
+                          "and a lower train.onestep_timesteps entry (e.g. [999, 499])")
     if not (isinstance(t["eval_steps"], int) and t["eval_steps"] >= 1):
         raise ConfigError(f"train.eval_steps must be an integer >= 1, not {t['eval_steps']!r}")
     for key in ("l1_weight", "colormap_pixel_loss", "entity_separation_loss"):

@@ -226,6 +226,9 @@ class Trainer:
         hidden = text_encoder(ids)[0]
         unet = self.trained[0]
         labels = tasks if self.accelerator.unwrap_model(unet).config.num_class_embeds else None
+        if t["onestep_unroll"]:
+            noisy = self._unrolled(unet, noisy, noise, onestep & (timesteps < last), last, timesteps,
+                                   torch.cat([m, z_ctrl], 1), hidden, labels)
         pred = unet(torch.cat([noisy, m, z_ctrl], 1), timesteps, hidden, class_labels=labels).sample
         kind = self.noise_schedule.config.prediction_type
         target = {"epsilon": noise, "sample": target_latent}.get(kind)
@@ -243,6 +246,27 @@ class Trainer:
             if t["entity_separation_loss"]:
                 loss = loss + t["entity_separation_loss"] * losses.entity_separation(rec, cmap[onestep])
         return loss
+
+    def _unrolled(self, unet, noisy, noise, later, last, timesteps, fixed, hidden, labels) -> torch.Tensor:
+        """The inputs a trailing sampler's later step sees, for the `later` examples: pure noise at
+        t = T - 1, the model's own (no-grad) x0 prediction there, and the first-order move to t
+        (DDIM, and DPM-Solver++'s first step, are this move for an x0 prediction). The noised truth
+        the other timesteps train on is easier than that: the step learns to copy colours it will
+        not be given."""
+        if not later.any():
+            return noisy
+        if self.noise_schedule.config.prediction_type != "sample":
+            raise ValueError("train.onestep_unroll needs model.prediction_type = \"sample\"")
+        ab = self.noise_schedule.alphas_cumprod
+        x_T = noise[later]
+        with torch.no_grad():
+            x0 = unet(torch.cat([x_T, fixed[later]], 1), torch.full((len(x_T),), last), hidden[later],
+                      class_labels=None if labels is None else labels[later]).sample
+        a_T, a_t = ab[last], ab[timesteps[later]].view(-1, 1, 1, 1)
+        eps = (x_T - a_T.sqrt() * x0) / (1 - a_T).sqrt()
+        out = noisy.clone()
+        out[later] = a_t.sqrt() * x0 + (1 - a_t).sqrt() * eps
+        return out
 
     @staticmethod
     def _pixel_loss(rec: torch.Tensor, x: torch.Tensor, l1_weight: float) -> torch.Tensor:
