@@ -192,9 +192,9 @@ def run(engine, *, n: int = 100, steps: int | None = None, guidance: float | Non
     return {"benchmark": "quality", "machine": machine(threads=threads or None), "images": n, "size": size,
             "steps": steps, "guidance": guidance, "tiny_vae": tiny_vae, "settings": used, "engine": str(engine),
             "rows": rows,
+            "pq_breakdown": {"segment": breakdown(seg_acc), "synthesize": breakdown(syn_acc)},
             # segment PQ of the true colormap encoded and decoded by the engine's VAE (and tiny VAE),
             # then the dichotomy decoder: the most any UNet could reach through these autoencoders
-            "pq_breakdown": {"segment": breakdown(seg_acc), "synthesize": breakdown(syn_acc)},
             "segment_pq_ceiling": {k: acc.result()["all"]["pq"] for k, acc in ceiling.items()},
             # what the inpaint metrics mean: shapes are clipped by the border and occluded, so the
             # detector names the caption's kind from the true entity's visible mask only so often
