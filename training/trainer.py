@@ -135,6 +135,10 @@ class Trainer:
         self.noise_schedule = DDPMScheduler(**{k: v for k, v in self.model.scheduler_config.items()
                                                if k in ("num_train_timesteps", "beta_start", "beta_end",
                                                         "beta_schedule", "prediction_type", "steps_offset")})
+        last = self.noise_schedule.config.num_train_timesteps - 1
+        if max(t["onestep_timesteps"]) > last:
+            raise ValueError(f"train.onestep_timesteps {t['onestep_timesteps']} exceed the schedule's last "
+                             f"timestep {last}")
         self.ema = EMAModel(self.trained[0].parameters(), decay=t["ema_decay"])
         prepared = self.accelerator.prepare(*self.trained, self.optimizer, self.lr_schedule)
         self.trained = list(prepared[: len(self.trained)])
@@ -211,9 +215,6 @@ class Trainer:
             onestep = torch.tensor([e.task in t["onestep_tasks"] for e in examples])
             onestep &= torch.rand(len(examples), generator=gen) < t["onestep_fraction"]
             choices = torch.tensor(t["onestep_timesteps"])
-            if int(choices.max()) > last:
-                raise ValueError(f"train.onestep_timesteps {t['onestep_timesteps']} exceed the schedule's last "
-                                 f"timestep {last}")
             pick = choices[0]  # one choice draws nothing, so earlier stages' batches stay as they were
             if len(choices) > 1:
                 pick = choices[torch.randint(0, len(choices), (len(examples),), generator=gen)]

@@ -112,16 +112,15 @@ class UniGSPipeline:
     def has_tiny_vae(self) -> bool:
         return "tiny_vae_decoder" in self.components and "tiny_vae_encoder" in self.components
 
-    def _tiny_vae(self, given: str | None, model_default: str | None = None, notes: list | None = None) -> str:
+    def _tiny_vae(self, given: str | None, model_default: str | None, notes: list) -> str:
         """Default: the model's for the task, else the tiny decoder for colormaps where the engine
         has one: the dichotomy decoder only needs colours (demo model: PQ 0.99x the full VAE's;
         docs/design.md). Only the caller's own choice fails on an engine without a tiny VAE; a
         model's default falls back to the VAE and says so."""
         if given is None and model_default is not None:
             if model_default != "off" and not self.has_tiny_vae:
-                if notes is not None:
-                    notes.append(f"this model's default tiny_vae={model_default!r} needs an engine exported with a "
-                                 "tiny VAE (unigs-export --tiny-vae DIR): decoded with the VAE")
+                notes.append(f"this model's default tiny_vae={model_default!r} needs an engine exported with a "
+                             "tiny VAE (unigs-export --tiny-vae DIR): decoded with the VAE")
                 return "off"
             given = model_default
         if given is None:
