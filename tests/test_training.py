@@ -380,6 +380,40 @@ def test_text_encoder_keeps_learning_after_a_held_out_evaluation(tmp_path):
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
+def test_a_text_encoder_from_another_model_stays_frozen(tmp_path):
+    """model.text_encoder mixes stages: the UNet comes from the init and learns, the text encoder
+    comes from the other folder and leaves the run bit for bit as it came in."""
+    import torch
+
+    from unigs_deploy import modeling
+
+    _train(tmp_path / "a", 1)
+    _train(tmp_path / "b", 1, "--set", "model.seed=1")
+    _train(tmp_path / "mix", 2, "--set", f"model.init={tmp_path / 'a' / 'model'}", "--set",
+           f"model.text_encoder={tmp_path / 'b' / 'model'}")
+    a, b, mix = (modeling.load(tmp_path / d / "model") for d in ("a", "b", "mix"))
+    want, got = b.text_encoder.state_dict(), mix.text_encoder.state_dict()
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    assert any(not torch.equal(a.text_encoder.state_dict()[k], want[k]) for k in want)  # a real swap
+    assert not torch.equal(a.unet.conv_in.weight, mix.unet.conv_in.weight)
+
+
+def test_a_missing_or_unfitting_text_encoder_is_one_clear_error(tmp_path):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from unigs_deploy.training.trainer import _model
+
+    cfg = load_config(None, ["model.init=scale:tiny", f"model.text_encoder={tmp_path}"])
+    with pytest.raises(ValueError, match="holds no text encoder"):
+        _model(cfg)
+    init = _model(load_config(None, ["model.init=scale:tiny"])).text_encoder.config
+    wider = CLIPTextConfig(vocab_size=init.vocab_size, hidden_size=2 * init.hidden_size, intermediate_size=64,
+                           num_hidden_layers=1, num_attention_heads=2)
+    CLIPTextModel(wider).save_pretrained(tmp_path / "text_encoder")
+    with pytest.raises(ValueError, match="hidden_size 64 but the init's text encoder 32"):
+        _model(cfg)
+
+
 @pytest.mark.slow
 def test_curves_and_a_distilled_tiny_vae(tmp_path):
     """eval_every writes held-out quality to curves.json; the tiny_vae stage distils an

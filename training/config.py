@@ -15,6 +15,9 @@ DEFAULTS = {
         "init": "scale:tiny",  # scale:{tiny,demo,sd15} or a local diffusers folder (SD, SD-inpainting, UniGS)
         "task_embedding": True,
         "vae": "",  # optional diffusers AutoencoderKL folder replacing the init's VAE
+        # optional model folder (or its text_encoder/) whose text encoder replaces the init's: e.g. an
+        # earlier stage's, kept frozen (train_text_encoder = false) while the UNet goes on learning
+        "text_encoder": "",
         "train_text_encoder": False,
         "prediction_type": "",  # epsilon | sample | v_prediction; "" keeps the init's scheduler's
         "seed": 0,

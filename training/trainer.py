@@ -68,7 +68,29 @@ def _model(cfg) -> modeling.UniGSModel:
         from diffusers import AutoencoderKL
 
         model.vae = AutoencoderKL.from_pretrained(m["vae"], local_files_only=True).eval().requires_grad_(False)
+    if m["text_encoder"]:
+        model.text_encoder = _text_encoder(m["text_encoder"], model.text_encoder)
     return model
+
+
+def _text_encoder(path: str, init) -> torch.nn.Module:
+    """The text encoder in `path` (a model folder or its text_encoder/), checked to fit the init's
+    tokenizer and UNet (same vocabulary and width), so the two can be mixed."""
+    from transformers import CLIPTextModel
+
+    folder = Path(path)
+    if (folder / "text_encoder" / "config.json").is_file():
+        folder = folder / "text_encoder"
+    if not (folder / "config.json").is_file():
+        raise modeling.ModelError(f"model.text_encoder: {path} holds no text encoder (no config.json in it or in "
+                                  "its text_encoder/): give a model folder or its text_encoder/ folder")
+    text = CLIPTextModel.from_pretrained(folder, local_files_only=True).float().eval()
+    for key in ("vocab_size", "hidden_size"):
+        if getattr(text.config, key) != getattr(init.config, key):
+            raise modeling.ModelError(f"model.text_encoder: {path} has {key} {getattr(text.config, key)} but the "
+                                      f"init's text encoder {getattr(init.config, key)}: use one trained with "
+                                      "this model (the same tokenizer and width)")
+    return text
 
 
 def _batch_tensors(examples, dtype=torch.float32):
