@@ -1,9 +1,11 @@
 """A classical detector for the shapes world: the colour name and shape kind of an entity.
 
 Used to score inpainting (does the generated entity have the asked colour and shape?). Colour
-is the nearest named colour to the entity's median pixel; the kind comes from the contour:
-solidity (a star is concave) and how much of its tightest rotated box it fills
-(rectangle ~1, ellipse ~0.79, triangle ~0.5).
+is the nearest named colour to the entity's median pixel. The kind is the one whose best-fitting
+shape (position, radii and angle searched by Nelder-Mead) overlaps the entity most, counted only
+where the entity could be seen: a shape may leave the image or pass under other entities, so a
+rectangle cut by the border is still a rectangle (a contour rule named only 0.60 of the true
+entities of `unigs-bench quality` right, nearly all of the misses at the border).
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from unigs_deploy.synthetic.shapes import COLOURS
+from unigs_deploy.synthetic.shapes import COLOURS, KINDS, _polygon
+
+# a shape looks the same turned by its symmetry angle: the restarts spread over that
+_SYMMETRY = {"ellipse": np.pi, "rectangle": np.pi / 2, "triangle": 2 * np.pi / 3, "star": 2 * np.pi / 5}
 
 
 def colour_name(image: np.ndarray, mask: np.ndarray) -> str:
@@ -24,22 +29,41 @@ def colour_name(image: np.ndarray, mask: np.ndarray) -> str:
     return names[int(np.argmin(d))]
 
 
-def shape_kind(mask: np.ndarray) -> str:
-    """ellipse, rectangle, triangle or star from the largest contour of the mask."""
+def shape_fit(mask: np.ndarray, hidden: np.ndarray | None = None, *, restarts: int = 3,
+              max_evals: int = 300) -> dict[str, float]:
+    """{kind: IoU of the best shape of that kind with `mask`}, over the pixels not `hidden`
+    (other entities that may cover it) and inside the image."""
+    from scipy.optimize import minimize
+
     if not mask.any():
         raise ValueError("empty mask: no entity to classify")
-    m = mask.astype(np.uint8)
-    contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    c = max(contours, key=cv2.contourArea)
-    area = cv2.contourArea(c)
-    hull_area = cv2.contourArea(cv2.convexHull(c))
-    solidity = area / hull_area if hull_area > 0 else 1.0
-    if solidity < 0.8:
-        return "star"
-    (_, _), (rw, rh), _ = cv2.minAreaRect(c)
-    extent = area / (rw * rh) if rw * rh > 0 else 1.0  # rectangle ~1, ellipse ~0.79, triangle ~0.5
-    if extent > 0.88:
-        return "rectangle"
-    if extent < 0.65:
-        return "triangle"
-    return "ellipse"
+    h, w = mask.shape
+    seen = np.ones((h, w), bool) if hidden is None else ~np.asarray(hidden, bool)
+    target = mask & seen
+    ys, xs = np.nonzero(mask)
+    r0 = max(2.0, float(np.sqrt(mask.sum() / np.pi)))
+    canvas = np.zeros((3 * h, 3 * w), np.uint8)  # the image in the middle: room to leave it
+
+    def overlap(p, kind):
+        canvas[:] = 0
+        cv2.fillPoly(canvas, [_polygon(kind, p[0] + w, p[1] + h, abs(p[2]), abs(p[3]), p[4])], 1)
+        shape = canvas[h:2 * h, w:2 * w].astype(bool) & seen
+        return (shape & target).sum() / max(1, (shape | target).sum())
+
+    fits = {}
+    for kind in KINDS:
+        best = 0.0
+        for angle in np.arange(restarts) * _SYMMETRY[kind] / restarts:
+            start = np.array([xs.mean(), ys.mean(), r0, r0, angle])
+            simplex = np.vstack([start, start + np.diag([r0 / 3, r0 / 3, r0 / 3, -r0 / 3, 0.4])])
+            res = minimize(lambda p, k=kind: -overlap(p, k), start, method="Nelder-Mead",
+                           options={"initial_simplex": simplex, "maxfev": max_evals, "xatol": 0.3, "fatol": 1e-4})
+            best = max(best, -float(res.fun))
+        fits[kind] = best
+    return fits
+
+
+def shape_kind(mask: np.ndarray, hidden: np.ndarray | None = None) -> str:
+    """ellipse, rectangle, triangle or star: the kind that fits the visible mask best."""
+    fits = shape_fit(mask, hidden)
+    return max(fits, key=fits.get)

@@ -106,12 +106,19 @@ def mask_ap(preds: list[np.ndarray], truths: list[np.ndarray]) -> float:
 
 def inpaint_scores(res, region: np.ndarray, mask: np.ndarray, caption: str) -> tuple[float, bool, bool]:
     """The entity generated in the region against the true one: region IoU, colour match and
-    shape-kind match (captions read "a <colour> <kind>"); nothing generated scores 0."""
+    shape-kind match (captions read "a <colour> <kind>"; the kind judged where no other generated
+    entity covers it); nothing generated scores 0."""
     gen = dominant_in(res.labels, region)
     if not gen.any():
         return 0.0, False, False
     _, colour, kind = caption.split()[:3]
-    return metrics.mask_iou(gen, mask), detect.colour_name(res.image, gen) == colour, detect.shape_kind(gen) == kind
+    return (metrics.mask_iou(gen, mask), detect.colour_name(res.image, gen) == colour,
+            detect.shape_kind(gen, hidden=(res.labels > 0) & ~gen) == kind)
+
+
+def others(masks: np.ndarray, j: int) -> np.ndarray:
+    """Where the true entities other than j lie: what may cover entity j."""
+    return np.delete(masks, j, axis=0).any(axis=0)
 
 
 def _bbox(m):
@@ -159,7 +166,7 @@ def run(engine, *, n: int = 100, steps: int | None = None, guidance: float | Non
         times["refer"].append(time.perf_counter() - t0)
         refer_iou.append(metrics.mask_iou(res.mask, masks[j]))
 
-        truth_kind.append(detect.shape_kind(masks[j]) == captions[j].split()[2])
+        truth_kind.append(detect.shape_kind(masks[j], hidden=others(masks, j)) == captions[j].split()[2])
         region_iou.append(metrics.mask_iou(region, masks[j]))
         t0 = time.perf_counter()
         res = keep(pipe.inpaint(image, [(region, captions[j])], **kw))
