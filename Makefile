@@ -46,7 +46,8 @@ endif
 # segment/refer, 4: the same with a loss on the decoded colormap, 5: the VAE decoder alone, 6: a tiny
 # VAE distilled from it, 7: the UNet continued on 128x128 images, 8: the same with the text encoder
 # learning too, 9 and 10: an entity-separation term on the decoded one-step colormaps, 11 and 12:
-# those losses also on segment's second step, fed the model's own first step), then ship it
+# those losses also on segment's second step, fed the model's own first step, 13 and 14: the same
+# with stage 10's text encoder, frozen), then ship it
 # with its measured task defaults (unigs-bench thresholds/steps/generative).
 demo-model: $(VENV)/.dev
 	$(VENV)/bin/unigs-train configs/demo-vae.toml
@@ -61,7 +62,9 @@ demo-model: $(VENV)/.dev
 	$(VENV)/bin/unigs-train configs/demo-128-separation-2.toml
 	$(VENV)/bin/unigs-train configs/demo-128-unrolled.toml
 	$(VENV)/bin/unigs-train configs/demo-128-unrolled-2.toml
-	$(PY) -m unigs_deploy.training.ship runs/demo-128-unrolled-2/model --tiny-vae runs/demo-tiny-vae/model \
+	$(VENV)/bin/unigs-train configs/demo-128-frozen-text.toml
+	$(VENV)/bin/unigs-train configs/demo-128-frozen-text-2.toml
+	$(PY) -m unigs_deploy.training.ship runs/demo-128-frozen-text-2/model --tiny-vae runs/demo-tiny-vae/model \
 		--task-defaults configs/demo-task-defaults.json
 
 test: $(VENV)/.dev
