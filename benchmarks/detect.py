@@ -13,8 +13,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from unigs_deploy.synthetic.shapes import COLOURS, KINDS, _polygon
+from unigs_deploy.synthetic.shapes import COLOURS, KINDS, polygon
 
+_RESTARTS, _MAX_EVALS = 3, 300  # Nelder-Mead starts per kind, and evaluations per start
 # a shape looks the same turned by its symmetry angle: the restarts spread over that
 _SYMMETRY = {"ellipse": np.pi, "rectangle": np.pi / 2, "triangle": 2 * np.pi / 3, "star": 2 * np.pi / 5}
 
@@ -29,8 +30,7 @@ def colour_name(image: np.ndarray, mask: np.ndarray) -> str:
     return names[int(np.argmin(d))]
 
 
-def shape_fit(mask: np.ndarray, hidden: np.ndarray | None = None, *, restarts: int = 3,
-              max_evals: int = 300) -> dict[str, float]:
+def shape_fit(mask: np.ndarray, hidden: np.ndarray | None = None) -> dict[str, float]:
     """{kind: IoU of the best shape of that kind with `mask`}, over the pixels not `hidden`
     (other entities that may cover it) and inside the image."""
     from scipy.optimize import minimize
@@ -46,18 +46,18 @@ def shape_fit(mask: np.ndarray, hidden: np.ndarray | None = None, *, restarts: i
 
     def overlap(p, kind):
         canvas[:] = 0
-        cv2.fillPoly(canvas, [_polygon(kind, p[0] + w, p[1] + h, abs(p[2]), abs(p[3]), p[4])], 1)
+        cv2.fillPoly(canvas, [polygon(kind, p[0] + w, p[1] + h, abs(p[2]), abs(p[3]), p[4])], 1)
         shape = canvas[h:2 * h, w:2 * w].astype(bool) & seen
         return (shape & target).sum() / max(1, (shape | target).sum())
 
     fits = {}
     for kind in KINDS:
         best = 0.0
-        for angle in np.arange(restarts) * _SYMMETRY[kind] / restarts:
+        for angle in np.arange(_RESTARTS) * _SYMMETRY[kind] / _RESTARTS:
             start = np.array([xs.mean(), ys.mean(), r0, r0, angle])
             simplex = np.vstack([start, start + np.diag([r0 / 3, r0 / 3, r0 / 3, -r0 / 3, 0.4])])
             res = minimize(lambda p, k=kind: -overlap(p, k), start, method="Nelder-Mead",
-                           options={"initial_simplex": simplex, "maxfev": max_evals, "xatol": 0.3, "fatol": 1e-4})
+                           options={"initial_simplex": simplex, "maxfev": _MAX_EVALS, "xatol": 0.3, "fatol": 1e-4})
             best = max(best, -float(res.fun))
         fits[kind] = best
     return fits

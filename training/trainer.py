@@ -84,7 +84,10 @@ def _text_encoder(path: str, init) -> torch.nn.Module:
     if not (folder / "config.json").is_file():
         raise modeling.ModelError(f"model.text_encoder: {path} holds no text encoder (no config.json in it or in "
                                   "its text_encoder/): give a model folder or its text_encoder/ folder")
-    text = CLIPTextModel.from_pretrained(folder, local_files_only=True).float().eval()
+    try:
+        text = CLIPTextModel.from_pretrained(folder, local_files_only=True).float().eval()
+    except (OSError, ValueError, RuntimeError) as e:
+        raise modeling.ModelError(f"model.text_encoder: cannot load {folder}: {str(e).splitlines()[0]}") from None
     for key in ("vocab_size", "hidden_size"):
         if getattr(text.config, key) != getattr(init.config, key):
             raise modeling.ModelError(f"model.text_encoder: {path} has {key} {getattr(text.config, key)} but the "

@@ -15,7 +15,8 @@ COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), 
 COLOUR_NAMES = tuple(COLOURS)
 
 
-def _polygon(kind: str, cx: float, cy: float, rx: float, ry: float, angle: float) -> np.ndarray:
+def polygon(kind: str, cx: float, cy: float, rx: float, ry: float, angle: float) -> np.ndarray:
+    """The integer vertices of one shape (what draw_shape fills; the detector fits them too)."""
     if kind == "rectangle":
         t = np.array([0.25, 0.75, 1.25, 1.75]) * np.pi
         pts = np.stack([np.cos(t) * rx * 1.41, np.sin(t) * ry * 1.41], 1)
@@ -37,7 +38,7 @@ def _polygon(kind: str, cx: float, cy: float, rx: float, ry: float, angle: float
 def draw_shape(h: int, w: int, kind: str, cx, cy, rx, ry, angle=0.0) -> np.ndarray:
     """One filled shape as an (H, W) bool mask."""
     canvas = np.zeros((h, w), np.uint8)
-    cv2.fillPoly(canvas, [_polygon(kind, cx, cy, rx, ry, angle)], 1)
+    cv2.fillPoly(canvas, [polygon(kind, cx, cy, rx, ry, angle)], 1)
     return canvas.astype(bool)
 
 
