@@ -9,7 +9,7 @@ def test_shape_kinds_are_recognised():
     rng = np.random.default_rng(0)
     right = total = 0
     for size in (64, 128):
-        for i in range(60):
+        for i in range(200):
             kind = shapes.KINDS[i % 4]
             r = rng.uniform(0.08, 0.3, 2) * size
             m = shapes.draw_shape(size, size, kind, size / 2, size / 2, r[0], r[1], rng.uniform(0, np.pi))
