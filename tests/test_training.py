@@ -212,6 +212,9 @@ def test_lr_schedules():
     ("train.eval_steps=0", "eval_steps must be an integer >= 1"),
     ("train.onestep_unroll=true", "onestep_unroll applies to one-step examples below t = 999"),
     ("train.l1_weight=-1", "must be >= 0"),
+    ("train.snr_gamma=-5", "snr_gamma must be >= 0"),
+    ("model.text_encoder_tasks=['inpant']", "unknown task(s) inpant"),
+    ("model.text_encoder_tasks=['inpaint']", "needs model.train_text_encoder = true"),
 ])
 def test_new_training_options_are_checked(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -309,6 +312,53 @@ def test_one_step_colormap_losses_are_linear_in_their_weight(option):
     with pytest.raises(ValueError, match="prediction_type"):
         Trainer(load_config(None, base[:-1] + ["model.prediction_type=epsilon", f"{option}=1.0"]),
                 progress=False).loss(0)
+
+
+def test_min_snr_weighting():
+    """train.snr_gamma weights each multi-step example's loss to min(SNR, gamma) times its x0 error
+    whatever the prediction type, leaves one-step examples at 1, and with unit weights is the
+    plain mean."""
+    import torch
+
+    from unigs_deploy.training.trainer import Trainer
+
+    base = ["train.batch_size=8", "data.size=32", "model.prediction_type=sample"]
+
+    def trainer(*extra):
+        return Trainer(load_config(None, base + list(extra)), progress=False)
+
+    t = torch.tensor([0, 100, 300, 500, 999])
+    ab = trainer().noise_schedule.alphas_cumprod[t]
+    snr = ab / (1 - ab)
+    want = snr.clamp(max=5.0)
+    weighted = trainer("train.snr_gamma=5")
+    assert torch.allclose(weighted._snr_weight(t, "sample"), want)
+    assert torch.allclose(weighted._snr_weight(t, "epsilon") * snr, want)  # eps error = SNR x x0 error
+    assert torch.allclose(weighted._snr_weight(t, "v_prediction") * (snr + 1), want)
+    assert want[0] == 5.0 and want[-1] < 0.01
+
+    plain = trainer().loss(0).item()
+    assert weighted.loss(0).item() != pytest.approx(plain, rel=1e-3)
+    weighted._snr_weight = lambda timesteps, kind: torch.ones(len(timesteps))
+    assert weighted.loss(0).item() == pytest.approx(plain, rel=1e-6)
+    onestep = ["train.tasks={segment = 1.0}", "train.onestep_tasks=['segment']"]
+    assert trainer(*onestep, "train.snr_gamma=5").loss(0).item() == pytest.approx(trainer(*onestep).loss(0).item(),
+                                                                               rel=1e-6)
+
+
+@pytest.mark.parametrize("trains, learns", [("['refer']", True), ("['inpaint']", False)])
+def test_text_encoder_learns_only_from_its_tasks(trains, learns):
+    """model.text_encoder_tasks: refer's prompts still reach the UNet, but train the text encoder
+    only when refer is listed."""
+    from unigs_deploy.training.trainer import Trainer
+
+    trainer = Trainer(load_config(None, ["train.batch_size=4", "data.size=32", "train.tasks={refer = 1.0}",
+                                         "train.cfg_dropout=0.0", "model.train_text_encoder=true",
+                                         f"model.text_encoder_tasks={trains}"]), progress=False)
+    trainer.loss(0).backward()
+    grads = [p.grad for p in trainer.trained[1].parameters()]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads) == learns
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trainer.trained[0].parameters())
 
 
 def _two_entity_colormap(left=(255, 0, 0), right=(0, 64, 255)):

@@ -19,6 +19,10 @@ DEFAULTS = {
         # earlier stage's, kept frozen (train_text_encoder = false) while the UNet goes on learning
         "text_encoder": "",
         "train_text_encoder": False,
+        # the tasks whose examples train the text encoder (empty: all): the others' prompts reach
+        # the UNet through it but send it no gradient (training it beside segment / refer cost the
+        # demo model's inpainting, README)
+        "text_encoder_tasks": [],
         "prediction_type": "",  # epsilon | sample | v_prediction; "" keeps the init's scheduler's
         "seed": 0,
     },
@@ -82,6 +86,11 @@ DEFAULTS = {
         # unet stage: on the same decoded one-step colormaps, each entity's colour flat and apart
         # from the others' (training/losses.py: what the dichotomy decoder needs to split them)
         "entity_separation_loss": 0.0,
+        # unet stage: Min-SNR-gamma loss weighting (Hang et al. 2023) for the examples that are not
+        # one-step: an x0 prediction's error is weighted by min(SNR(t), gamma), so the near-pure-noise
+        # timesteps, whose answer is a blurred mean, stop outweighing the ones that decide shapes;
+        # 0: off (every example weighted 1)
+        "snr_gamma": 0.0,
     },
 }
 
@@ -135,12 +144,17 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
                           "and a lower train.onestep_timesteps entry (e.g. [999, 499])")
     if not (isinstance(t["eval_steps"], int) and t["eval_steps"] >= 1):
         raise ConfigError(f"train.eval_steps must be an integer >= 1, not {t['eval_steps']!r}")
-    for key in ("l1_weight", "colormap_pixel_loss", "entity_separation_loss"):
+    for key in ("l1_weight", "colormap_pixel_loss", "entity_separation_loss", "snr_gamma"):
         if t[key] < 0:
             raise ConfigError(f"train.{key} must be >= 0, not {t[key]}")
     for key in ("colormap_pixel_loss", "entity_separation_loss"):
         if t[key] and not t["onestep_tasks"]:
             raise ConfigError(f"train.{key} applies to one-step examples: set train.onestep_tasks too")
+    unknown = set(cfg["model"]["text_encoder_tasks"]) - set(DEFAULTS["train"]["tasks"])
+    if unknown:
+        raise ConfigError(f"model.text_encoder_tasks: unknown task(s) {', '.join(sorted(unknown))}")
+    if cfg["model"]["text_encoder_tasks"] and not cfg["model"]["train_text_encoder"]:
+        raise ConfigError("model.text_encoder_tasks needs model.train_text_encoder = true")
     return cfg
 
 

@@ -250,6 +250,10 @@ class Trainer:
         ids = torch.from_numpy(self._tokenize(prompts))
         text_encoder = self.trained[1] if len(self.trained) > 1 else self.model.text_encoder
         hidden = text_encoder(ids)[0]
+        only = self.cfg["model"]["text_encoder_tasks"]
+        if len(self.trained) > 1 and only:
+            trains = torch.tensor([e.task in only for e in examples]).view(-1, 1, 1)
+            hidden = torch.where(trains, hidden, hidden.detach())
         unet = self.trained[0]
         labels = tasks if self.accelerator.unwrap_model(unet).config.num_class_embeds else None
         if t["onestep_unroll"]:
@@ -260,7 +264,11 @@ class Trainer:
         target = {"epsilon": noise, "sample": target_latent}.get(kind)
         if target is None:
             target = self.noise_schedule.get_velocity(target_latent, noise, timesteps)
-        loss = torch.nn.functional.mse_loss(pred, target)
+        if t["snr_gamma"]:
+            per_example = ((pred - target) ** 2).mean(dim=(1, 2, 3))
+            loss = (per_example * torch.where(onestep, 1.0, self._snr_weight(timesteps, kind))).mean()
+        else:
+            loss = torch.nn.functional.mse_loss(pred, target)
         if (t["colormap_pixel_loss"] or t["entity_separation_loss"]) and onestep.any():
             if kind != "sample":
                 raise ValueError("train.colormap_pixel_loss and train.entity_separation_loss need "
@@ -272,6 +280,14 @@ class Trainer:
             if t["entity_separation_loss"]:
                 loss = loss + t["entity_separation_loss"] * losses.entity_separation(rec, cmap[onestep])
         return loss
+
+    def _snr_weight(self, timesteps: torch.Tensor, kind: str) -> torch.Tensor:
+        """Min-SNR-gamma: each example's loss becomes min(SNR, gamma) times its x0 error, whatever
+        the model predicts (an epsilon loss is SNR times the x0 error, a v loss SNR + 1 times)."""
+        ab = self.noise_schedule.alphas_cumprod[timesteps]
+        snr = ab / (1 - ab)
+        clipped = snr.clamp(max=self.cfg["train"]["snr_gamma"])
+        return {"epsilon": clipped / snr, "sample": clipped}.get(kind, clipped / (snr + 1))
 
     def _unrolled(self, unet, noisy, noise, later, last, timesteps, fixed, hidden, labels) -> torch.Tensor:
         """The inputs a trailing sampler's later step sees, for the `later` examples: pure noise at
