@@ -464,6 +464,37 @@ def test_a_missing_or_unfitting_text_encoder_is_one_clear_error(tmp_path):
         _model(cfg)
 
 
+def test_stages_join_into_one_curve(tmp_path):
+    """unigs-train --plot RUN...: each stage's steps follow the one before; a step-0 evaluation
+    that repeats the previous stage's last is dropped, one that differs (a changed model) kept."""
+    from click.testing import CliRunner
+
+    from unigs_deploy.training.cli import main
+    from unigs_deploy.training.curves import join
+
+    def run(name, loss, evals):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "curves.json").write_text(json.dumps({
+            "loss": loss, "eval": [{"step": s, "segment_pq": q, "refer_miou": 0.5} for s, q in evals],
+            "eval_settings": {"steps": 2}, "eval_images": 24}))
+        return tmp_path / name
+
+    a = run("a", [[10, 1.0], [20, 0.9]], [(0, 0.1), (20, 0.2)])
+    b = run("b", [[10, 0.8], [30, 0.7]], [(0, 0.2), (30, 0.3)])  # step 0 = a's last: the same model
+    c = run("c", [[10, 0.6]], [(0, 0.25), (10, 0.4)])  # step 0 differs: the model changed
+    j = join([a, b, c])
+    assert j["loss"] == [[10, 1.0], [20, 0.9], [30, 0.8], [50, 0.7], [60, 0.6]]
+    assert [(e["step"], e["segment_pq"]) for e in j["eval"]] == [(0, 0.1), (20, 0.2), (50, 0.3), (50, 0.25),
+                                                                   (60, 0.4)]
+    assert j["boundaries"] == [(0, "a"), (20, "b"), (50, "c")] and j["eval_images"] == 24
+    res = CliRunner().invoke(main, ["--plot", str(tmp_path / "joined.png"), str(a), str(b), str(c)])
+    assert res.exit_code == 0 and (tmp_path / "joined.png").read_bytes()[:4] == b"\x89PNG"
+    res = CliRunner().invoke(main, ["--plot", str(tmp_path / "x.png"), str(a), str(tmp_path / "none")])
+    assert res.exit_code == 2 and "none/curves.json does not exist" in res.output
+    res = CliRunner().invoke(main, ["a.toml", "b.toml"])
+    assert res.exit_code == 2 and "one CONFIG at a time" in res.output
+
+
 @pytest.mark.slow
 def test_curves_and_a_distilled_tiny_vae(tmp_path):
     """eval_every writes held-out quality to curves.json; the tiny_vae stage distils an

@@ -11,15 +11,37 @@ from .config import ConfigError, load_config
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("config", required=False, type=click.Path(dir_okay=False))
+@click.argument("paths", nargs=-1, metavar="[CONFIG | RUN...]")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override a config value, e.g. --set train.steps=2000 (repeatable).")
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in train.output.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def main(config, overrides, resume, quiet):
+@click.option("--plot", "plot_to", type=click.Path(dir_okay=False), metavar="PNG",
+              help="Train nothing: draw the curves of the RUN folders given (stages in order, joined "
+                   "as one run) to PNG, e.g. --plot docs/training.png runs/stage-a runs/stage-b.")
+@click.option("--title", default="", help="With --plot: the figure's title.")
+def main(paths, overrides, resume, quiet, plot_to, title):
     """Train a UniGS model from a TOML CONFIG (see configs/). The result is a diffusers-format
     UniGS folder in <train.output>/model that `unigs-export --weights` takes."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if plot_to:
+        if not paths:
+            click.echo("unigs-train: error: --plot needs the run folders to draw, e.g. --plot out.png runs/a runs/b",
+                       err=True)
+            sys.exit(2)
+        from .curves import join, plot
+
+        try:
+            click.echo(f"wrote {plot(join(list(paths)), plot_to, title=title)}")
+        except ValueError as e:
+            click.echo(f"unigs-train: error: {e}", err=True)
+            sys.exit(2)
+        return
+    if len(paths) > 1:
+        click.echo(f"unigs-train: error: one CONFIG at a time, got {len(paths)} ({' '.join(paths)}); "
+                   "to draw runs' curves use --plot PNG RUN...", err=True)
+        sys.exit(2)
+    config = paths[0] if paths else None
     try:
         cfg = load_config(config, list(overrides))
         from .trainer import Trainer
