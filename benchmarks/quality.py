@@ -19,7 +19,7 @@ from unigs_deploy import metrics, palette
 from unigs_deploy.labels import dominant_in, masks_to_labels
 from unigs_deploy.synthetic.shapes import held_out_example
 
-from . import detect
+from . import detect, posterior
 from .common import held_out_size, machine
 
 
@@ -140,7 +140,8 @@ def run(engine, *, n: int = 100, steps: int | None = None, guidance: float | Non
     seg_acc, syn_acc = PQAccumulator(), PQAccumulator()
     ceiling = {"vae": PQAccumulator(), **({"tiny_vae": PQAccumulator()} if pipe.has_tiny_vae else {})}
     seg_preds, seg_truths, refer_iou, inp_iou, inp_colour, inp_kind = [], [], [], [], [], []
-    truth_kind, region_iou = [], []  # the references: the detector on the truth, the region filled
+    # the references: the detector on the truth, the region filled, a perfect inpainter (box regions)
+    truth_kind, region_iou, perfect, on_box = [], [], [], []
     times = {t: [] for t in ("segment", "refer", "inpaint", "synthesize")}
     used = {}  # the settings each task ran with
 
@@ -174,6 +175,10 @@ def run(engine, *, n: int = 100, steps: int | None = None, guidance: float | Non
         for scores, score in zip((inp_iou, inp_colour, inp_kind), inpaint_scores(res, region, masks[j], captions[j]),
                                  strict=True):
             scores.append(score)
+        best = posterior.posterior_region_iou(i, size)
+        if best is not None:
+            perfect.append(best)
+            on_box.append(inp_iou[-1])
 
         t0 = time.perf_counter()
         cmap = palette.encode_colormap(masks)
@@ -206,10 +211,15 @@ def run(engine, *, n: int = 100, steps: int | None = None, guidance: float | Non
             # what the inpaint metrics mean: shapes are clipped by the border and occluded, so the
             # detector names the caption's kind from the true entity's visible mask only so often
             # (a perfect inpainting scores that); the kind match counted only where it does; and
-            # the region IoU of answering with the whole coarse region
+            # the region IoU of answering with the whole coarse region; and on the images whose
+            # region is a box, the region IoU a perfect inpainter would expect (benchmarks/posterior.py)
+            # beside the model's own there
             "inpaint_references": {
                 "shape_kind_of_the_truth": float(judged.mean()),
                 "shape_kind_where_the_truth_is_judged": float(np.mean(np.asarray(inp_kind)[judged])) if judged.any()
                 else None,
-                "region_iou_of_the_region": float(np.mean(region_iou))},
+                "region_iou_of_the_region": float(np.mean(region_iou)),
+                "box_region_images": len(perfect),
+                "region_iou_of_a_perfect_inpainter_on_box_regions": float(np.mean(perfect)) if perfect else None,
+                "region_iou_on_box_regions": float(np.mean(on_box)) if on_box else None},
             "seconds_per_image": {k: float(np.mean(v)) for k, v in times.items()}}

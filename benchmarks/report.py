@@ -108,6 +108,10 @@ def quality(r: dict) -> str:
               f"{ref['shape_kind_of_the_truth']:.2f} (what a perfect inpainting scores); shape-kind match "
               f"where it names the truth's kind {'-' if judged is None else f'{judged:.2f}'}; "
               f"region IoU of the coarse region itself {ref['region_iou_of_the_region']:.3f}")
+        if ref.get("region_iou_of_a_perfect_inpainter_on_box_regions") is not None:
+            t += (f"; on the {ref['box_region_images']} images whose region is a box, a perfect inpainter's "
+                  f"expected region IoU {ref['region_iou_of_a_perfect_inpainter_on_box_regions']:.3f}, this "
+                  f"model's {ref['region_iou_on_box_regions']:.3f}")
     return t
 
 

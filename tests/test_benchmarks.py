@@ -286,9 +286,9 @@ def test_generative_bench_scores_every_steps_guidance_pair_as_quality_does(tiny_
 
 def test_quality_bench_reports_what_its_inpaint_metrics_can_reach(tiny_engine):
     """The references are computed from the truth: the detector on each true entity, the coarse
-    region's own IoU."""
+    region's own IoU, a perfect inpainter's on the box regions beside the model's there."""
     from unigs_deploy import metrics
-    from unigs_deploy.benchmarks import detect, quality
+    from unigs_deploy.benchmarks import detect, posterior, quality
     from unigs_deploy.synthetic.shapes import held_out_example
 
     r = quality.run(tiny_engine, n=3, steps=2, size=32, threads=1)
@@ -300,7 +300,12 @@ def test_quality_bench_reports_what_its_inpaint_metrics_can_reach(tiny_engine):
         np.mean([detect.shape_kind(m[j], quality.others(m, j)) == c[j].split()[2] for _, m, c, _, j in examples]))
     assert ref["region_iou_of_the_region"] == pytest.approx(
         np.mean([metrics.mask_iou(region, m[j]) for _, m, _, region, j in examples]))
-    assert "inpaint references" in report.RENDER["quality"](r)
+    perfect = {i: posterior.posterior_region_iou(i, 32) for i in range(3)}
+    boxes = [i for i, v in perfect.items() if v is not None]
+    assert boxes and ref["box_region_images"] == len(boxes)
+    want = np.mean([perfect[i] for i in boxes])
+    assert ref["region_iou_of_a_perfect_inpainter_on_box_regions"] == pytest.approx(want)
+    assert "inpaint references" in report.RENDER["quality"](r) and "perfect inpainter" in report.RENDER["quality"](r)
     assert r["pq_breakdown"]["segment"]["pq"] == r["rows"][0]["value"]
     assert r["pq_breakdown"]["synthesize"]["pq"] == r["rows"][-1]["value"]
     assert "segment PQ" in report.RENDER["quality"](r) and "missed" in report.RENDER["quality"](r)
@@ -322,3 +327,42 @@ def test_quality_benchmarks_draw_images_at_the_models_training_side(tiny_engine,
                                     str(tmp_path / "t.json")])
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "t.json").read_text())["size"] == 32
+
+
+def test_the_box_region_likelihood_fits_the_coarse_mask_process():
+    """Every box region coarse_mask makes around a mask has a positive likelihood under
+    posterior.box_likelihood (the inpaint reference's model of it), curved ones are told apart,
+    and a region moved further than half the free space has none."""
+    from unigs_deploy.benchmarks.posterior import box_likelihood, is_box
+    from unigs_deploy.synthetic import coarse, shapes
+
+    rng = np.random.default_rng(0)
+    curved_as_box = 0
+    for size in (64, 128):
+        for _ in range(100):
+            _, masks, _ = shapes.shapes_image(rng, size)
+            m = masks[rng.integers(len(masks))]
+            box, _ = coarse.coarse_mask(m, rng, curve_prob=0.0)
+            assert is_box(box) and box_likelihood(m, box) > 0
+            curved_as_box += is_box(coarse.coarse_mask(m, rng, curve_prob=1.0)[0])
+    assert curved_as_box <= 8  # bulges clipped flat by the border: 2.5% of 400 at 128x128
+    m = np.zeros((64, 64), bool)
+    m[20:30, 20:30] = True
+    far = np.zeros_like(m)
+    far[5:30, 20:30] = True  # 15 pixels up where at most half of the 20 free ones may be taken
+    near = np.zeros_like(m)
+    near[12:30, 20:30] = True
+    assert box_likelihood(m, far) == 0 and box_likelihood(m, near) > 0
+
+
+def test_a_perfect_inpainters_region_iou_is_estimated_on_box_regions():
+    """posterior_region_iou: None on a curved region; on a box one a seeded estimate in (0, 1)
+    that more draws leave within 0.1."""
+    from unigs_deploy.benchmarks.posterior import is_box, posterior_region_iou
+    from unigs_deploy.synthetic.shapes import held_out_example
+
+    kinds = {is_box(held_out_example(i, 128)[3]): i for i in range(10)}
+    assert posterior_region_iou(kinds[False], 128, draws=100) is None
+    few = posterior_region_iou(kinds[True], 128, draws=3000)
+    assert 0 < few < 1 and few == posterior_region_iou(kinds[True], 128, draws=3000)
+    assert abs(posterior_region_iou(kinds[True], 128, draws=12000, seed=1) - few) < 0.1

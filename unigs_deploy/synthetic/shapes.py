@@ -13,6 +13,13 @@ KINDS = ("ellipse", "rectangle", "triangle", "star")
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (235, 215, 40),
            "purple": (150, 60, 190), "orange": (245, 140, 30), "white": (245, 245, 245), "gray": (128, 128, 128)}
 COLOUR_NAMES = tuple(COLOURS)
+RADII = (0.3, 0.9)  # a shape's radii, as fractions of sqrt(image area / entities asked for)
+HELD_OUT_SEED = 10_000  # held-out example i is drawn from seed HELD_OUT_SEED + i
+
+
+def entity_min_pixels(size: int) -> int:
+    """The fewest visible pixels an entity of a size x size shapes image keeps."""
+    return max(16, size * size // 80)
 
 
 def polygon(kind: str, cx: float, cy: float, rx: float, ry: float, angle: float) -> np.ndarray:
@@ -56,7 +63,7 @@ def random_layout(rng: np.random.Generator, h: int, w: int, n: int, *, min_pixel
         if len(kinds) == n:
             break
         kind = KINDS[rng.integers(len(KINDS))]
-        rx, ry = rng.uniform(0.3, 0.9, 2) * scale
+        rx, ry = rng.uniform(*RADII, 2) * scale
         m = draw_shape(h, w, kind, rng.uniform(0, w), rng.uniform(0, h), rx, ry, rng.uniform(0, np.pi))
         trial = owner.copy()
         trial[m] = len(kinds)
@@ -102,7 +109,7 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 def shapes_image(rng: np.random.Generator, size: int, n_min: int = 1, n_max: int = 6):
     """-> image (H, W, 3) uint8, masks (N, H, W) bool, captions ["a red star", ...]."""
     n = int(rng.integers(n_min, n_max + 1))
-    masks, kinds = random_layout(rng, size, size, n, min_pixels=max(16, size * size // 80))
+    masks, kinds = random_layout(rng, size, size, n, min_pixels=entity_min_pixels(size))
     img = _background(rng, size, size)
     captions = []
     names = list(COLOURS)
@@ -119,7 +126,7 @@ def held_out_example(i: int, size: int = 64):
     coarse region around entity j, and j."""
     from .coarse import coarse_mask
 
-    rng = np.random.default_rng(10_000 + i)
+    rng = np.random.default_rng(HELD_OUT_SEED + i)
     image, masks, captions = shapes_image(rng, size)
     j = int(rng.integers(len(masks)))
     region, _ = coarse_mask(masks[j], rng)
