@@ -8,7 +8,8 @@ angle), keeping the entities drawn over it, weighted by the chance of the region
 process would make around each sample. Written down for the box regions only (half of the
 examples: `coarse.coarse_mask`'s box branch); the curved ones return None. Approximations: the
 entities under it are not re-checked for their minimum size; a curved region whose bulges the
-border clipped flat (2.5% of them) passes for a box.
+border clipped flat (2.5% of them) passes for a box; and the entities over it are taken as they
+are, though the inpainter sees them only outside the region: in that the reference is generous.
 """
 
 from __future__ import annotations
