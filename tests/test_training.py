@@ -213,6 +213,7 @@ def test_lr_schedules():
     ("train.onestep_unroll=true", "onestep_unroll applies to one-step examples below t = 999"),
     ("train.l1_weight=-1", "must be >= 0"),
     ("train.snr_gamma=-5", "snr_gamma must be >= 0"),
+    ("train.caption_contrast=-1", "caption_contrast must be >= 0"),
     ("model.text_encoder_tasks=['inpant']", "unknown task(s) inpant"),
     ("model.text_encoder_tasks=['inpaint']", "needs model.train_text_encoder = true"),
 ])
@@ -359,6 +360,56 @@ def test_text_encoder_learns_only_from_its_tasks(trains, learns):
     grads = [p.grad for p in trainer.trained[1].parameters()]
     assert any(g is not None and g.abs().sum() > 0 for g in grads) == learns
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trainer.trained[0].parameters())
+
+
+def test_kind_swapped_prompts():
+    """The wrong prompt of train.caption_contrast: one entity's kind replaced by another, the rest
+    as it was; nothing for captions without a kind; inpaint examples carry one, others none."""
+    rng = np.random.default_rng(0)
+    captions = ["a red star", "an orange ellipse"]
+    for _ in range(20):
+        wrong = data.kind_swapped(captions, rng).split(", ")
+        changed = [(a, b) for a, b in zip(captions, wrong, strict=True) if a != b]
+        assert len(changed) == 1
+        (a, b), = changed
+        assert a.split()[:-1] == b.split()[:-1] and b.split()[-1] in shapes.KINDS and a.split()[-1] != b.split()[-1]
+    assert data.kind_swapped(["a person", "a dog"], rng) == ""
+    image, masks, caps = shapes.shapes_image(np.random.default_rng(1), 32)
+    for task in tasks.NAMES:
+        ex = data.make_example(task, image, masks, caps, np.random.default_rng(2))
+        assert bool(ex.negative) == (task == "inpaint")
+
+
+def test_caption_contrast_adds_a_logistic_term_on_inpaint_examples(monkeypatch):
+    """The same inputs denoised under a wrong prompt: with the wrong prompt equal to the true one
+    the term is exactly log 2 per weight; prompts dropped for classifier-free guidance take no part;
+    the loss falls as the true prompt's error falls below the wrong one's."""
+    import math
+
+    import torch
+
+    from unigs_deploy.training import losses
+    from unigs_deploy.training.trainer import Trainer
+
+    base = ["train.batch_size=4", "data.size=32", "train.tasks={inpaint = 1.0}"]
+    example = data.ExampleSource.example
+
+    def same_prompt(self, step, i):
+        ex = example(self, step, i)
+        return data.Example(ex.task, ex.image, ex.colormap, ex.control, ex.mask, ex.prompt, ex.prompt)
+
+    monkeypatch.setattr(data.ExampleSource, "example", same_prompt)
+
+    def loss(*extra):
+        return Trainer(load_config(None, base + list(extra)), progress=False).loss(0).item()
+
+    plain = loss("train.cfg_dropout=0.0")
+    with_term = loss("train.cfg_dropout=0.0", "train.caption_contrast=2.0")
+    assert with_term - plain == pytest.approx(2 * math.log(2), rel=1e-4)
+    assert loss("train.cfg_dropout=1.0", "train.caption_contrast=2.0") == pytest.approx(loss("train.cfg_dropout=1.0"))
+    even = losses.caption_contrast(torch.tensor([1.0]), torch.tensor([1.0]))
+    assert losses.caption_contrast(torch.tensor([0.8]), torch.tensor([1.0])) < even < \
+        losses.caption_contrast(torch.tensor([1.0]), torch.tensor([0.8]))
 
 
 def _two_entity_colormap(left=(255, 0, 0), right=(0, 64, 255)):

@@ -91,6 +91,12 @@ DEFAULTS = {
         # timesteps, whose answer is a blurred mean, stop outweighing the ones that decide shapes;
         # 0: off (every example weighted 1)
         "snr_gamma": 0.0,
+        # unet stage: for inpaint examples whose captions name a shape kind, the same input denoised
+        # again under the prompt with one kind swapped (training/data.py: kind_swapped); a logistic
+        # loss asks the true prompt's error inside the region to be the lower: the plain loss gains
+        # little from the kind (a star and an ellipse in the same box differ in few pixels), so the
+        # UNet learned to ignore it. 0: off
+        "caption_contrast": 0.0,
     },
 }
 
@@ -144,7 +150,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
                           "and a lower train.onestep_timesteps entry (e.g. [999, 499])")
     if not (isinstance(t["eval_steps"], int) and t["eval_steps"] >= 1):
         raise ConfigError(f"train.eval_steps must be an integer >= 1, not {t['eval_steps']!r}")
-    for key in ("l1_weight", "colormap_pixel_loss", "entity_separation_loss", "snr_gamma"):
+    for key in ("l1_weight", "colormap_pixel_loss", "entity_separation_loss", "snr_gamma", "caption_contrast"):
         if t[key] < 0:
             raise ConfigError(f"train.{key} must be >= 0, not {t[key]}")
     for key in ("colormap_pixel_loss", "entity_separation_loss"):

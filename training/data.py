@@ -18,7 +18,7 @@ import numpy as np
 from unigs_deploy import palette, tasks
 from unigs_deploy.io import atomic_path
 from unigs_deploy.synthetic.coarse import coarse_mask
-from unigs_deploy.synthetic.shapes import shapes_image
+from unigs_deploy.synthetic.shapes import KINDS, shapes_image
 
 log = logging.getLogger(__name__)
 
@@ -278,6 +278,7 @@ class Example:
     control: np.ndarray  # (H, W, 3) float32 in [-1, 1]: what the control latent encodes
     mask: np.ndarray  # (H, W) float32: coarse region or ones
     prompt: str
+    negative: str = ""  # inpaint: the prompt with one entity's shape kind swapped ("" if none names one)
 
 
 def keep_largest(masks: np.ndarray, captions: list, limit: int = palette.MAX_ENTITIES):
@@ -309,7 +310,23 @@ def make_example(task: str, image, masks, captions, rng: np.random.Generator, *,
     if task == "segment":
         prompt = ""
     control, mask = tasks.model_inputs(task, unit, region, palette.colormap_to_unit(cmap))
-    return Example(task, image, cmap, control, mask, prompt)
+    # drawn last, so the examples before it stay what earlier stages trained on
+    negative = kind_swapped([captions[i] for i in pick], rng) if task == "inpaint" else ""
+    return Example(task, image, cmap, control, mask, prompt, negative)
+
+
+def kind_swapped(captions: list[str], rng: np.random.Generator) -> str:
+    """The prompt with one entity's shape kind ("a red star") replaced by another kind: a caption
+    the image does not match, for train.caption_contrast; "" when no caption ends in a kind."""
+    swappable = [i for i, c in enumerate(captions) if c.split() and c.split()[-1] in KINDS]
+    if not swappable:
+        return ""
+    i = swappable[int(rng.integers(len(swappable)))]
+    *words, kind = captions[i].split()
+    others = [k for k in KINDS if k != kind]
+    swapped = list(captions)
+    swapped[i] = " ".join([*words, others[int(rng.integers(len(others)))]])
+    return ", ".join(swapped)
 
 
 class ExampleSource:

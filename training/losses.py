@@ -41,3 +41,15 @@ def entity_separation(rec: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         push = (torch.relu(want - (means[a] - means[b]).norm(dim=1)) ** 2).mean()
         losses.append(pull + push)
     return torch.stack(losses).mean()
+
+
+CONTRAST_SCALE = 0.1  # a 10% lower error under the true prompt is a logit of 1
+
+
+def caption_contrast(err_true: torch.Tensor, err_wrong: torch.Tensor) -> torch.Tensor:
+    """A logistic loss on the same inputs' denoising errors under the true prompt and under a
+    wrong one, relative to their size (errors shrink with the noise level): log 2 when the prompt
+    makes no difference, towards 0 as the true prompt's error falls below the wrong one's. As in
+    diffusion classifiers (Li et al. 2023), the error under a prompt scores how well it fits."""
+    scale = CONTRAST_SCALE * ((err_true + err_wrong) / 2).detach().clamp(min=1e-8)
+    return torch.nn.functional.softplus((err_true - err_wrong) / scale).mean()

@@ -269,6 +269,19 @@ class Trainer:
             loss = (per_example * torch.where(onestep, 1.0, self._snr_weight(timesteps, kind))).mean()
         else:
             loss = torch.nn.functional.mse_loss(pred, target)
+        contrast = torch.tensor([bool(e.negative) for e in examples]) & ~drop
+        if t["caption_contrast"] and contrast.any():
+            wrong = [e.negative for e, c in zip(examples, contrast.tolist(), strict=True) if c]
+            hidden_neg = text_encoder(torch.from_numpy(self._tokenize(wrong)))[0]
+            if only and "inpaint" not in only:
+                hidden_neg = hidden_neg.detach()
+            inputs = torch.cat([noisy, m, z_ctrl], 1)[contrast]
+            pred_neg = unet(inputs, timesteps[contrast], hidden_neg,
+                            class_labels=None if labels is None else labels[contrast]).sample
+            region = m[contrast]
+            err = [(region * (p - target[contrast]) ** 2).sum((1, 2, 3)) / (region.sum((1, 2, 3)) * p.shape[1])
+                   for p in (pred[contrast], pred_neg)]
+            loss = loss + t["caption_contrast"] * losses.caption_contrast(*err)
         if (t["colormap_pixel_loss"] or t["entity_separation_loss"]) and onestep.any():
             if kind != "sample":
                 raise ValueError("train.colormap_pixel_loss and train.entity_separation_loss need "
