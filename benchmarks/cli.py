@@ -196,6 +196,18 @@ def generative(engine, images, offset, step_counts, guidances, scheduler, spacin
           json_path)
 
 
+@main.command()
+@_calibration_images(15)
+@click.option("--size", type=int, help="Held-out image side [default: the model's training side, its manifest].")
+@click.option("--threads", default=0, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results as JSON.")
+def kinds(engine, images, offset, size, threads, json_path):
+    """Does the caption's shape kind steer inpainting? Each region inpainted once per kind, same seed."""
+    from . import generative as bench
+
+    _emit(bench.kinds(engine, n=images, offset=offset, size=size, threads=threads), json_path)
+
+
 @main.command("stop-rules")
 @click.option("--layouts", default=200, show_default=True)
 @click.option("--size", default=512, show_default=True)

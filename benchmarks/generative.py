@@ -71,6 +71,51 @@ def run(engine, *, n: int = 40, offset: int = 5000, steps=(25,), guidance=(3.0, 
             "rows": rows}
 
 
+def kinds(engine, *, n: int = 15, offset: int = 5000, size: int | None = None, threads: int = 0) -> dict:
+    """Does the caption's kind steer inpainting? Each image's region inpainted four times at the
+    task's defaults, the same seed and colour, once per kind: the judged kind against the asked
+    one (a confusion matrix), and how alike the four generated masks are (mean IoU of the six
+    pairs: 1 when the kind changes nothing)."""
+    from tqdm.auto import tqdm
+
+    from unigs_deploy import metrics
+    from unigs_deploy.labels import dominant_in
+    from unigs_deploy.pipeline import UniGSPipeline
+    from unigs_deploy.synthetic.shapes import KINDS
+
+    from . import detect
+
+    pipe = UniGSPipeline.from_engine(engine, threads=threads)
+    size = held_out_size(pipe, size)
+    confusion = np.zeros((len(KINDS), len(KINDS)), int)
+    alike = []
+    for i in tqdm(range(n), desc="kinds", unit="image"):
+        image, masks, captions, region, j = held_out_example(offset + i, size)
+        colour = captions[j].split()[1]
+        drawn = []
+        for asked, kind in enumerate(KINDS):
+            res = pipe.inpaint(image, [(region, f"{'an' if colour[0] in 'aeiou' else 'a'} {colour} {kind}")], seed=i)
+            gen = dominant_in(res.labels, region)
+            drawn.append(gen)
+            if gen.any():
+                confusion[asked, KINDS.index(detect.shape_kind(gen, hidden=(res.labels > 0) & ~gen))] += 1
+        alike += [metrics.mask_iou(a, b) for a, b in itertools.combinations(drawn, 2)]
+    return {"benchmark": "kinds", "machine": machine(threads=threads or None), "images": n, "offset": offset,
+            "size": size, "engine": str(engine), "kinds": list(KINDS), "confusion": confusion.tolist(),
+            "match": float(np.trace(confusion) / max(1, confusion.sum())),
+            "mask_iou_between_kinds": float(np.mean(alike))}
+
+
+def render_kinds(r: dict) -> str:
+    head = "| asked \\ judged | " + " | ".join(r["kinds"]) + " |\n|---|" + "---|" * len(r["kinds"]) + "\n"
+    body = "".join(f"| {k} | " + " | ".join(str(c) for c in row) + " |\n"
+                   for k, row in zip(r["kinds"], r["confusion"], strict=True))
+    return head + body + (
+        f"\nShape-kind match {r['match']:.2f} (chance 0.25); mean IoU between the masks drawn for the four kinds "
+        f"{r['mask_iou_between_kinds']:.2f} (1: the kind changes nothing). {r['images']} held-out "
+        f"{r['size']}x{r['size']} images from index {r['offset']}, inpaint's defaults, one seed per image.")
+
+
 def render(r: dict) -> str:
     from .report import markdown_table
 

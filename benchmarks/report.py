@@ -165,7 +165,14 @@ def stop_rules(r: dict) -> str:
     return render_stop_rules(r)
 
 
+def kinds(r: dict) -> str:
+    from .generative import render_kinds
+
+    return render_kinds(r)
+
+
 RENDER = {"gpu-check": gpu_check, "stop-rules": stop_rules, "thresholds": thresholds, "generative": generative,
+          "kinds": kinds,
           "precision": precision, "fast": fast, "memory": memory, "steps": steps, "decoder": decoder, "capi": capi,
           "table1": table1, "backends": backends, "components": components, "scaling": scaling, "quality": quality}
 TITLES = {"table1": "Table 1 on our machinery", "backends": "One UNet step and a whole image, per backend",
@@ -174,6 +181,7 @@ TITLES = {"table1": "Table 1 on our machinery", "backends": "One UNet step and a
           "quality": "Demo model quality", "steps": "Quality vs steps per scheduler",
           "thresholds": "Decoder threshold on a model's own colormaps",
           "generative": "Inpaint and synthesize vs steps and guidance",
+          "kinds": "Does the caption's shape kind steer inpainting",
           "memory": "Memory: exports and one UNet step vs resolution",
           "fast": "A 512x512 segmentation: 0.1 defaults vs today's",
           "precision": "One UNet step: onnxruntime fp32, OpenVINO fp32, OpenVINO int8"}

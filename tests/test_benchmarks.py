@@ -284,6 +284,35 @@ def test_generative_bench_scores_every_steps_guidance_pair_as_quality_does(tiny_
     assert out.exit_code == 2 and "unknown task(s) segment" in out.output
 
 
+def test_kinds_bench_inpaints_each_region_once_per_kind(tiny_engine, tiny_pipe):
+    """The confusion matrix and the masks' likeness are those of the four inpaintings of each
+    region (same seed and colour, one per kind) judged as unigs-bench quality judges them."""
+    import itertools
+
+    from unigs_deploy import metrics
+    from unigs_deploy.benchmarks import detect, generative
+    from unigs_deploy.labels import dominant_in
+    from unigs_deploy.synthetic.shapes import KINDS, held_out_example
+
+    r = generative.kinds(tiny_engine, n=2, offset=3, size=32, threads=1)
+    confusion, alike = np.zeros((4, 4), int), []
+    for i in range(2):
+        image, _, captions, region, j = held_out_example(3 + i, 32)
+        colour = captions[j].split()[1]
+        drawn = []
+        for asked, kind in enumerate(KINDS):
+            res = tiny_pipe.inpaint(image, [(region, f"{'an' if colour[0] in 'aeiou' else 'a'} {colour} {kind}")],
+                                    seed=i)
+            drawn.append(dominant_in(res.labels, region))
+            if drawn[-1].any():
+                confusion[asked, KINDS.index(detect.shape_kind(drawn[-1], hidden=(res.labels > 0) & ~drawn[-1]))] += 1
+        alike += [metrics.mask_iou(a, b) for a, b in itertools.combinations(drawn, 2)]
+    assert r["confusion"] == confusion.tolist() and r["kinds"] == list(KINDS)
+    assert r["match"] == pytest.approx(np.trace(confusion) / max(1, confusion.sum()))
+    assert r["mask_iou_between_kinds"] == pytest.approx(np.mean(alike))
+    assert "asked \\ judged" in report.RENDER["kinds"](r) and "chance 0.25" in report.RENDER["kinds"](r)
+
+
 def test_quality_bench_reports_what_its_inpaint_metrics_can_reach(tiny_engine):
     """The references are computed from the truth: the detector on each true entity, the coarse
     region's own IoU, a perfect inpainter's on the box regions beside the model's there."""
