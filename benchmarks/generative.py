@@ -81,7 +81,7 @@ def kinds(engine, *, n: int = 15, offset: int = 5000, size: int | None = None, t
     from unigs_deploy import metrics
     from unigs_deploy.labels import dominant_in
     from unigs_deploy.pipeline import UniGSPipeline
-    from unigs_deploy.synthetic.shapes import KINDS
+    from unigs_deploy.synthetic.shapes import KINDS, caption
 
     from . import detect
 
@@ -94,7 +94,7 @@ def kinds(engine, *, n: int = 15, offset: int = 5000, size: int | None = None, t
         colour = captions[j].split()[1]
         drawn = []
         for asked, kind in enumerate(KINDS):
-            res = pipe.inpaint(image, [(region, f"{'an' if colour[0] in 'aeiou' else 'a'} {colour} {kind}")], seed=i)
+            res = pipe.inpaint(image, [(region, caption(colour, kind))], seed=i)
             gen = dominant_in(res.labels, region)
             drawn.append(gen)
             if gen.any():

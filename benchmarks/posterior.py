@@ -19,6 +19,7 @@ import numpy as np
 from unigs_deploy import metrics
 from unigs_deploy.synthetic.coarse import bbox
 from unigs_deploy.synthetic.shapes import (
+    ENTITIES,
     HELD_OUT_SEED,
     RADII,
     draw_shape,
@@ -55,7 +56,8 @@ def posterior_region_iou(i: int, size: int, *, draws: int = DRAWS, seed: int = 0
     _, masks, captions, region, j = held_out_example(i, size)
     if not is_box(region):
         return None
-    n = int(np.random.default_rng(HELD_OUT_SEED + i).integers(1, 7))  # shapes_image's first draw: entities asked
+    # shapes_image's first draw: how many entities it asked for, which set their size
+    n = int(np.random.default_rng(HELD_OUT_SEED + i).integers(ENTITIES[0], ENTITIES[1] + 1))
     scale = np.sqrt(size * size / n)
     kind = captions[j].split()[2]
     over = masks[j + 1:].any(axis=0) if j + 1 < len(masks) else np.zeros_like(region)

@@ -57,9 +57,9 @@ def build_clip_bpe(corpus, *, vocab_size: int | None = None):
 
 def shapes_corpus() -> list[str]:
     """Captions of the shapes world: every colour and kind, alone and in pairs."""
-    from unigs_deploy.synthetic.shapes import COLOUR_NAMES, KINDS
+    from unigs_deploy.synthetic.shapes import COLOUR_NAMES, KINDS, caption
 
-    words = [f"{'an' if c[0] in 'aeiou' else 'a'} {c} {k}" for c in COLOUR_NAMES for k in KINDS]
+    words = [caption(c, k) for c in COLOUR_NAMES for k in KINDS]
     return words + [f"{a} and {b}" for a in words[::3] for b in words[1::5]] + ["a photo of a cat", ""]
 
 

@@ -292,7 +292,7 @@ def test_kinds_bench_inpaints_each_region_once_per_kind(tiny_engine, tiny_pipe):
     from unigs_deploy import metrics
     from unigs_deploy.benchmarks import detect, generative
     from unigs_deploy.labels import dominant_in
-    from unigs_deploy.synthetic.shapes import KINDS, held_out_example
+    from unigs_deploy.synthetic.shapes import KINDS, caption, held_out_example
 
     r = generative.kinds(tiny_engine, n=2, offset=3, size=32, threads=1)
     confusion, alike = np.zeros((4, 4), int), []
@@ -301,8 +301,7 @@ def test_kinds_bench_inpaints_each_region_once_per_kind(tiny_engine, tiny_pipe):
         colour = captions[j].split()[1]
         drawn = []
         for asked, kind in enumerate(KINDS):
-            res = tiny_pipe.inpaint(image, [(region, f"{'an' if colour[0] in 'aeiou' else 'a'} {colour} {kind}")],
-                                    seed=i)
+            res = tiny_pipe.inpaint(image, [(region, caption(colour, kind))], seed=i)
             drawn.append(dominant_in(res.labels, region))
             if drawn[-1].any():
                 confusion[asked, KINDS.index(detect.shape_kind(drawn[-1], hidden=(res.labels > 0) & ~drawn[-1]))] += 1
@@ -384,12 +383,24 @@ def test_the_box_region_likelihood_fits_the_coarse_mask_process():
     assert box_likelihood(m, far) == 0 and box_likelihood(m, near) > 0
 
 
-def test_a_perfect_inpainters_region_iou_is_estimated_on_box_regions():
+def test_a_perfect_inpainters_region_iou_is_estimated_on_box_regions(monkeypatch):
     """posterior_region_iou: None on a curved region; on a box one a seeded estimate in (0, 1)
     that more draws leave within 0.1."""
     from unigs_deploy.benchmarks.posterior import is_box, posterior_region_iou
-    from unigs_deploy.synthetic.shapes import held_out_example
+    from unigs_deploy.synthetic import shapes
+    from unigs_deploy.synthetic.shapes import ENTITIES, HELD_OUT_SEED, held_out_example
 
+    asked, layout = [], shapes.random_layout
+
+    def spy(rng, h, w, n, **kw):
+        asked.append(n)
+        return layout(rng, h, w, n, **kw)
+
+    monkeypatch.setattr(shapes, "random_layout", spy)
+    for i in range(20):  # the entity count it reads back is the one the image asked for
+        held_out_example(i, 128)
+        assert asked[-1] == int(np.random.default_rng(HELD_OUT_SEED + i).integers(ENTITIES[0], ENTITIES[1] + 1))
+    monkeypatch.undo()
     kinds = {is_box(held_out_example(i, 128)[3]): i for i in range(10)}
     assert posterior_region_iou(kinds[False], 128, draws=100) is None
     few = posterior_region_iou(kinds[True], 128, draws=3000)

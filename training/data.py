@@ -310,7 +310,7 @@ def make_example(task: str, image, masks, captions, rng: np.random.Generator, *,
     if task == "segment":
         prompt = ""
     control, mask = tasks.model_inputs(task, unit, region, palette.colormap_to_unit(cmap))
-    # drawn last, so the examples before it stay what earlier stages trained on
+    # drawn last from the example's own generator: the rest of it is what earlier stages drew
     negative = kind_swapped([captions[i] for i in pick], rng) if task == "inpaint" else ""
     return Example(task, image, cmap, control, mask, prompt, negative)
 

@@ -15,6 +15,7 @@ COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), 
 COLOUR_NAMES = tuple(COLOURS)
 RADII = (0.3, 0.9)  # a shape's radii, as fractions of sqrt(image area / entities asked for)
 HELD_OUT_SEED = 10_000  # held-out example i is drawn from seed HELD_OUT_SEED + i
+ENTITIES = (1, 6)  # a shapes image asks for between these many entities (its first draw)
 
 
 def entity_min_pixels(size: int) -> int:
@@ -106,7 +107,12 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return np.clip(base + grad + noise, 0, 255)
 
 
-def shapes_image(rng: np.random.Generator, size: int, n_min: int = 1, n_max: int = 6):
+def caption(colour: str, kind: str) -> str:
+    """"a red star", "an orange ellipse": how the shapes world names an entity."""
+    return f"{'an' if colour[0] in 'aeiou' else 'a'} {colour} {kind}"
+
+
+def shapes_image(rng: np.random.Generator, size: int, n_min: int = ENTITIES[0], n_max: int = ENTITIES[1]):
     """-> image (H, W, 3) uint8, masks (N, H, W) bool, captions ["a red star", ...]."""
     n = int(rng.integers(n_min, n_max + 1))
     masks, kinds = random_layout(rng, size, size, n, min_pixels=entity_min_pixels(size))
@@ -117,7 +123,7 @@ def shapes_image(rng: np.random.Generator, size: int, n_min: int = 1, n_max: int
         colour = names[int(rng.integers(len(names)))]
         shade = np.asarray(COLOURS[colour], np.float32) + rng.normal(0, 6, 3)
         img[m] = shade
-        captions.append(f"{'an' if colour[0] in 'aeiou' else 'a'} {colour} {kind}")
+        captions.append(caption(colour, kind))
     return np.clip(img, 0, 255).astype(np.uint8), masks, captions
 
 
