@@ -88,14 +88,14 @@ DEFAULTS = {
         "entity_separation_loss": 0.0,
         # unet stage: Min-SNR-gamma loss weighting (Hang et al. 2023) for the examples that are not
         # one-step: an x0 prediction's error is weighted by min(SNR(t), gamma), so the near-pure-noise
-        # timesteps, whose answer is a blurred mean, stop outweighing the ones that decide shapes;
-        # 0: off (every example weighted 1)
+        # timesteps, whose answer is a blurred mean, no longer dominate (on the demo model it did not
+        # help: README, stage 15); 0: off (every example weighted 1)
         "snr_gamma": 0.0,
         # unet stage: for inpaint examples whose captions name a shape kind, the same input denoised
         # again under the prompt with one kind swapped (training/data.py: kind_swapped); a logistic
-        # loss asks the true prompt's error inside the region to be the lower: the plain loss gains
-        # little from the kind (a star and an ellipse in the same box differ in few pixels), so the
-        # UNet learned to ignore it. 0: off
+        # loss asks the true prompt's error inside the region to be the lower (the demo model's UNet
+        # ignores the kind under the plain loss; with this it followed the kind but did not draw
+        # it: README, stage 16). 0: off
         "caption_contrast": 0.0,
     },
 }
@@ -137,9 +137,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
         raise ConfigError("train.tasks gives no task a positive ratio")
     if t["lr_schedule"] not in ("constant", "cosine"):
         raise ConfigError(f"train.lr_schedule must be constant or cosine, not {t['lr_schedule']!r}")
-    unknown = set(t["onestep_tasks"]) - set(DEFAULTS["train"]["tasks"])
-    if unknown:
-        raise ConfigError(f"train.onestep_tasks: unknown task(s) {', '.join(sorted(unknown))}")
+    _check_tasks("train.onestep_tasks", t["onestep_tasks"])
     if not 0.0 <= t["onestep_fraction"] <= 1.0:
         raise ConfigError(f"train.onestep_fraction must be in [0, 1], not {t['onestep_fraction']}")
     ts = t["onestep_timesteps"]
@@ -156,9 +154,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
     for key in ("colormap_pixel_loss", "entity_separation_loss"):
         if t[key] and not t["onestep_tasks"]:
             raise ConfigError(f"train.{key} applies to one-step examples: set train.onestep_tasks too")
-    unknown = set(cfg["model"]["text_encoder_tasks"]) - set(DEFAULTS["train"]["tasks"])
-    if unknown:
-        raise ConfigError(f"model.text_encoder_tasks: unknown task(s) {', '.join(sorted(unknown))}")
+    _check_tasks("model.text_encoder_tasks", cfg["model"]["text_encoder_tasks"])
     if cfg["model"]["text_encoder_tasks"] and not cfg["model"]["train_text_encoder"]:
         raise ConfigError("model.text_encoder_tasks needs model.train_text_encoder = true")
     return cfg
@@ -171,7 +167,6 @@ def _check_mix(cfg: dict) -> None:
     mix = cfg["data"]["datasets"]
     if not isinstance(mix, list) or not all(isinstance(d, dict) for d in mix):
         raise ConfigError("data.datasets must be [[data.datasets]] tables")
-    task_names = set(DEFAULTS["train"]["tasks"])
     for k, d in enumerate(mix):
         where = f"data.datasets[{k}] ({d.get('name', 'unnamed')})"
         unknown = set(d) - DATASET_KEYS
@@ -180,15 +175,19 @@ def _check_mix(cfg: dict) -> None:
                               f"(known: {', '.join(sorted(DATASET_KEYS))})")
         if "kind" not in d or not isinstance(d.get("tasks"), dict) or not d["tasks"]:
             raise ConfigError(f"{where} needs kind and tasks = {{task = weight, ...}}")
-        bad = set(d["tasks"]) - task_names
-        if bad:
-            raise ConfigError(f"{where}: unknown task(s) {', '.join(sorted(bad))}")
+        _check_tasks(where, d["tasks"])
     if mix:
         served = {t for d in mix for t, w in d["tasks"].items() if w > 0}
         wanted = {t for t, r in cfg["train"]["tasks"].items() if r > 0}
         if wanted - served:
             raise ConfigError(f"no dataset in data.datasets serves {', '.join(sorted(wanted - served))}: give one "
                               "a weight for it, or set its train.tasks ratio to 0")
+
+
+def _check_tasks(where: str, names) -> None:
+    unknown = set(names) - set(DEFAULTS["train"]["tasks"])
+    if unknown:
+        raise ConfigError(f"{where}: unknown task(s) {', '.join(sorted(unknown))}")
 
 
 def _merge(cfg: dict, user: dict, where: str) -> None:
@@ -201,9 +200,7 @@ def _merge(cfg: dict, user: dict, where: str) -> None:
             if k not in cfg[section]:
                 raise ConfigError(f"{where}: unknown key {section}.{k} (known: {', '.join(cfg[section])})")
             if k == "tasks":
-                unknown = set(v) - set(DEFAULTS["train"]["tasks"])
-                if unknown:
-                    raise ConfigError(f"{where}: unknown task(s) {', '.join(sorted(unknown))}")
+                _check_tasks(where, v)
                 cfg[section][k] = {**{t: 0.0 for t in DEFAULTS['train']['tasks']}, **v}
             else:
                 cfg[section][k] = v

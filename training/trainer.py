@@ -269,8 +269,8 @@ class Trainer:
             loss = (per_example * torch.where(onestep, 1.0, self._snr_weight(timesteps, kind))).mean()
         else:
             loss = torch.nn.functional.mse_loss(pred, target)
-        contrast = torch.tensor([bool(e.negative) for e in examples]) & ~drop
-        if t["caption_contrast"] and contrast.any():
+        contrast = torch.tensor([bool(e.negative) for e in examples]) & ~drop if t["caption_contrast"] else None
+        if contrast is not None and contrast.any():
             wrong = [e.negative for e, c in zip(examples, contrast.tolist(), strict=True) if c]
             hidden_neg = text_encoder(torch.from_numpy(self._tokenize(wrong)))[0]
             if only and "inpaint" not in only:
