@@ -97,6 +97,12 @@ DEFAULTS = {
         # ignores the kind under the plain loss; with this it followed the kind but did not draw
         # it: README, stage 16). 0: off
         "caption_contrast": 0.0,
+        # unet stage: inpaint examples of one entity whose caption names a shape kind are drawn at
+        # timesteps in kind_timesteps, where the demo model consults the caption, and their x0
+        # colormap's entity mask is scored by a small shape-kind classifier (training/kind_judge.py,
+        # trained on true masks when the run starts); cross-entropy with the asked kind. 0: off
+        "kind_loss": 0.0,
+        "kind_timesteps": [600, 999],
     },
 }
 
@@ -148,12 +154,17 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
                           "and a lower train.onestep_timesteps entry (e.g. [999, 499])")
     if not (isinstance(t["eval_steps"], int) and t["eval_steps"] >= 1):
         raise ConfigError(f"train.eval_steps must be an integer >= 1, not {t['eval_steps']!r}")
-    for key in ("l1_weight", "colormap_pixel_loss", "entity_separation_loss", "snr_gamma", "caption_contrast"):
+    for key in ("l1_weight", "colormap_pixel_loss", "entity_separation_loss", "snr_gamma", "caption_contrast",
+                "kind_loss"):
         if t[key] < 0:
             raise ConfigError(f"train.{key} must be >= 0, not {t[key]}")
     for key in ("colormap_pixel_loss", "entity_separation_loss"):
         if t[key] and not t["onestep_tasks"]:
             raise ConfigError(f"train.{key} applies to one-step examples: set train.onestep_tasks too")
+    kt = t["kind_timesteps"]
+    if not (isinstance(kt, list) and len(kt) == 2 and all(isinstance(v, int) for v in kt)
+            and 0 <= kt[0] <= kt[1] <= 999):
+        raise ConfigError(f"train.kind_timesteps must be [low, high] integers with 0 <= low <= high <= 999, not {kt!r}")
     _check_tasks("model.text_encoder_tasks", cfg["model"]["text_encoder_tasks"])
     if cfg["model"]["text_encoder_tasks"] and not cfg["model"]["train_text_encoder"]:
         raise ConfigError("model.text_encoder_tasks needs model.train_text_encoder = true")

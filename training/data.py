@@ -279,6 +279,7 @@ class Example:
     mask: np.ndarray  # (H, W) float32: coarse region or ones
     prompt: str
     negative: str = ""  # inpaint: the prompt with one entity's shape kind swapped ("" if none names one)
+    kind: int = -1  # inpaint of one entity whose caption names a shape kind: its index in KINDS
 
 
 def keep_largest(masks: np.ndarray, captions: list, limit: int = palette.MAX_ENTITIES):
@@ -312,7 +313,8 @@ def make_example(task: str, image, masks, captions, rng: np.random.Generator, *,
     control, mask = tasks.model_inputs(task, unit, region, palette.colormap_to_unit(cmap))
     # drawn last from the example's own generator: the rest of it is what earlier stages drew
     negative = kind_swapped([captions[i] for i in pick], rng) if task == "inpaint" else ""
-    return Example(task, image, cmap, control, mask, prompt, negative)
+    named = prompt.split()[-1] if task == "inpaint" and len(pick) == 1 and prompt else ""
+    return Example(task, image, cmap, control, mask, prompt, negative, KINDS.index(named) if named in KINDS else -1)
 
 
 def kind_swapped(captions: list[str], rng: np.random.Generator) -> str:

@@ -22,7 +22,7 @@ from unigs_deploy import modeling
 from unigs_deploy.tasks import NAMES as TASKS
 
 from . import data as data_mod
-from . import losses
+from . import kind_judge, losses
 
 log = logging.getLogger("unigs.train")
 
@@ -164,6 +164,11 @@ class Trainer:
         if max(t["onestep_timesteps"]) > last:
             raise ValueError(f"train.onestep_timesteps {t['onestep_timesteps']} exceed the schedule's last "
                              f"timestep {last}")
+        self.kind_judge = None
+        if t["kind_loss"] and self.stage == "unet":
+            if self.noise_schedule.config.prediction_type != "sample":
+                raise ValueError("train.kind_loss needs model.prediction_type = \"sample\" (an x0 prediction to judge)")
+            self.kind_judge = kind_judge.load_or_train(self.out / "kind_judge.pt", size=cfg["data"]["size"])
         self.ema = EMAModel(self.trained[0].parameters(), decay=t["ema_decay"])
         prepared = self.accelerator.prepare(*self.trained, self.optimizer, self.lr_schedule)
         self.trained = list(prepared[: len(self.trained)])
@@ -244,6 +249,10 @@ class Trainer:
             if len(choices) > 1:
                 pick = choices[torch.randint(0, len(choices), (len(examples),), generator=gen)]
             timesteps = torch.where(onestep, pick, timesteps)
+        judged = torch.tensor([e.kind >= 0 for e in examples]) if self.kind_judge is not None else None
+        if judged is not None and judged.any():
+            lo, hi = t["kind_timesteps"]
+            timesteps = torch.where(judged, torch.randint(lo, hi + 1, (len(examples),), generator=gen), timesteps)
         noisy = self.noise_schedule.add_noise(target_latent, noise, timesteps)  # one timestep for both halves
         drop = torch.rand(len(examples), generator=gen) < t["cfg_dropout"]
         prompts = ["" if d else e.prompt for e, d in zip(examples, drop.tolist(), strict=True)]
@@ -282,6 +291,8 @@ class Trainer:
             err = [(region * (p - target[contrast]) ** 2).sum((1, 2, 3)) / (region.sum((1, 2, 3)) * p.shape[1])
                    for p in (pred[contrast], pred_neg)]
             loss = loss + t["caption_contrast"] * losses.caption_contrast(*err)
+        if judged is not None and (judged & ~drop).any():
+            loss = loss + t["kind_loss"] * self._kind_loss(pred, cmap, mask, examples, judged & ~drop)
         if (t["colormap_pixel_loss"] or t["entity_separation_loss"]) and onestep.any():
             if kind != "sample":
                 raise ValueError("train.colormap_pixel_loss and train.entity_separation_loss need "
@@ -293,6 +304,19 @@ class Trainer:
             if t["entity_separation_loss"]:
                 loss = loss + t["entity_separation_loss"] * losses.entity_separation(rec, cmap[onestep])
         return loss
+
+    def _kind_loss(self, pred, cmap, mask, examples, sel) -> torch.Tensor:
+        """Cross-entropy of the kind judge on the x0 colormap's entity (the pixels near the true
+        entity's colour, inside the region) against the kind the caption asks for."""
+        vae = self.model.vae
+        rec = vae.decode(pred[sel, -vae.config.latent_channels:] / vae.config.scaling_factor).sample
+        target = cmap[sel]
+        entity = (target > -1 + 1e-3).any(1, keepdim=True).to(target.dtype)  # the background is black
+        colours = (target * entity).sum((2, 3)) / entity.sum((2, 3)).clamp(min=1)
+        soft = kind_judge.soft_entity_mask(rec, colours) * mask[sel]
+        logits = self.kind_judge(kind_judge.region_crops(soft, mask[sel]))
+        kinds = torch.tensor([e.kind for e, s in zip(examples, sel.tolist(), strict=True) if s])
+        return torch.nn.functional.cross_entropy(logits, kinds)
 
     def _snr_weight(self, timesteps: torch.Tensor, kind: str) -> torch.Tensor:
         """Min-SNR-gamma: each example's loss becomes min(SNR, gamma) times its x0 error, whatever
