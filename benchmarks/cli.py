@@ -208,6 +208,34 @@ def kinds(engine, images, offset, size, threads, json_path):
     _emit(bench.kinds(engine, n=images, offset=offset, size=size, threads=threads), json_path)
 
 
+@main.command("inpaint-reference")
+@click.option("--images", default=100, show_default=True, help="Held-out images 0..N-1 (unigs-bench quality's).")
+@click.option("--size", default=128, show_default=True, help="Held-out image side.")
+@click.option("--draws", default=20_000, show_default=True, help="Proposals per box-region image.")
+@click.option("--curved-draws", default=5000, show_default=True, help="Proposals per curved-region image.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results as JSON.")
+def inpaint_reference(images, size, draws, curved_draws, json_path):
+    """The region IoU a perfect inpainter would expect on the held-out images (no model needed)."""
+    from . import posterior
+
+    _emit(posterior.run(n=images, size=size, draws=draws, curved_draws=curved_draws), json_path)
+
+
+@main.command("teacher-forced")
+@click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="A model folder (a training run's model/, or unigs_deploy/weights/demo): torch, not an engine.")
+@click.option("--images", default=20, show_default=True, help="Held-out images.")
+@click.option("--offset", default=5000, show_default=True, help="First held-out index.")
+@click.option("--size", default=128, show_default=True, help="Held-out image side.")
+@click.option("--timesteps", default="100,300,500,700,900", show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results as JSON.")
+def teacher_forced(model_dir, images, offset, size, timesteps, json_path):
+    """Where does inpainting consult the caption? The truth noised to t, x0 under each kind's caption."""
+    from . import teacher_forced as bench
+
+    _emit(bench.run(model_dir, n=images, offset=offset, size=size, timesteps=_ints(timesteps)), json_path)
+
+
 @main.command("stop-rules")
 @click.option("--layouts", default=200, show_default=True)
 @click.option("--size", default=512, show_default=True)

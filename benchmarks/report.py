@@ -171,8 +171,21 @@ def kinds(r: dict) -> str:
     return render_kinds(r)
 
 
+def inpaint_reference(r: dict) -> str:
+    from .posterior import render
+
+    return render(r)
+
+
+def teacher_forced(r: dict) -> str:
+    from .teacher_forced import render
+
+    return render(r)
+
+
 RENDER = {"gpu-check": gpu_check, "stop-rules": stop_rules, "thresholds": thresholds, "generative": generative,
-          "kinds": kinds,
+          "kinds": kinds, "teacher-forced": teacher_forced,
+          "inpaint-reference": inpaint_reference,
           "precision": precision, "fast": fast, "memory": memory, "steps": steps, "decoder": decoder, "capi": capi,
           "table1": table1, "backends": backends, "components": components, "scaling": scaling, "quality": quality}
 TITLES = {"table1": "Table 1 on our machinery", "backends": "One UNet step and a whole image, per backend",
@@ -182,6 +195,8 @@ TITLES = {"table1": "Table 1 on our machinery", "backends": "One UNet step and a
           "thresholds": "Decoder threshold on a model's own colormaps",
           "generative": "Inpaint and synthesize vs steps and guidance",
           "kinds": "Does the caption's shape kind steer inpainting",
+          "inpaint-reference": "What region IoU a perfect inpainter would expect",
+          "teacher-forced": "Where inpainting consults the caption (noised truth, x0 per kind)",
           "memory": "Memory: exports and one UNet step vs resolution",
           "fast": "A 512x512 segmentation: 0.1 defaults vs today's",
           "precision": "One UNet step: onnxruntime fp32, OpenVINO fp32, OpenVINO int8"}

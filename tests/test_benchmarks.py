@@ -384,8 +384,9 @@ def test_the_box_region_likelihood_fits_the_coarse_mask_process():
 
 
 def test_a_perfect_inpainters_region_iou_is_estimated_on_box_regions(monkeypatch):
-    """posterior_region_iou: None on a curved region; on a box one a seeded estimate in (0, 1)
-    that more draws leave within 0.1."""
+    """posterior_region_iou: None on a curved region unless asked; on a box one a seeded estimate
+    in (0, 1) that more draws leave within 0.1, and that the approximate likelihood the curved
+    regions use reproduces within 0.05."""
     from unigs_deploy.benchmarks.posterior import is_box, posterior_region_iou
     from unigs_deploy.synthetic import shapes
     from unigs_deploy.synthetic.shapes import ENTITIES, HELD_OUT_SEED, held_out_example
@@ -406,3 +407,91 @@ def test_a_perfect_inpainters_region_iou_is_estimated_on_box_regions(monkeypatch
     few = posterior_region_iou(kinds[True], 128, draws=3000)
     assert 0 < few < 1 and few == posterior_region_iou(kinds[True], 128, draws=3000)
     assert abs(posterior_region_iou(kinds[True], 128, draws=12000, seed=1) - few) < 0.1
+    first_curved = next(i for i in range(10) if not is_box(held_out_example(i, 128)[3]))
+    curved = posterior_region_iou(first_curved, 128, draws=3000, curved=True)
+    assert 0 < curved < 1 and curved == posterior_region_iou(first_curved, 128, draws=3000, curved=True)
+    # the approximate likelihood, tried where the exact one is known (the box regions), agrees
+    assert posterior_region_iou(kinds[True], 128, draws=3000, abc={"sims": 8}) == pytest.approx(few, abs=0.05)
+
+
+def test_the_approximate_region_likelihood():
+    """abc_likelihood: the share of regions drawn around a mask that match the given one; regions
+    the process made around the mask are matched by some, none around a mask elsewhere."""
+    from unigs_deploy.benchmarks.posterior import abc_likelihood
+    from unigs_deploy.synthetic import coarse
+
+    m = np.zeros((128, 128), bool)
+    m[40:68, 48:80] = True
+    elsewhere = np.roll(m, 40, axis=1)
+    rng = np.random.default_rng(0)
+    for curved in (False, True):  # a match is rare (1-4% of draws at 0.8): many proposals make up for it
+        regions = [coarse.coarse_mask(m, rng, curve_prob=float(curved))[0] for _ in range(10)]
+        assert np.mean([abc_likelihood(m, r, rng, curved=curved, sims=32, tau=0.8) for r in regions]) > 0
+        assert all(abc_likelihood(elsewhere, r, rng, curved=curved, sims=32, tau=0.8) == 0 for r in regions)
+
+
+def test_teacher_forced_probe_on_a_caption_blind_oracle(tiny_model):
+    """A model answering every noised input with the truth, whatever the caption: the four kinds'
+    masks are one mask (1.0 between kinds), the true caption's IoU is 1, and the asked kind is
+    judged exactly once in four."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from unigs_deploy import modeling, palette
+    from unigs_deploy.benchmarks import teacher_forced
+    from unigs_deploy.synthetic.shapes import held_out_example
+
+    n, size, timesteps = 2, 32, (100, 900)
+    truths = []
+    for i in range(n):
+        image, masks, _, _, j = held_out_example(5000 + i, size)
+        pair = [palette.colormap_to_unit(image), palette.colormap_to_unit(palette.encode_colormap(masks[j:j + 1]))]
+        truths += [torch.from_numpy(np.concatenate(pair, -1)).permute(2, 0, 1)[None].float()] * len(timesteps)
+
+    class Identity(torch.nn.Module):  # a VAE whose latent is the image
+        config = SimpleNamespace(scaling_factor=1.0)
+
+        def encode(self, x):
+            return SimpleNamespace(latent_dist=SimpleNamespace(mean=x))
+
+        def decode(self, z):
+            return SimpleNamespace(sample=z)
+
+    class Oracle(torch.nn.Module):
+        config = SimpleNamespace(num_class_embeds=4)
+
+        def forward(self, sample, timestep, hidden, class_labels=None):
+            return SimpleNamespace(sample=truths.pop(0).repeat(len(sample), 1, 1, 1))
+
+    class Text(torch.nn.Module):
+        def forward(self, ids):
+            return (torch.randn(len(ids), ids.shape[1], 8),)
+
+    model = modeling.UniGSModel(unet=Oracle(), vae=Identity(), text_encoder=Text(), tokenizer=tiny_model.tokenizer,
+                                scheduler_config=tiny_model.scheduler_config)
+    r = teacher_forced.run(model, n=n, size=size, timesteps=timesteps)
+    assert not truths and [x["t"] for x in r["rows"]] == list(timesteps)
+    for x in r["rows"]:
+        assert x["masks_between_kinds"] == 1.0 and x["true_caption_region_iou"] == 1.0
+        assert x["asked_kind_match"] == 0.25 and x["judged"] == 4 * n
+    assert "masks between kinds" in report.RENDER["teacher-forced"](r)
+
+
+def test_inpaint_reference_covers_both_region_branches():
+    """unigs-bench inpaint-reference: every image gets a row; the summaries are the means of their
+    branch's rows (box regions by the exact likelihood, curved ones approximately)."""
+    from unigs_deploy.benchmarks import posterior
+
+    r = posterior.run(n=4, size=64, draws=1500, curved_draws=300)
+    assert [row["image"] for row in r["rows"]] == [0, 1, 2, 3]
+    s = r["summary"]
+    assert s["box"]["images"] + s["curved"]["images"] == s["all"]["images"] == 4
+    for branch, summary in s.items():
+        rows = [x for x in r["rows"] if branch in ("all", x["region"]) and x["perfect"] is not None]
+        assert summary["estimated"] == len(rows)
+        if rows:
+            assert summary["perfect"] == pytest.approx(np.mean([x["perfect"] for x in rows]))
+    box = [x for x in r["rows"] if x["region"] == "box"]
+    assert all(x["perfect"] == posterior.posterior_region_iou(x["image"], 64, draws=1500) for x in box)
+    assert "perfect inpainter" in report.RENDER["inpaint-reference"](r)
