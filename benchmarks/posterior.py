@@ -120,11 +120,13 @@ def run(*, n: int = 100, size: int = 128, draws: int = DRAWS, curved_draws: int 
     for i in tqdm(range(n), desc="inpaint reference", unit="image"):
         _, masks, _, region, j = held_out_example(i, size)
         box = is_box(region)
-        perfect, tau = posterior_region_iou(i, size, draws=draws), None
-        for tau in () if box else CURVED_TAUS:  # the tightest tolerance that accepts any draw
-            perfect = posterior_region_iou(i, size, draws=curved_draws, curved=True, abc={"tau": tau})
-            if perfect is not None:
-                break
+        if box:
+            perfect, tau = posterior_region_iou(i, size, draws=draws), None
+        else:
+            for tau in CURVED_TAUS:  # the tightest tolerance that accepts any draw
+                perfect = posterior_region_iou(i, size, draws=curved_draws, curved=True, abc={"tau": tau})
+                if perfect is not None:
+                    break
         rows.append({"image": i, "region": "box" if box else "curved", "perfect": perfect, "tau": tau,
                      "whole_region": metrics.mask_iou(region, masks[j])})
 
