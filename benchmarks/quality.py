@@ -221,5 +221,6 @@ def run(engine, *, n: int = 100, steps: int | None = None, guidance: float | Non
                 "region_iou_of_the_region": float(np.mean(region_iou)),
                 "box_region_images": len(perfect),
                 "region_iou_of_a_perfect_inpainter_on_box_regions": float(np.mean(perfect)) if perfect else None,
-                "region_iou_on_box_regions": float(np.mean(on_box)) if on_box else None},
+                "region_iou_on_box_regions": float(np.mean(on_box)) if on_box else None,
+                "region_iou_per_image": [float(v) for v in inp_iou]},
             "seconds_per_image": {k: float(np.mean(v)) for k, v in times.items()}}

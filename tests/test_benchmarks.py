@@ -314,7 +314,8 @@ def test_kinds_bench_inpaints_each_region_once_per_kind(tiny_engine, tiny_pipe):
 
 def test_quality_bench_reports_what_its_inpaint_metrics_can_reach(tiny_engine):
     """The references are computed from the truth: the detector on each true entity, the coarse
-    region's own IoU, a perfect inpainter's on the box regions beside the model's there."""
+    region's own IoU, a perfect inpainter's on the box regions beside the model's there (the mean
+    of its per-image region IoUs on those images)."""
     from unigs_deploy import metrics
     from unigs_deploy.benchmarks import detect, posterior, quality
     from unigs_deploy.synthetic.shapes import held_out_example
@@ -333,6 +334,9 @@ def test_quality_bench_reports_what_its_inpaint_metrics_can_reach(tiny_engine):
     assert boxes and ref["box_region_images"] == len(boxes)
     want = np.mean([perfect[i] for i in boxes])
     assert ref["region_iou_of_a_perfect_inpainter_on_box_regions"] == pytest.approx(want)
+    per_image = ref["region_iou_per_image"]
+    assert r["rows"][3]["value"] == pytest.approx(np.mean(per_image))
+    assert ref["region_iou_on_box_regions"] == pytest.approx(np.mean([per_image[i] for i in boxes]))
     assert "inpaint references" in report.RENDER["quality"](r) and "perfect inpainter" in report.RENDER["quality"](r)
     assert r["pq_breakdown"]["segment"]["pq"] == r["rows"][0]["value"]
     assert r["pq_breakdown"]["synthesize"]["pq"] == r["rows"][-1]["value"]
