@@ -91,10 +91,11 @@ def train_judge(*, size: int = 128, n: int = 6000, steps: int = 1500, seed: int 
     """-> (the judge, its accuracy on 1,000 held-out true masks). Deterministic for a seed."""
     from tqdm.auto import tqdm
 
-    torch.manual_seed(seed)
     x, y = _examples(n, size, seed)
     x_val, y_val = _examples(1000, size, seed + 1)
-    judge = KindJudge()
+    with torch.random.fork_rng():  # the initial weights, without moving the caller's global generator
+        torch.manual_seed(seed)
+        judge = KindJudge()
     opt = torch.optim.AdamW(judge.parameters(), lr=2e-3, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(seed)
     for _ in tqdm(range(steps), desc="kind judge", unit="step", disable=not progress):
