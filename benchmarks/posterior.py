@@ -66,14 +66,14 @@ def abc_likelihood(mask: np.ndarray, region: np.ndarray, rng: np.random.Generato
     return hits / sims
 
 
-def posterior_region_iou(i: int, size: int, *, draws: int = DRAWS, seed: int = 0, curved: bool = False,
+def posterior_region_iou(i: int, size: int, *, draws: int = DRAWS, seed: int = 0,
                          abc: dict | None = None) -> float | None:
     """Held-out example i's expected region IoU of a posterior sample with the truth; None when no
-    draw fits the region, and for a curved region unless `curved`. Box regions use box_likelihood,
-    curved ones (or any, given `abc` = abc_likelihood's sims / tau) the approximate one."""
+    draw fits the region. abc None: box regions by box_likelihood, curved ones None; else (abc:
+    abc_likelihood's sims / tau, {} for its defaults) any region by the approximate likelihood."""
     _, masks, captions, region, j = held_out_example(i, size)
     box = is_box(region)
-    if not (box or curved):
+    if not box and abc is None:
         return None
     # shapes_image's first draw: how many entities it asked for, which set their size
     n = int(np.random.default_rng(HELD_OUT_SEED + i).integers(ENTITIES[0], ENTITIES[1] + 1))
@@ -97,10 +97,10 @@ def posterior_region_iou(i: int, size: int, *, draws: int = DRAWS, seed: int = 0
         if m.sum() < entity_min_pixels(size) or (m & ~region).any():
             continue
         inside = x0 <= cx < x1 and y0 <= cy < y1
-        if box and abc is None:
+        if abc is None:
             lik = box_likelihood(m, region)
         else:
-            lik = abc_likelihood(m, region, rng, curved=not box, **(abc or {}))
+            lik = abc_likelihood(m, region, rng, curved=not box, **abc)
         lik /= 0.5 * in_box * inside + 0.5
         total += lik
         weighted += lik * metrics.mask_iou(m, masks[j])
@@ -124,7 +124,7 @@ def run(*, n: int = 100, size: int = 128, draws: int = DRAWS, curved_draws: int 
             perfect, tau = posterior_region_iou(i, size, draws=draws), None
         else:
             for tau in CURVED_TAUS:  # the tightest tolerance that accepts any draw
-                perfect = posterior_region_iou(i, size, draws=curved_draws, curved=True, abc={"tau": tau})
+                perfect = posterior_region_iou(i, size, draws=curved_draws, abc={"tau": tau})
                 if perfect is not None:
                     break
         rows.append({"image": i, "region": "box" if box else "curved", "perfect": perfect, "tau": tau,

@@ -19,8 +19,6 @@ COLOUR_RADIUS = 60.0  # a decoded pixel within this distance (0..255 RGB) of the
 
 def run(model, *, n: int = 20, offset: int = 5000, size: int = 128, timesteps=TIMESTEPS, seed: int = 0) -> dict:
     """model: a modeling.UniGSModel or the path of a model folder."""
-    import tempfile
-
     import torch
     from diffusers import DDPMScheduler
     from tqdm.auto import tqdm
@@ -34,9 +32,7 @@ def run(model, *, n: int = 20, offset: int = 5000, size: int = 128, timesteps=TI
     if not isinstance(model, modeling.UniGSModel):
         model = modeling.load(model)
     model.eval()
-    with tempfile.TemporaryDirectory() as d:
-        model.tokenizer.save(f"{d}/tokenizer.json")
-        tokenize = CLIPTokenizer(f"{d}/tokenizer.json")
+    tokenize = CLIPTokenizer.from_tokenizer(model.tokenizer)
     schedule = DDPMScheduler.from_config(model.scheduler_config)
     vae, scale = model.vae, model.vae.config.scaling_factor
 

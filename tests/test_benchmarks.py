@@ -412,8 +412,8 @@ def test_a_perfect_inpainters_region_iou_is_estimated_on_box_regions(monkeypatch
     assert 0 < few < 1 and few == posterior_region_iou(kinds[True], 128, draws=3000)
     assert abs(posterior_region_iou(kinds[True], 128, draws=12000, seed=1) - few) < 0.1
     first_curved = next(i for i in range(10) if not is_box(held_out_example(i, 128)[3]))
-    curved = posterior_region_iou(first_curved, 128, draws=3000, curved=True)
-    assert 0 < curved < 1 and curved == posterior_region_iou(first_curved, 128, draws=3000, curved=True)
+    curved = posterior_region_iou(first_curved, 128, draws=3000, abc={})
+    assert 0 < curved < 1 and curved == posterior_region_iou(first_curved, 128, draws=3000, abc={})
     # the approximate likelihood, tried where the exact one is known (the box regions), agrees
     assert posterior_region_iou(kinds[True], 128, draws=3000, abc={"sims": 8}) == pytest.approx(few, abs=0.05)
 

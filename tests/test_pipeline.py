@@ -163,6 +163,11 @@ def test_tokenizer_matches_transformers(tmp_path, tiny_model):
     with pytest.warns(UserWarning, match="truncated"):
         got = ours(prompts)
     assert got.tolist() == want
+    # a torch-side model's tokenizer in memory gives the same ids, and is left as it was
+    before = tiny_model.tokenizer.to_str()
+    with pytest.warns(UserWarning, match="truncated"):
+        assert CLIPTokenizer.from_tokenizer(tiny_model.tokenizer)(prompts).tolist() == want
+    assert tiny_model.tokenizer.to_str() == before
 
 
 # ---------------------------------------------------------------- the CLI

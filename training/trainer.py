@@ -366,13 +366,9 @@ class Trainer:
 
     def _tokenize(self, prompts) -> np.ndarray:
         if not hasattr(self, "_tok"):
-            import tempfile
-
             from unigs_deploy.tokenizer import CLIPTokenizer
 
-            with tempfile.TemporaryDirectory() as d:
-                self.model.tokenizer.save(f"{d}/tokenizer.json")
-                self._tok = CLIPTokenizer(f"{d}/tokenizer.json")
+            self._tok = CLIPTokenizer.from_tokenizer(self.model.tokenizer)
         import warnings
 
         with warnings.catch_warnings():

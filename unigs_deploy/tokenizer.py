@@ -25,9 +25,20 @@ class CLIPTokenizer:
         if not path.is_file():
             raise ValueError(f"tokenizer file {path} is missing: export the model again (it writes tokenizer.json)")
         try:
-            self._tok = Tokenizer.from_file(str(path))
+            tok = Tokenizer.from_file(str(path))
         except Exception as e:  # tokenizers raises a bare Exception on malformed files
             raise ValueError(f"{path} is not a tokenizers JSON file ({e})") from None
+        self._setup(tok, max_length, pad_token)
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer, *, max_length: int = MAX_LENGTH, pad_token: str | None = None) -> CLIPTokenizer:
+        """From a `tokenizers.Tokenizer` in memory (a torch-side model's), copied, not changed."""
+        self = cls.__new__(cls)
+        self._setup(type(tokenizer).from_str(tokenizer.to_str()), max_length, pad_token)
+        return self
+
+    def _setup(self, tok, max_length: int, pad_token: str | None) -> None:
+        self._tok = tok
         self._tok.no_padding()
         self._tok.no_truncation()
         self.max_length = max_length
