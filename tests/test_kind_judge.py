@@ -11,7 +11,7 @@ pytest.importorskip("accelerate")
 from unigs_deploy import tasks  # noqa: E402
 from unigs_deploy.synthetic import shapes  # noqa: E402
 from unigs_deploy.training import data, kind_judge  # noqa: E402
-from unigs_deploy.training.config import ConfigError, load_config  # noqa: E402
+from unigs_deploy.training.config import load_config  # noqa: E402
 
 
 def test_region_crops_resample_the_regions_box():
@@ -66,16 +66,6 @@ def test_only_single_entity_inpaint_examples_carry_a_kind():
                 assert shapes.KINDS[ex.kind] == ex.prompt.split()[-1]
                 seen.add(ex.kind)
     assert seen
-
-
-@pytest.mark.parametrize("override, message", [
-    ("train.kind_loss=-1", "kind_loss must be >= 0"),
-    ("train.kind_timesteps=[900, 600]", "kind_timesteps must be [low, high]"),
-    ("train.kind_timesteps=[600, 1000]", "kind_timesteps must be [low, high]"),
-])
-def test_kind_options_are_checked(override, message):
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        load_config(None, [override])
 
 
 def test_kind_loss_is_a_cross_entropy_on_judged_examples(tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -216,9 +217,12 @@ def test_lr_schedules():
     ("train.caption_contrast=-1", "caption_contrast must be >= 0"),
     ("model.text_encoder_tasks=['inpant']", "unknown task(s) inpant"),
     ("model.text_encoder_tasks=['inpaint']", "needs model.train_text_encoder = true"),
+    ("train.kind_loss=-1", "kind_loss must be >= 0"),
+    ("train.kind_timesteps=[900, 600]", "kind_timesteps must be [low, high]"),
+    ("train.kind_timesteps=[600, 1000]", "kind_timesteps must be [low, high]"),
 ])
 def test_new_training_options_are_checked(override, message):
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(None, [override])
 
 
