@@ -81,6 +81,9 @@ LOOP_CONFIGS = {
     "sd15-linspace-v": {**SD15, "timestep_spacing": "linspace", "prediction_type": "v_prediction"},
     "demo-sample-trailing": {**SD15, "timestep_spacing": "trailing", "prediction_type": "sample"},
     "linear-leading-sample": {"beta_schedule": "linear", "prediction_type": "sample", "steps_offset": 1},
+    "zero-snr-sample-trailing": {**SD15, "timestep_spacing": "trailing", "prediction_type": "sample",
+                                 "rescale_betas_zero_snr": True},
+    "zero-snr-v-leading": {**SD15, "prediction_type": "v_prediction", "rescale_betas_zero_snr": True},
 }
 DIFFUSERS_CLASS = {"ddim": "DDIMScheduler", "euler": "EulerDiscreteScheduler",
                    "dpm++2m": "DPMSolverMultistepScheduler"}
@@ -117,7 +120,10 @@ def test_every_scheduler_matches_diffusers_over_whole_loops(name, config, steps)
     got, t_ours = _loop(ours, steps, x, x0, acp, np.asarray, lambda a: a)
     want, t_ref = _loop(ref, steps, x, x0, acp, lambda a: a.numpy(), torch.from_numpy)
     assert t_ours == t_ref
-    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+    # at zero terminal SNR the sigma schedulers start from sigma = 4096, where torch's float32 sqrt
+    # and numpy's differ by one unit in the last place (numpy's is the correctly rounded one)
+    rtol = 2e-4 if cfg.get("rescale_betas_zero_snr") and name != "ddim" else 1e-5
+    assert np.abs(got - want).max() <= rtol * np.abs(want).max()
 
 
 def test_make_scheduler_spacing_override_and_errors():

@@ -636,3 +636,23 @@ def test_coco_panoptic_as_training_data(tmp_path):
     np.testing.assert_array_equal(masks[: len(truth)], truth)
     with pytest.raises(ValueError, match="needs data.masks"):
         _dataset(load_config(None, ["data.kind=panoptic", f"data.annotations={paths['panoptic_json']}"]))
+
+
+def test_zero_terminal_snr_reaches_the_runtime_schedule():
+    """model.zero_terminal_snr: x_T is the noise alone in training, and the scheduler config the
+    model carries (what export writes into the manifest) gives the runtime the same schedule."""
+    import torch
+
+    from unigs_deploy.scheduler import make_scheduler
+    from unigs_deploy.training.trainer import Trainer
+
+    base = ["train.batch_size=2", "data.size=32", "model.prediction_type=sample"]
+    plain = Trainer(load_config(None, base), progress=False)
+    zero = Trainer(load_config(None, base + ["model.zero_terminal_snr=true"]), progress=False)
+    assert plain.noise_schedule.alphas_cumprod[-1] > 1e-3
+    assert zero.noise_schedule.alphas_cumprod[-1] == 0.0
+    x0, noise = torch.ones(1, 8, 4, 4), torch.randn(1, 8, 4, 4)
+    assert torch.equal(zero.noise_schedule.add_noise(x0, noise, torch.tensor([999])), noise)
+    assert zero.model.scheduler_config["rescale_betas_zero_snr"] is True
+    runtime = make_scheduler("ddim", zero.model.scheduler_config)
+    assert np.allclose(runtime.alphas_cumprod, zero.noise_schedule.alphas_cumprod.numpy(), rtol=1e-5, atol=1e-7)

@@ -24,6 +24,10 @@ DEFAULTS = {
         # demo model's inpainting, README)
         "text_encoder_tasks": [],
         "prediction_type": "",  # epsilon | sample | v_prediction; "" keeps the init's scheduler's
+        # true: the noise schedule rescaled to zero SNR at its last timestep (Lin et al. 2024), so the
+        # model never sees signal at t = T in training, as it never does when sampling from noise;
+        # false keeps the init's scheduler's setting
+        "zero_terminal_snr": False,
         "seed": 0,
     },
     "data": {

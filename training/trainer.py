@@ -64,6 +64,8 @@ def _model(cfg) -> modeling.UniGSModel:
             raise ValueError("model.prediction_type must be epsilon, sample or v_prediction, "
                              f"got {m['prediction_type']!r}")
         model.scheduler_config = {**model.scheduler_config, "prediction_type": m["prediction_type"]}
+    if m["zero_terminal_snr"]:
+        model.scheduler_config = {**model.scheduler_config, "rescale_betas_zero_snr": True}
     if m["vae"]:
         from diffusers import AutoencoderKL
 
@@ -159,7 +161,8 @@ class Trainer:
 
         self.noise_schedule = DDPMScheduler(**{k: v for k, v in self.model.scheduler_config.items()
                                                if k in ("num_train_timesteps", "beta_start", "beta_end",
-                                                        "beta_schedule", "prediction_type", "steps_offset")})
+                                                        "beta_schedule", "prediction_type", "steps_offset",
+                                                        "rescale_betas_zero_snr")})
         last = self.noise_schedule.config.num_train_timesteps - 1
         if max(t["onestep_timesteps"]) > last:
             raise ValueError(f"train.onestep_timesteps {t['onestep_timesteps']} exceed the schedule's last "

@@ -40,20 +40,36 @@ def _linspace32(start: float, end: float, n: int) -> np.ndarray:
     return np.where(np.arange(n) < half, start32 + step * i, end32 - step * (np.float32(n - 1) - i)).astype(np.float32)
 
 
+def _cumprod(x: np.ndarray) -> np.ndarray:
+    """float32 cumulative product accumulated in float64, as torch.cumprod does on the CPU."""
+    return np.cumprod(x.astype(np.float64)).astype(np.float32)
+
+
+def _rescale_zero_terminal_snr(betas: np.ndarray) -> np.ndarray:
+    """Betas whose sqrt(alphas_cumprod) is shifted and scaled to end at 0 and start where it did
+    (Lin et al. 2024, Algorithm 1): x_T is pure noise in training too."""
+    root = np.sqrt(_cumprod(1.0 - betas.astype(np.float32)))
+    first, last = root[0], root[-1]
+    root = (root - last) * (first / (first - last))
+    bar = root**2
+    return (1.0 - np.concatenate([bar[:1], bar[1:] / bar[:-1]])).astype(np.float32)
+
+
 class _Scheduler:
     """Betas, alphas and config handling shared by every scheduler."""
 
     name = ""
     fields: dict = {}
     init_noise_sigma = 1.0
+    sigma_based = False  # works in sigma = sqrt((1 - alpha_bar) / alpha_bar), infinite at zero terminal SNR
 
     def __init__(self, **config):
         fields = {**_COMMON, **self.fields}
         unknown = set(config) - set(fields) - _IGNORED
         if unknown:
             raise ValueError(f"unknown {self.name.upper()} scheduler settings: {', '.join(sorted(unknown))}")
-        if config.get("thresholding") or config.get("rescale_betas_zero_snr"):
-            raise ValueError("thresholding and rescale_betas_zero_snr are not supported by the runtime schedulers")
+        if config.get("thresholding"):
+            raise ValueError("thresholding is not supported by the runtime schedulers")
         self._check_unsupported(config)
         self.config = {**fields, **{k: v for k, v in config.items() if k in fields}}
         c = self.config
@@ -76,8 +92,12 @@ class _Scheduler:
             raise ValueError(f"prediction_type {c['prediction_type']!r} is not supported")
         if c["timestep_spacing"] not in SPACINGS:
             raise ValueError(f"timestep_spacing {c['timestep_spacing']!r} is not supported ({', '.join(SPACINGS)})")
+        if config.get("rescale_betas_zero_snr"):
+            betas = _rescale_zero_terminal_snr(betas)
         self.betas = betas.astype(np.float32)
-        self.alphas_cumprod = np.cumprod(1.0 - self.betas, dtype=np.float32)
+        self.alphas_cumprod = _cumprod(1.0 - self.betas)
+        if config.get("rescale_betas_zero_snr") and self.sigma_based:
+            self.alphas_cumprod[-1] = 2.0**-24  # as diffusers: a finite sigma at t = T
         self.num_inference_steps: int | None = None
         self.timesteps = np.arange(n)[::-1].copy()
 
@@ -172,6 +192,7 @@ class EulerDiscreteScheduler(_Scheduler):
     """Euler (Karras et al. 2022, Algorithm 2 without churn) in diffusers' discrete-sigma form."""
 
     name = "euler"
+    sigma_based = True
     fields = {"interpolation_type": "linear", "final_sigmas_type": "zero", "timestep_spacing": "linspace"}
 
     def _check_unsupported(self, config: dict) -> None:
@@ -222,7 +243,8 @@ class EulerDiscreteScheduler(_Scheduler):
             x0 = sample - sigma * model_output
         else:
             x0 = model_output * (-sigma / (sigma**2 + 1) ** 0.5) + sample / (sigma**2 + 1)
-        prev = sample + (sample - x0) / sigma * (float(self.sigmas[i + 1]) - sigma)
+        s32 = np.float32(sigma)  # float32 arithmetic, as diffusers': sigma reaches 4096 at zero terminal SNR
+        prev = sample + (sample - x0) / s32 * (self.sigmas[i + 1] - s32)
         return prev.astype(np.float32, copy=False)
 
 
@@ -231,6 +253,7 @@ class DPMSolverMultistepScheduler(_Scheduler):
     as diffusers does, on the last (and second-order on the one before it below 15 steps)."""
 
     name = "dpm++2m"
+    sigma_based = True
     fields = {"solver_order": 2, "algorithm_type": "dpmsolver++", "solver_type": "midpoint",
               "lower_order_final": True, "euler_at_final": False, "final_sigmas_type": "zero",
               "lambda_min_clipped": -float("inf"), "timestep_spacing": "linspace"}
