@@ -47,6 +47,8 @@ SD15_SCHEDULER = {
     "prediction_type": "epsilon",
     "timestep_spacing": "leading",
 }
+# scheduler settings a model folder may add to those (kept by load; the runtime schedulers read them)
+SCHEDULER_EXTRAS = ("rescale_betas_zero_snr",)
 
 
 class ModelError(ValueError):
@@ -294,7 +296,8 @@ def _load_folder(path: Path, task_embedding) -> UniGSModel:
     sched = dict(SD15_SCHEDULER)
     sched_file = path / "scheduler" / "scheduler_config.json"
     if sched_file.is_file():
-        sched.update({k: v for k, v in json.loads(sched_file.read_text()).items() if k in SD15_SCHEDULER})
+        sched.update({k: v for k, v in json.loads(sched_file.read_text()).items()
+                      if k in SD15_SCHEDULER or k in SCHEDULER_EXTRAS})
     was = (unet.config.in_channels, unet.config.out_channels)
     want_task = task_embedding if task_embedding is not None else unet.config.num_class_embeds is not None
     unet = expand_unet(unet, task_embedding=want_task)

@@ -638,11 +638,13 @@ def test_coco_panoptic_as_training_data(tmp_path):
         _dataset(load_config(None, ["data.kind=panoptic", f"data.annotations={paths['panoptic_json']}"]))
 
 
-def test_zero_terminal_snr_reaches_the_runtime_schedule():
+def test_zero_terminal_snr_reaches_the_runtime_schedule(tmp_path):
     """model.zero_terminal_snr: x_T is the noise alone in training, and the scheduler config the
-    model carries (what export writes into the manifest) gives the runtime the same schedule."""
+    model folder keeps (what export loads and writes into the manifest) gives the runtime the
+    same schedule."""
     import torch
 
+    from unigs_deploy import modeling
     from unigs_deploy.scheduler import make_scheduler
     from unigs_deploy.training.trainer import Trainer
 
@@ -653,6 +655,8 @@ def test_zero_terminal_snr_reaches_the_runtime_schedule():
     assert zero.noise_schedule.alphas_cumprod[-1] == 0.0
     x0, noise = torch.ones(1, 8, 4, 4), torch.randn(1, 8, 4, 4)
     assert torch.equal(zero.noise_schedule.add_noise(x0, noise, torch.tensor([999])), noise)
-    assert zero.model.scheduler_config["rescale_betas_zero_snr"] is True
-    runtime = make_scheduler("ddim", zero.model.scheduler_config)
+    modeling.save(zero.model, tmp_path / "model")
+    saved = modeling.load(tmp_path / "model").scheduler_config
+    assert saved["rescale_betas_zero_snr"] is True
+    runtime = make_scheduler("ddim", saved)
     assert np.allclose(runtime.alphas_cumprod, zero.noise_schedule.alphas_cumprod.numpy(), rtol=1e-5, atol=1e-7)
