@@ -437,7 +437,8 @@ def test_the_approximate_region_likelihood():
 def test_teacher_forced_probe_on_a_caption_blind_oracle(tiny_model):
     """A model answering every noised input with the truth, whatever the caption: the four kinds'
     masks are one mask (1.0 between kinds), the true caption's IoU is 1, and the asked kind is
-    judged exactly once in four."""
+    judged exactly once in four. It reads the truth from x_t: from the noise alone (the batch's last
+    input) it draws nothing, IoU 0."""
     from types import SimpleNamespace
 
     import torch
@@ -466,7 +467,9 @@ def test_teacher_forced_probe_on_a_caption_blind_oracle(tiny_model):
         config = SimpleNamespace(num_class_embeds=4)
 
         def forward(self, sample, timestep, hidden, class_labels=None):
-            return SimpleNamespace(sample=truths.pop(0).repeat(len(sample), 1, 1, 1))
+            out = truths.pop(0).repeat(len(sample), 1, 1, 1)
+            out[-1] = -1.0  # a black colormap: no entity
+            return SimpleNamespace(sample=out)
 
     class Text(torch.nn.Module):
         def forward(self, ids):
@@ -478,6 +481,7 @@ def test_teacher_forced_probe_on_a_caption_blind_oracle(tiny_model):
     assert not truths and [x["t"] for x in r["rows"]] == list(timesteps)
     for x in r["rows"]:
         assert x["masks_between_kinds"] == 1.0 and x["true_caption_region_iou"] == 1.0
+        assert x["true_caption_iou_all_images"] == 1.0 and x["true_caption_iou_from_noise_alone"] == 0.0
         assert x["asked_kind_match"] == 0.25 and x["judged"] == 4 * n
     assert "masks between kinds" in report.RENDER["teacher-forced"](r)
 
