@@ -137,3 +137,6 @@ def test_make_scheduler_spacing_override_and_errors():
         make_scheduler("ddim", SD15).set_timesteps(1000)
     with pytest.raises(ValueError, match="unknown timestep spacing 'middle'"):
         make_scheduler("ddim", SD15, spacing="middle")
+    for name in ("ddim", "euler", "dpm++2m"):  # SD15 predicts epsilon: no x0 from noise alone at t = T
+        with pytest.raises(ValueError, match="rescale_betas_zero_snr needs prediction_type sample or v_prediction"):
+            make_scheduler(name, {**SD15, "rescale_betas_zero_snr": True})

@@ -660,3 +660,5 @@ def test_zero_terminal_snr_reaches_the_runtime_schedule(tmp_path):
     assert saved["rescale_betas_zero_snr"] is True
     runtime = make_scheduler("ddim", saved)
     assert np.allclose(runtime.alphas_cumprod, zero.noise_schedule.alphas_cumprod.numpy(), rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match=re.escape('model.zero_terminal_snr needs model.prediction_type = "sample"')):
+        Trainer(load_config(None, ["model.prediction_type=epsilon", "model.zero_terminal_snr=true"]), progress=False)

@@ -65,6 +65,9 @@ def _model(cfg) -> modeling.UniGSModel:
                              f"got {m['prediction_type']!r}")
         model.scheduler_config = {**model.scheduler_config, "prediction_type": m["prediction_type"]}
     if m["zero_terminal_snr"]:
+        if model.scheduler_config.get("prediction_type", "epsilon") == "epsilon":
+            raise ValueError("model.zero_terminal_snr needs model.prediction_type = \"sample\" or \"v_prediction\": "
+                             "at t = T the input is noise alone, and a noise prediction cannot give x0 there")
         model.scheduler_config = {**model.scheduler_config, "rescale_betas_zero_snr": True}
     if m["vae"]:
         from diffusers import AutoencoderKL

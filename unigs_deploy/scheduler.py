@@ -93,6 +93,9 @@ class _Scheduler:
         if c["timestep_spacing"] not in SPACINGS:
             raise ValueError(f"timestep_spacing {c['timestep_spacing']!r} is not supported ({', '.join(SPACINGS)})")
         if config.get("rescale_betas_zero_snr"):
+            if c["prediction_type"] == "epsilon":
+                raise ValueError("rescale_betas_zero_snr needs prediction_type sample or v_prediction: at t = T the "
+                                 "sample is noise alone, and a noise prediction cannot give x0 there")
             betas = _rescale_zero_terminal_snr(betas)
         self.betas = betas.astype(np.float32)
         self.alphas_cumprod = _cumprod(1.0 - self.betas)
