@@ -20,10 +20,11 @@ _COMMON = {
     "beta_schedule": "linear",
     "prediction_type": "epsilon",
     "steps_offset": 0,
+    "rescale_betas_zero_snr": False,
 }
 # keys of diffusers' configs that change nothing here (or are checked below)
 _IGNORED = {"_class_name", "_diffusers_version", "skip_prk_steps", "dynamic_thresholding_ratio", "sample_max_value",
-            "timestep_type", "trained_betas", "thresholding", "rescale_betas_zero_snr", "variance_type",
+            "timestep_type", "trained_betas", "thresholding", "variance_type",
             "clip_sample_range", "interpolation_type", "use_karras_sigmas", "use_exponential_sigmas",
             "use_beta_sigmas", "use_lu_lambdas", "use_flow_sigmas", "flow_shift", "final_sigmas_type",
             "lambda_min_clipped", "euler_at_final", "algorithm_type", "solver_type", "lower_order_final",
@@ -92,14 +93,14 @@ class _Scheduler:
             raise ValueError(f"prediction_type {c['prediction_type']!r} is not supported")
         if c["timestep_spacing"] not in SPACINGS:
             raise ValueError(f"timestep_spacing {c['timestep_spacing']!r} is not supported ({', '.join(SPACINGS)})")
-        if config.get("rescale_betas_zero_snr"):
+        if c["rescale_betas_zero_snr"]:
             if c["prediction_type"] == "epsilon":
                 raise ValueError("rescale_betas_zero_snr needs prediction_type sample or v_prediction: at t = T the "
                                  "sample is noise alone, and a noise prediction cannot give x0 there")
             betas = _rescale_zero_terminal_snr(betas)
         self.betas = betas.astype(np.float32)
         self.alphas_cumprod = _cumprod(1.0 - self.betas)
-        if config.get("rescale_betas_zero_snr") and self.sigma_based:
+        if c["rescale_betas_zero_snr"] and self.sigma_based:
             self.alphas_cumprod[-1] = 2.0**-24  # as diffusers: a finite sigma at t = T
         self.num_inference_steps: int | None = None
         self.timesteps = np.arange(n)[::-1].copy()
@@ -107,7 +108,7 @@ class _Scheduler:
     @classmethod
     def from_config(cls, config: dict, **overrides):
         """Like diffusers' `from_config`: keys this scheduler does not use are dropped."""
-        keep = set(_COMMON) | set(cls.fields) | {"trained_betas", "thresholding", "rescale_betas_zero_snr"}
+        keep = set(_COMMON) | set(cls.fields) | {"trained_betas", "thresholding"}
         return cls(**{k: v for k, v in {**config, **overrides}.items() if k in keep})
 
     def _check_unsupported(self, config: dict) -> None:
