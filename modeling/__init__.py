@@ -241,6 +241,50 @@ def expand_unet(unet, *, task_embedding: bool = False):
     return new if new.dtype == unet.dtype else new.to(unet.dtype)
 
 
+def deepen_unet(unet, transformer_layers: list[int]):
+    """The UNet with deeper cross-attention transformers: `transformer_layers[i]` blocks in down
+    block i's (its up block mirrors it; the mid block takes the last), as SDXL varies them.
+
+    Kept blocks keep their weights; each added block's three residual branches (self-attention,
+    cross-attention, feed-forward) end in zeroed projections, so the deeper UNet starts computing
+    exactly what the init did and training grows capacity where the caption meets the image.
+    """
+    from diffusers import UNet2DConditionModel
+
+    old = unet.config.transformer_layers_per_block
+    n_down = len(unet.config.down_block_types)
+    old = list(old) if isinstance(old, (list, tuple)) else [old] * n_down
+    if len(transformer_layers) != n_down or any(int(n) < 1 for n in transformer_layers):
+        raise ModelError(f"model.transformer_layers needs {n_down} depths of at least 1 (one per down block), "
+                         f"got {list(transformer_layers)}")
+    if any(int(n) < o for n, o in zip(transformer_layers, old, strict=True)):
+        raise ModelError(f"model.transformer_layers {list(transformer_layers)} is shallower than the init's {old}: "
+                         "layers can be added, not removed")
+    if [int(n) for n in transformer_layers] == old:
+        return unet
+    cfg = {k: v for k, v in dict(unet.config).items() if not k.startswith("_")}
+    cfg.update(transformer_layers_per_block=[int(n) for n in transformer_layers],
+               reverse_transformer_layers_per_block=None)
+    new = UNet2DConditionModel(**cfg)
+    new = new if new.dtype == unet.dtype else new.to(unet.dtype)
+    missing, unexpected = new.load_state_dict(unet.state_dict(), strict=False)
+    if unexpected:
+        raise ModelError(f"deepening the UNet left weights without a place: {unexpected[:3]}")
+    if any(".transformer_blocks." not in k for k in missing):
+        raise ModelError(f"deepening the UNet missed weights outside the new transformer blocks: {missing[:3]}")
+    added = set()
+    for k in missing:
+        parent, rest = k.split(".transformer_blocks.", 1)
+        added.add(f"{parent}.transformer_blocks.{rest.split('.')[0]}")
+    with torch.no_grad():
+        for name in added:
+            block = new.get_submodule(name)
+            for proj in (block.attn1.to_out[0], block.attn2.to_out[0], block.ff.net[-1]):
+                proj.weight.zero_()
+                proj.bias.zero_()
+    return new
+
+
 # ------------------------------------------------------------------ loading
 
 

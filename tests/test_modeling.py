@@ -52,6 +52,30 @@ def test_foreign_unet_shape_is_a_clear_error():
         modeling.expand_unet(_sd_unet(5))
 
 
+def test_deepening_starts_exactly_as_the_init():
+    """Added transformer blocks are identity until trained; the kept ones keep their weights."""
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DConditionModel(**modeling.unet_config("tiny")).eval()
+    for p in unet.parameters():  # diffusers zero-inits some projections: make every weight count
+        p.data.normal_(0, 0.05)
+    deep = modeling.deepen_unet(unet, [3, 1]).eval()
+    assert deep.config.transformer_layers_per_block == [3, 1]
+    assert len(deep.down_blocks[0].attentions[0].transformer_blocks) == 3
+    assert len(deep.up_blocks[1].attentions[0].transformer_blocks) == 3
+    added = deep.down_blocks[0].attentions[0].transformer_blocks[2]
+    assert (added.attn2.to_out[0].weight == 0).all() and (added.ff.net[-1].weight == 0).all()
+    assert added.attn1.to_q.weight.abs().sum() > 0  # the branch's inside is initialised: it can learn
+    g = torch.Generator().manual_seed(1)
+    x, t, text = torch.randn(2, 13, 8, 8, generator=g), torch.tensor([10.0, 900.0]), torch.randn(2, 7, 32, generator=g)
+    with torch.no_grad():
+        assert torch.equal(deep(x, t, text).sample, unet(x, t, text).sample)
+    assert modeling.deepen_unet(unet, [1, 1]) is unet
+    with pytest.raises(ModelError, match=r"needs 2 depths of at least 1"):
+        modeling.deepen_unet(unet, [2])
+    with pytest.raises(ModelError, match=r"shallower than the init's \[3, 1\]: layers can be added, not removed"):
+        modeling.deepen_unet(deep, [2, 1])
+
+
 def _sd_folder(tmp_path, in_channels=9):
     """A tiny diffusers-format Stable-Diffusion(-inpainting) folder, made locally."""
     m = modeling.build("tiny")

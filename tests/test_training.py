@@ -220,6 +220,8 @@ def test_lr_schedules():
     ("train.kind_loss=-1", "kind_loss must be >= 0"),
     ("train.kind_timesteps=[900, 600]", "kind_timesteps must be [low, high]"),
     ("train.kind_timesteps=[600, 1000]", "kind_timesteps must be [low, high]"),
+    ("model.transformer_layers=[1, 0]", "transformer_layers must be a list of integers >= 1"),
+    ("model.transformer_layers=2", "transformer_layers must be a list of integers >= 1"),
 ])
 def test_new_training_options_are_checked(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -636,6 +638,31 @@ def test_coco_panoptic_as_training_data(tmp_path):
     np.testing.assert_array_equal(masks[: len(truth)], truth)
     with pytest.raises(ValueError, match="needs data.masks"):
         _dataset(load_config(None, ["data.kind=panoptic", f"data.annotations={paths['panoptic_json']}"]))
+
+
+def test_transformer_layers_deepen_the_init_and_survive_save_load(tmp_path):
+    """model.transformer_layers: the trainer's UNet has the asked depths, starts as the init did,
+    and the saved folder loads back at that depth (what export and ship read)."""
+    import torch
+
+    from unigs_deploy import modeling
+    from unigs_deploy.training.trainer import Trainer
+
+    base = ["train.batch_size=2", "data.size=32"]
+    plain = Trainer(load_config(None, base), progress=False)
+    deep = Trainer(load_config(None, base + ["model.transformer_layers=[3, 1]"]), progress=False)
+    assert deep.model.unet.config.transformer_layers_per_block == [3, 1]
+    assert modeling.count_parameters(deep.model.unet) > modeling.count_parameters(plain.model.unet)
+    g = torch.Generator().manual_seed(0)
+    x, text = torch.randn(1, 13, 8, 8, generator=g), torch.randn(1, 6, 32, generator=g)
+    with torch.no_grad():
+        args = (x, torch.tensor([500]), text)
+        kw = {"class_labels": torch.tensor([1])}
+        assert torch.equal(deep.model.unet(*args, **kw).sample, plain.model.unet(*args, **kw).sample)
+    modeling.save(deep.model, tmp_path / "model")
+    back = modeling.load(tmp_path / "model").unet
+    assert back.config.transformer_layers_per_block == [3, 1]
+    assert len(back.down_blocks[0].attentions[0].transformer_blocks) == 3
 
 
 def test_zero_terminal_snr_reaches_the_runtime_schedule(tmp_path):

@@ -28,6 +28,10 @@ DEFAULTS = {
         # model never sees signal at t = T in training, as it never does when sampling from noise;
         # false keeps the init's scheduler's setting
         "zero_terminal_snr": False,
+        # cross-attention transformer blocks per down block (its up block mirrors it, the mid block
+        # takes the last), e.g. [1, 2, 3]: blocks added to the init's start as identity
+        # (modeling.deepen_unet); [] keeps the init's
+        "transformer_layers": [],
         "seed": 0,
     },
     "data": {
@@ -169,6 +173,9 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
     if not (isinstance(kt, list) and len(kt) == 2 and all(isinstance(v, int) for v in kt)
             and 0 <= kt[0] <= kt[1] <= 999):
         raise ConfigError(f"train.kind_timesteps must be [low, high] integers with 0 <= low <= high <= 999, not {kt!r}")
+    tl = cfg["model"]["transformer_layers"]
+    if not (isinstance(tl, list) and all(isinstance(v, int) and v >= 1 for v in tl)):
+        raise ConfigError(f"model.transformer_layers must be a list of integers >= 1 (one per down block), not {tl!r}")
     _check_tasks("model.text_encoder_tasks", cfg["model"]["text_encoder_tasks"])
     if cfg["model"]["text_encoder_tasks"] and not cfg["model"]["train_text_encoder"]:
         raise ConfigError("model.text_encoder_tasks needs model.train_text_encoder = true")

@@ -69,6 +69,8 @@ def _model(cfg) -> modeling.UniGSModel:
             raise ValueError("model.zero_terminal_snr needs model.prediction_type = \"sample\" or \"v_prediction\": "
                              "at t = T the input is noise alone, and a noise prediction cannot give x0 there")
         model.scheduler_config = {**model.scheduler_config, "rescale_betas_zero_snr": True}
+    if m["transformer_layers"]:
+        model.unet = modeling.deepen_unet(model.unet, m["transformer_layers"])
     if m["vae"]:
         from diffusers import AutoencoderKL
 
