@@ -221,6 +221,20 @@ def inpaint_reference(images, size, draws, curved_draws, json_path):
     _emit(posterior.run(n=images, size=size, draws=draws, curved_draws=curved_draws), json_path)
 
 
+@main.command("kind-means")
+@click.option("--images", default=60, show_default=True, help="Held-out images (their box regions are used).")
+@click.option("--offset", default=5000, show_default=True, help="First held-out index.")
+@click.option("--size", default=128, show_default=True, help="Held-out image side.")
+@click.option("--draws", default=4000, show_default=True, help="Proposals per region and kind.")
+@click.option("--unrotated", is_flag=True, help="Draw every shape at angle 0 (a world without rotation).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results as JSON.")
+def kind_means(images, offset, size, draws, unrotated, json_path):
+    """Is the shapes world's posterior mean entity, per kind asked, judged that kind (no model needed)?"""
+    from . import posterior
+
+    _emit(posterior.kind_means(n=images, offset=offset, size=size, draws=draws, rotate=not unrotated), json_path)
+
+
 @main.command("teacher-forced")
 @click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="A model folder (a training run's model/, or unigs_deploy/weights/demo): torch, not an engine.")

@@ -71,6 +71,13 @@ def _fmt(v) -> str:
     return f"{v:.3g}"
 
 
+def confusion_table(kinds: list[str], confusion: list[list[int]], corner: str = "asked \\ judged") -> str:
+    """A kinds x kinds count matrix (rows: asked) -> Markdown, ending in a newline."""
+    head = f"| {corner} | " + " | ".join(kinds) + " |\n|---|" + "---|" * len(kinds) + "\n"
+    return head + "".join(f"| {k} | " + " | ".join(str(c) for c in row) + " |\n"
+                          for k, row in zip(kinds, confusion, strict=True))
+
+
 def markdown_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     """rows of dicts -> Markdown; columns are (key, header)."""
     head = "| " + " | ".join(h for _, h in columns) + " |"

@@ -107,10 +107,9 @@ def kinds(engine, *, n: int = 15, offset: int = 5000, size: int | None = None, t
 
 
 def render_kinds(r: dict) -> str:
-    head = "| asked \\ judged | " + " | ".join(r["kinds"]) + " |\n|---|" + "---|" * len(r["kinds"]) + "\n"
-    body = "".join(f"| {k} | " + " | ".join(str(c) for c in row) + " |\n"
-                   for k, row in zip(r["kinds"], r["confusion"], strict=True))
-    return head + body + (
+    from .common import confusion_table
+
+    return confusion_table(r["kinds"], r["confusion"]) + (
         f"\nShape-kind match {r['match']:.2f} (chance 0.25); mean IoU between the masks drawn for the four kinds "
         f"{r['mask_iou_between_kinds']:.2f} (1: the kind changes nothing). {r['images']} held-out "
         f"{r['size']}x{r['size']} images from index {r['offset']}, inpaint's defaults, one seed per image.")

@@ -16,6 +16,8 @@ are, though the inpainter sees them only outside the region: in that the referen
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from unigs_deploy import metrics
@@ -23,6 +25,7 @@ from unigs_deploy.synthetic.coarse import bbox, coarse_mask
 from unigs_deploy.synthetic.shapes import (
     ENTITIES,
     HELD_OUT_SEED,
+    KINDS,
     RADII,
     draw_shape,
     entity_min_pixels,
@@ -66,24 +69,23 @@ def abc_likelihood(mask: np.ndarray, region: np.ndarray, rng: np.random.Generato
     return hits / sims
 
 
-def posterior_region_iou(i: int, size: int, *, draws: int = DRAWS, seed: int = 0,
-                         abc: dict | None = None) -> float | None:
-    """Held-out example i's expected region IoU of a posterior sample with the truth; None when no
-    draw fits the region. abc None: box regions by box_likelihood, curved ones None; else (abc:
-    abc_likelihood's sims / tau, {} for its defaults) any region by the approximate likelihood."""
+def _prior_setup(i: int, size: int):
+    """Held-out example i as the posterior sees it -> (masks, captions, region, j, scale, over):
+    the entities' size scale (from shapes_image's first draw: how many entities it asked for) and
+    the entities drawn over entity j."""
     _, masks, captions, region, j = held_out_example(i, size)
-    box = is_box(region)
-    if not box and abc is None:
-        return None
-    # shapes_image's first draw: how many entities it asked for, which set their size
     n = int(np.random.default_rng(HELD_OUT_SEED + i).integers(ENTITIES[0], ENTITIES[1] + 1))
-    scale = np.sqrt(size * size / n)
-    kind = captions[j].split()[2]
     over = masks[j + 1:].any(axis=0) if j + 1 < len(masks) else np.zeros_like(region)
+    return masks, captions, region, j, np.sqrt(size * size / n), over
+
+
+def _fitting_draws(rng: np.random.Generator, kind: str, region: np.ndarray, over: np.ndarray, scale: float, *,
+                   draws: int, rotate: bool = True):
+    """The generator's prior draws of one `kind` entity that fit the region (visible, not under
+    `over`, large enough) -> (mask, its prior / proposal weight)."""
+    size = region.shape[0]
     x0, y0, x1, y1 = bbox(region)
     in_box = size * size / ((x1 - x0) * (y1 - y0))  # the prior's centre density there, over the image's
-    rng = np.random.default_rng(seed)
-    total = weighted = 0.0
     for _ in range(draws):
         rx, ry = rng.uniform(*RADII, 2) * scale
         # the prior's centre is uniform over the image; the proposal draws half of them inside the
@@ -93,18 +95,90 @@ def posterior_region_iou(i: int, size: int, *, draws: int = DRAWS, seed: int = 0
             cx, cy = rng.uniform(x0, x1), rng.uniform(y0, y1)
         else:
             cx, cy = rng.uniform(0, size, 2)
-        m = draw_shape(size, size, kind, cx, cy, rx, ry, rng.uniform(0, np.pi)) & ~over
+        angle = rng.uniform(0, np.pi)
+        m = draw_shape(size, size, kind, cx, cy, rx, ry, angle if rotate else 0.0) & ~over
         if m.sum() < entity_min_pixels(size) or (m & ~region).any():
             continue
         inside = x0 <= cx < x1 and y0 <= cy < y1
+        yield m, 1.0 / (0.5 * in_box * inside + 0.5)
+
+
+def posterior_region_iou(i: int, size: int, *, draws: int = DRAWS, seed: int = 0,
+                         abc: dict | None = None) -> float | None:
+    """Held-out example i's expected region IoU of a posterior sample with the truth; None when no
+    draw fits the region. abc None: box regions by box_likelihood, curved ones None; else (abc:
+    abc_likelihood's sims / tau, {} for its defaults) any region by the approximate likelihood."""
+    masks, captions, region, j, scale, over = _prior_setup(i, size)
+    box = is_box(region)
+    if not box and abc is None:
+        return None
+    rng = np.random.default_rng(seed)
+    total = weighted = 0.0
+    for m, weight in _fitting_draws(rng, captions[j].split()[2], region, over, scale, draws=draws):
         if abc is None:
             lik = box_likelihood(m, region)
         else:
             lik = abc_likelihood(m, region, rng, curved=not box, **abc)
-        lik /= 0.5 * in_box * inside + 0.5
-        total += lik
-        weighted += lik * metrics.mask_iou(m, masks[j])
+        total += lik * weight
+        weighted += lik * weight * metrics.mask_iou(m, masks[j])
     return weighted / total if total else None
+
+
+def kind_means(*, n: int = 60, offset: int = 5000, size: int = 128, draws: int = 4000, rotate: bool = True) -> dict:
+    """What an x0 loss rewards where the caption, not x_t, decides: for each box region among
+    held-out images offset.., and each kind asked, the posterior mean entity mask (importance
+    weighted, thresholded at 0.5), judged by the fitted-shape detector; beside it how alike the
+    four kinds' means are, and one posterior sample per kind. rotate=False draws every shape
+    unrotated (a world without rotation, on the same regions)."""
+    from . import detect
+    from .common import machine
+
+    confusion = np.zeros((len(KINDS), len(KINDS)), int)
+    rows = []
+    for i in range(offset, offset + n):
+        _, _, region, _, scale, over = _prior_setup(i, size)
+        if not is_box(region):
+            continue
+        means, samples = [], []
+        for kind in KINDS:
+            acc, total, first = np.zeros(region.shape), 0.0, None
+            for m, weight in _fitting_draws(np.random.default_rng(0), kind, region, over, scale, draws=draws,
+                                            rotate=rotate):
+                lik = box_likelihood(m, region) * weight
+                if lik > 0:
+                    acc += lik * m
+                    total += lik
+                    first = m if first is None else first
+            if not total:
+                break
+            means.append(acc / total > 0.5)
+            samples.append(first)
+        if len(means) < len(KINDS) or not all(m.any() for m in means):
+            continue  # a region no draw of some kind fits
+        judged = [detect.shape_kind(m, hidden=over) for m in means]
+        for asked, kind in enumerate(judged):
+            confusion[asked, KINDS.index(kind)] += 1
+        between = lambda ms: float(np.mean([metrics.mask_iou(a, b) for a, b in itertools.combinations(ms, 2)]))  # noqa: E731
+        rows.append({"image": i, "judged": judged, "means_iou": between(means), "samples_iou": between(samples)})
+    return {"benchmark": "kind-means", "machine": machine(), "images": n, "offset": offset, "size": size,
+            "draws": draws, "rotate": rotate,
+            "regions": len(rows), "kinds": list(KINDS), "confusion": confusion.tolist(),
+            "match": float(np.trace(confusion) / max(1, confusion.sum())),
+            "means_iou_between_kinds": float(np.mean([r["means_iou"] for r in rows])) if rows else None,
+            "samples_iou_between_kinds": float(np.mean([r["samples_iou"] for r in rows])) if rows else None,
+            "rows": rows}
+
+
+def render_kind_means(r: dict) -> str:
+    from .common import confusion_table
+
+    fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+    return confusion_table(r["kinds"], r["confusion"], "asked \\ mean judged") + (
+        f"\nPosterior mean judged its own kind {r['match']:.2f}; IoU between the four kinds' means "
+        f"{fmt(r['means_iou_between_kinds'])} (one posterior sample per kind: {fmt(r['samples_iou_between_kinds'])}). "
+        f"{r['regions']} box regions of held-out {r['size']}x{r['size']} images "
+        f"{r['offset']}..{r['offset'] + r['images'] - 1}, "
+        f"{r['draws']} draws per kind{'' if r['rotate'] else ', shapes unrotated'} (benchmarks/posterior.py).")
 
 
 def run(*, n: int = 100, size: int = 128, draws: int = DRAWS, curved_draws: int = 5000) -> dict:

@@ -177,6 +177,12 @@ def inpaint_reference(r: dict) -> str:
     return render(r)
 
 
+def kind_means(r: dict) -> str:
+    from .posterior import render_kind_means
+
+    return render_kind_means(r)
+
+
 def teacher_forced(r: dict) -> str:
     from .teacher_forced import render
 
@@ -185,7 +191,7 @@ def teacher_forced(r: dict) -> str:
 
 RENDER = {"gpu-check": gpu_check, "stop-rules": stop_rules, "thresholds": thresholds, "generative": generative,
           "kinds": kinds, "teacher-forced": teacher_forced,
-          "inpaint-reference": inpaint_reference,
+          "inpaint-reference": inpaint_reference, "kind-means": kind_means,
           "precision": precision, "fast": fast, "memory": memory, "steps": steps, "decoder": decoder, "capi": capi,
           "table1": table1, "backends": backends, "components": components, "scaling": scaling, "quality": quality}
 TITLES = {"table1": "Table 1 on our machinery", "backends": "One UNet step and a whole image, per backend",
@@ -196,6 +202,7 @@ TITLES = {"table1": "Table 1 on our machinery", "backends": "One UNet step and a
           "generative": "Inpaint and synthesize vs steps and guidance",
           "kinds": "Does the caption's shape kind steer inpainting",
           "inpaint-reference": "What region IoU a perfect inpainter would expect",
+          "kind-means": "Is the posterior mean entity its kind (what an x0 loss rewards at high t)",
           "teacher-forced": "Where inpainting consults the caption (noised truth, x0 per kind)",
           "memory": "Memory: exports and one UNet step vs resolution",
           "fast": "A 512x512 segmentation: 0.1 defaults vs today's",

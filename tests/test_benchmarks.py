@@ -503,3 +503,20 @@ def test_inpaint_reference_covers_both_region_branches():
     box = [x for x in r["rows"] if x["region"] == "box"]
     assert all(x["perfect"] == posterior.posterior_region_iou(x["image"], 64, draws=1500) for x in box)
     assert "perfect inpainter" in report.RENDER["inpaint-reference"](r)
+
+
+def test_kind_means_judge_the_posterior_mean_per_kind():
+    """kind-means on one box region (held-out 5010): rotated, every kind's posterior mean is an
+    ellipse-like blob; unrotated, the rectangle's and the triangle's keep their outline. The
+    refactored draws still give posterior_region_iou's seeded value."""
+    from unigs_deploy.benchmarks import posterior, report
+
+    rotated = posterior.kind_means(n=1, offset=5010, draws=4000)
+    unrotated = posterior.kind_means(n=1, offset=5010, draws=4000, rotate=False)
+    assert rotated["regions"] == unrotated["regions"] == 1
+    assert rotated["rows"][0]["judged"] == ["ellipse"] * 4 and rotated["match"] == 0.25
+    assert unrotated["rows"][0]["judged"][:3] == ["ellipse", "rectangle", "triangle"]
+    assert 0 < unrotated["means_iou_between_kinds"] < 1
+    assert "judged its own kind 0.25" in report.RENDER["kind-means"](rotated)
+    assert posterior.kind_means(n=1, offset=5000)["regions"] == 0  # 5000's region is curved
+    assert posterior.posterior_region_iou(5, 128, draws=2000) == pytest.approx(0.8140189907077156, abs=1e-12)
