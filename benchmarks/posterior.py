@@ -124,6 +124,10 @@ def posterior_region_iou(i: int, size: int, *, draws: int = DRAWS, seed: int = 0
     return weighted / total if total else None
 
 
+def _mean_pairwise_iou(masks: list[np.ndarray]) -> float:
+    return float(np.mean([metrics.mask_iou(a, b) for a, b in itertools.combinations(masks, 2)]))
+
+
 def kind_means(*, n: int = 60, offset: int = 5000, size: int = 128, draws: int = 4000, rotate: bool = True) -> dict:
     """What an x0 loss rewards where the caption, not x_t, decides: for each box region among
     held-out images offset.., and each kind asked, the posterior mean entity mask (importance
@@ -158,8 +162,8 @@ def kind_means(*, n: int = 60, offset: int = 5000, size: int = 128, draws: int =
         judged = [detect.shape_kind(m, hidden=over) for m in means]
         for asked, kind in enumerate(judged):
             confusion[asked, KINDS.index(kind)] += 1
-        between = lambda ms: float(np.mean([metrics.mask_iou(a, b) for a, b in itertools.combinations(ms, 2)]))  # noqa: E731
-        rows.append({"image": i, "judged": judged, "means_iou": between(means), "samples_iou": between(samples)})
+        rows.append({"image": i, "judged": judged, "means_iou": _mean_pairwise_iou(means),
+                     "samples_iou": _mean_pairwise_iou(samples)})
     return {"benchmark": "kind-means", "machine": machine(), "images": n, "offset": offset, "size": size,
             "draws": draws, "rotate": rotate,
             "regions": len(rows), "kinds": list(KINDS), "confusion": confusion.tolist(),

@@ -251,20 +251,20 @@ def deepen_unet(unet, transformer_layers: list[int]):
     """
     from diffusers import UNet2DConditionModel
 
+    depths = [int(n) for n in transformer_layers]
     old = unet.config.transformer_layers_per_block
     n_down = len(unet.config.down_block_types)
     old = list(old) if isinstance(old, (list, tuple)) else [old] * n_down
-    if len(transformer_layers) != n_down or any(int(n) < 1 for n in transformer_layers):
+    if len(depths) != n_down or min(depths) < 1:
         raise ModelError(f"model.transformer_layers needs {n_down} depths of at least 1 (one per down block), "
-                         f"got {list(transformer_layers)}")
-    if any(int(n) < o for n, o in zip(transformer_layers, old, strict=True)):
-        raise ModelError(f"model.transformer_layers {list(transformer_layers)} is shallower than the init's {old}: "
+                         f"got {depths}")
+    if any(n < o for n, o in zip(depths, old, strict=True)):
+        raise ModelError(f"model.transformer_layers {depths} is shallower than the init's {old}: "
                          "layers can be added, not removed")
-    if [int(n) for n in transformer_layers] == old:
+    if depths == old:
         return unet
     cfg = {k: v for k, v in dict(unet.config).items() if not k.startswith("_")}
-    cfg.update(transformer_layers_per_block=[int(n) for n in transformer_layers],
-               reverse_transformer_layers_per_block=None)
+    cfg.update(transformer_layers_per_block=depths, reverse_transformer_layers_per_block=None)
     new = UNet2DConditionModel(**cfg)
     new = new if new.dtype == unet.dtype else new.to(unet.dtype)
     missing, unexpected = new.load_state_dict(unet.state_dict(), strict=False)
