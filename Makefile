@@ -30,7 +30,7 @@ $(VENV)/.export: $(VENV)/.torch pyproject.toml constraints.txt
 	touch $@
 
 # The shipped demo model, exported once (again when the weights change).
-engines/unigs.json: $(DEMO_WEIGHTS) | $(VENV)/.export
+engines/unigs.json: $(DEMO_WEIGHTS) unigs_deploy/weights/demo/task_defaults.json | $(VENV)/.export
 	$(VENV)/bin/unigs-export --scale demo --out engines
 
 ifneq ($(wildcard $(DEMO_WEIGHTS)),)

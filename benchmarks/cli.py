@@ -43,6 +43,17 @@ def _floats(text: str) -> list[float]:
         raise click.BadParameter(f"{text!r}: give comma-separated numbers, e.g. 3,7.5") from None
 
 
+def _locates(text: str) -> list[str | None]:
+    from unigs_deploy.pipeline import LOCATE
+
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = sorted(set(names) - set(LOCATE))
+    if unknown:
+        raise click.BadParameter(f"unknown {', '.join(unknown)}: choose from {', '.join(LOCATE)}",
+                                 param_hint="--locate")
+    return names or [None]
+
+
 def _tasks(text: str, allowed) -> list[str]:
     names = [t.strip() for t in text.split(",") if t.strip()]
     unknown = sorted(set(names) - set(allowed))
@@ -181,18 +192,21 @@ def thresholds(engine, images, offset, thresholds_, tasks_, steps, tiny_vae, siz
 @click.option("--guidance", "guidances", default="3,7.5", show_default=True, help="Guidance scales, comma-separated.")
 @click.option("--scheduler", type=click.Choice(list(SCHEDULERS)), help="[default: each task's].")
 @click.option("--spacing", type=click.Choice(list(SPACINGS)), help="[default: each task's].")
+@click.option("--locate", "locates", default="", help="inpaint: where each entity is read from, comma-separated "
+              "(colormap, refer) [default: the model's].")
 @click.option("--tasks", "tasks_", default="inpaint,synthesize", show_default=True)
 @click.option("--size", type=int, help="Held-out image side [default: the model's training side, its manifest].")
 @click.option("--threads", default=0, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results as JSON.")
-def generative(engine, images, offset, step_counts, guidances, scheduler, spacing, tasks_, size, threads, json_path):
+def generative(engine, images, offset, step_counts, guidances, scheduler, spacing, locates, tasks_, size, threads,
+               json_path):
     """Inpaint and synthesize quality for every steps x guidance pair: where a model's generative
     task defaults come from."""
     from . import generative as bench
 
     _emit(bench.run(engine, n=images, offset=offset, steps=_ints(step_counts), guidance=_floats(guidances),
-                    scheduler=scheduler, spacing=spacing, tasks=_tasks(tasks_, bench.TASKS), size=size,
-                    threads=threads),
+                    scheduler=scheduler, spacing=spacing, locate=_locates(locates),
+                    tasks=_tasks(tasks_, bench.TASKS), size=size, threads=threads),
           json_path)
 
 

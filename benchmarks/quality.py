@@ -146,7 +146,8 @@ def run(engine, *, n: int = 100, steps: int | None = None, guidance: float | Non
     used = {}  # the settings each task ran with
 
     def keep(res):
-        used[res.task] = {k: res.settings[k] for k in ("steps", "scheduler", "spacing", "guidance", "tiny_vae")}
+        keys = ("steps", "scheduler", "spacing", "guidance", "tiny_vae", "locate")
+        used[res.task] = {k: res.settings[k] for k in keys if k in res.settings}
         return res
     for i in tqdm(range(n), desc="quality", unit="image"):
         image, masks, captions, region, j = held_out_example(i, size)

@@ -284,6 +284,31 @@ def test_generative_bench_scores_every_steps_guidance_pair_as_quality_does(tiny_
     assert out.exit_code == 2 and "unknown task(s) segment" in out.output
 
 
+def test_generative_bench_scores_each_way_of_locating_the_inpainted_entity(tiny_engine, tiny_pipe):
+    """--locate adds a grid axis: each row is quality's inpaint scores with the entity read that way."""
+    from click.testing import CliRunner
+
+    from unigs_deploy.benchmarks import generative, quality
+    from unigs_deploy.benchmarks.cli import main
+    from unigs_deploy.synthetic.shapes import held_out_example
+
+    r = generative.run(tiny_engine, n=2, offset=7, steps=(1,), guidance=(3.0,), locate=("colormap", "refer"),
+                       tasks=("inpaint",), size=32, threads=1)
+    assert [row["locate"] for row in r["rows"]] == ["colormap", "refer"]
+    for row in r["rows"]:
+        scores = []
+        for i in range(2):
+            image, masks, captions, region, j = held_out_example(7 + i, 32)
+            res = tiny_pipe.inpaint(image, [(region, captions[j])], seed=i, steps=1, guidance=3.0,
+                                    locate=row["locate"])
+            scores.append(quality.inpaint_scores(res, region, masks[j], captions[j]))
+        assert [row["inpaint_iou"], row["colour_match"], row["shape_kind"]] == pytest.approx(
+            np.mean(np.asarray(scores, float), axis=0).tolist(), abs=1e-12)
+    assert "located by" in report.RENDER["generative"](r)
+    out = CliRunner().invoke(main, ["generative", "--engine", str(tiny_engine), "--locate", "colormap,image"])
+    assert out.exit_code == 2 and "unknown image: choose from colormap, refer" in out.output
+
+
 def test_kinds_bench_inpaints_each_region_once_per_kind(tiny_engine, tiny_pipe):
     """The confusion matrix and the masks' likeness are those of the four inpaintings of each
     region (same seed and colour, one per kind) judged as unigs-bench quality judges them."""

@@ -96,6 +96,7 @@ def test_parameters_are_checked_before_any_model_work(tiny_engine, files):
            "refer needs a non-empty --prompt")
     _error(["--engine", onnx, "--task", "inpaint", *img, "--mask", files / "mask.png", "--mask", files / "mask.png",
             "--prompt", "a star"], "2 masks but 1 prompts")
+    _error(["--engine", onnx, "--task", "segment", *img, "--locate", "refer"], "--locate is for inpaint only")
     blocker = files / "blocker"
     blocker.write_text("x")
     # the folder is checked before the engine is even opened

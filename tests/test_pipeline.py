@@ -2,6 +2,7 @@
 
 import json
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -130,6 +131,9 @@ def test_grayscale_rgba_16bit_images_are_converted(tiny_pipe):
         (lambda p, img, m: p.refer(img, np.zeros_like(m), "x", steps=1), "mask is empty"),
         (lambda p, img, m: p.segment(img, steps=0), "steps must be at least 1"),
         (lambda p, img, m: p.inpaint(img, [], steps=1), "at least one region"),
+        (lambda p, img, m: p.inpaint(img, [(m, "x")], locate="image"), "locate must be one of colormap, refer"),
+        (lambda p, img, m: p.inpaint(img, [(m, "x")], locate="refer", decode_image=False),
+         "reads the entities from the generated image"),
         (lambda p, img, m: p.segment(np.zeros((0, 4, 3), np.uint8)), "empty"),
         (lambda p, img, m: p.segment(img, guidance=float("nan")), "guidance must be a finite number >= 1"),
         (lambda p, img, m: p.segment(img, guidance=0), "guidance must be a finite number >= 1"),
@@ -142,6 +146,40 @@ def test_bad_input(tiny_pipe, inputs, call, message):
     image, mask = inputs
     with pytest.raises(ValueError, match=message):
         call(tiny_pipe, image, mask)
+
+
+def test_inpaint_located_by_refer_labels_each_region_with_what_refer_finds(tiny_pipe, inputs, monkeypatch):
+    """locate="refer": the same generation as "colormap"; label i is refer's answer on the generated
+    image for region i and its text (earlier regions win overlaps); a region without text keeps the
+    colormap's entities. The model's task_defaults choose it when the caller does not."""
+    image, mask = inputs
+    second = np.zeros_like(mask)
+    second[14:30, 20:38] = True
+    regions = [(mask, "a red star"), (second, "a blue square")]
+    kw = dict(steps=2, seed=5)
+    by_colormap = tiny_pipe.inpaint(image, regions, locate="colormap", **kw)
+    by_refer = tiny_pipe.inpaint(image, regions, locate="refer", **kw)
+    assert np.array_equal(by_refer.image, by_colormap.image) and np.array_equal(by_refer.colormap, by_colormap.colormap)
+    first = tiny_pipe.refer(by_colormap.image, mask, "a red star", seed=5).mask
+    other = tiny_pipe.refer(by_colormap.image, second, "a blue square", seed=5).mask
+    want = np.where(first, 1, np.where(other, 2, 0))
+    assert np.array_equal(by_refer.labels, want) and np.array_equal(by_refer.mask, want > 0)
+    assert by_refer.settings["locate"] == "refer" and "locate_s" in by_refer.timings
+
+    no_text = tiny_pipe.inpaint(image, [(mask, "")], locate="refer", **kw)
+    assert np.array_equal(no_text.mask, tiny_pipe.inpaint(image, [(mask, "")], locate="colormap", **kw).mask)
+
+    monkeypatch.setitem(tiny_pipe.manifest.task_defaults, "inpaint", {"locate": "refer"})
+    assert tiny_pipe.inpaint(image, regions, **kw).settings["locate"] == "refer"
+
+    # the tiny model's refer covers the whole image; a refer that answers with the region shows the overlap rule
+    asked = []
+    monkeypatch.setattr(tiny_pipe, "refer", lambda img, region, text, seed: asked.append((img, text, seed)) or
+                        SimpleNamespace(mask=region.copy()))
+    res = tiny_pipe.inpaint(image, regions, **kw)
+    assert np.array_equal(res.labels, np.where(mask, 1, np.where(second, 2, 0)))
+    assert [(t, s) for _, t, s in asked] == [("a red star", 5), ("a blue square", 5)]
+    assert all(np.array_equal(img, res.image) for img, _, _ in asked)
 
 
 def test_long_prompt_is_truncated_with_a_note(tiny_pipe, inputs):

@@ -41,6 +41,7 @@ class Result:
 
 _LOOP_ARGS = ("steps", "guidance", "seed", "eta", "scheduler", "spacing", "resolution", "decode_image", "tiny_vae",
               "threshold", "stop", "progress", "callback")
+LOCATE = ("colormap", "refer")  # where inpaint reads each region's entity from
 TINY_VAE = ("off", "colormap", "all")  # where an exported AutoencoderTiny replaces the full VAE
 
 
@@ -355,14 +356,24 @@ class UniGSPipeline:
                       self._back(colormap, size, nearest=True), self._back(labels, size, nearest=True),
                       timings=timings, notes=notes, settings=settings, latents=np.concatenate([z_img, z_cmap], axis=1))
 
-    def inpaint(self, image, regions: list[tuple[np.ndarray, str]], **kw) -> Result:
+    def inpaint(self, image, regions: list[tuple[np.ndarray, str]], *, locate: str | None = None, **kw) -> Result:
         """Multi-class, multi-region inpainting: every region is a coarse mask with its own text.
 
         One pass, as the model was trained: the union of the regions is inpainted with the texts
-        joined; each generated entity is then given to the region it overlaps most.
+        joined. locate says where each region's entity is read from: "colormap" (the paper's
+        reading: the jointly generated colormap's entities, each given to the region it overlaps
+        most; labels are entities) or "refer" (the refer task on the generated image, with the
+        region and its text, so the mask follows what the image shows; label i is region i's
+        entity; one more refer pass a region). None: the model's default, else "colormap".
         """
         if not regions:
             raise ValueError("inpaint needs at least one region (a mask and its text)")
+        locate = locate or self.manifest.task_defaults.get("inpaint", {}).get("locate", "colormap")
+        if locate not in LOCATE:
+            raise ValueError(f"locate must be one of {', '.join(LOCATE)}, got {locate!r}")
+        if locate == "refer" and kw.get("decode_image") is False:
+            raise ValueError("locate='refer' reads the entities from the generated image: leave decode_image on, "
+                             "or use locate='colormap'")
         rgb, notes = self._prepare(image)
         masks = [self._mask(m, rgb.shape[:2], f"mask {i + 1}") for i, (m, _) in enumerate(regions)]
         prompt = ", ".join(p for _, p in regions if p)
@@ -372,9 +383,31 @@ class UniGSPipeline:
             overlap = [np.count_nonzero((res.labels == k) & m) for m in masks]
             region_of[k] = 1 + int(np.argmax(overlap)) if max(overlap) > 0 else 0
         res.labels = np.where(region_of[res.labels] > 0, res.labels, 0).astype(np.int32)
+        if locate == "refer":
+            t0 = time.perf_counter()
+            res.labels = self._refer_back(res, masks, [p for _, p in regions], region_of, kw.get("seed", 0))
+            res.timings["locate_s"] = time.perf_counter() - t0
+            res.timings["total_s"] += res.timings["locate_s"]
         res.mask = res.labels > 0
         res.settings["regions"] = [p for _, p in regions]
+        res.settings["locate"] = locate
         return res
+
+    def _refer_back(self, res: Result, masks: list[np.ndarray], texts: list[str], region_of: np.ndarray,
+                    seed: int) -> np.ndarray:
+        """Label i = region i's entity, found by refer in the generated image (earlier regions win
+        overlaps); a region without text keeps the colormap's entities."""
+        labels = np.zeros(res.labels.shape, np.int32)
+        for i, (region, text) in enumerate(zip(masks, texts, strict=True), 1):
+            if text.strip():
+                found = self.refer(res.image, region, text, seed=seed)
+                if not found.mask.any():
+                    res.notes.append(f"inpaint: refer found no entity in region {i}; its mask is empty")
+                entity = found.mask
+            else:
+                entity = region_of[res.labels] == i
+            labels[entity & (labels == 0)] = i
+        return labels
 
     def synthesize(self, colormap, prompt: str = "", **kw) -> Result:
         """An image whose entities follow the colormap (location-aware palette colours)."""
