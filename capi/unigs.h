@@ -110,7 +110,9 @@ int unigs_refer(unigs_t *handle, const uint8_t *rgb, int width, int height, int 
                 uint8_t *mask_out, size_t mask_size);
 
 /* Multi-region inpainting: n_regions masks (same size as the image) with one prompt each.
- * Any of the outputs may be NULL (with size 0) when not wanted. */
+ * labels_out: the model's default `locate` decides (its manifest): refer gives label i to region i's
+ * entity, colormap gives the generated colormap's entities. Any of the outputs may be NULL (with
+ * size 0) when not wanted. */
 int unigs_inpaint(unigs_t *handle, const uint8_t *rgb, int width, int height, int stride,
                   const uint8_t *const *masks, int mask_stride, const char *const *prompts, int n_regions,
                   const unigs_params *params, uint8_t *image_out, size_t image_size,
