@@ -4,9 +4,9 @@ defaults), scored as `unigs-bench quality` scores them, for every steps x guidan
 inpaint, every way of locating the generated entity asked for).
 
 What a model's inpaint / synthesize `steps`, `guidance` (and inpaint's `locate`) task defaults are
-chosen from. Images
-come from held-out indices `offset`.. (default 5000, training's evaluation stream), not the 0..99
-`unigs-bench quality` reports on, so a choice made here is checked on images it was not chosen on.
+chosen from. Images come from held-out indices `offset`.. (default 5000, training's evaluation
+stream), not the 0..99 `unigs-bench quality` reports on, so a choice made here is checked on
+images it was not chosen on.
 """
 
 from __future__ import annotations
