@@ -43,24 +43,24 @@ def _floats(text: str) -> list[float]:
         raise click.BadParameter(f"{text!r}: give comma-separated numbers, e.g. 3,7.5") from None
 
 
+def _names(text: str, allowed, option: str, what: str, *, required: bool) -> list[str]:
+    """A comma-separated list of names from `allowed` (click's one-line error otherwise)."""
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = sorted(set(names) - set(allowed))
+    if unknown or (required and not names):
+        raise click.BadParameter(f"unknown {what}{', '.join(unknown) or '(none given)'}: choose from "
+                                 f"{', '.join(allowed)}", param_hint=option)
+    return names
+
+
 def _locates(text: str) -> list[str | None]:
     from unigs_deploy.pipeline import LOCATE
 
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    unknown = sorted(set(names) - set(LOCATE))
-    if unknown:
-        raise click.BadParameter(f"unknown {', '.join(unknown)}: choose from {', '.join(LOCATE)}",
-                                 param_hint="--locate")
-    return names or [None]
+    return _names(text, LOCATE, "--locate", "", required=False) or [None]
 
 
 def _tasks(text: str, allowed) -> list[str]:
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    unknown = sorted(set(names) - set(allowed))
-    if unknown or not names:
-        raise click.BadParameter(f"unknown task(s) {', '.join(unknown) or '(none given)'}: choose from "
-                                 f"{', '.join(allowed)}", param_hint="--tasks")
-    return names
+    return _names(text, allowed, "--tasks", "task(s) ", required=True)
 
 
 def _calibration_images(images: int):

@@ -371,7 +371,7 @@ class UniGSPipeline:
         locate = locate or self.manifest.task_defaults.get("inpaint", {}).get("locate", "colormap")
         if locate not in LOCATE:
             raise ValueError(f"locate must be one of {', '.join(LOCATE)}, got {locate!r}")
-        if locate == "refer" and kw.get("decode_image") is False:
+        if locate == "refer" and kw.get("decode_image") is not None and not kw["decode_image"]:
             raise ValueError("locate='refer' reads the entities from the generated image: leave decode_image on, "
                              "or use locate='colormap'")
         rgb, notes = self._prepare(image)
