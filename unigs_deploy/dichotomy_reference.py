@@ -102,11 +102,19 @@ def init_pair(p: np.ndarray, score_w: np.ndarray, threshold: float):
     when the points' diameter is under the threshold."""
     if len(p) < 2:
         return None
-    a = p[np.argmax(score_w * ((p - p.mean(0)) ** 2).sum(1))]
+    a = p[_first_max(score_w * ((p - p.mean(0)) ** 2).sum(1), p)]
     d2 = ((p - a) ** 2).sum(1)
     if d2.max() < threshold**2:
         return None
-    return a, p[np.argmax(score_w * d2)]
+    return a, p[_first_max(score_w * d2, p)]
+
+
+def _first_max(v: np.ndarray, p: np.ndarray) -> int:
+    """argmax, an exact tie going to the colour of the lowest histogram bin: the product scans
+    bins in that order (symmetric colours tie exactly, and raster order would pick another)."""
+    top = np.flatnonzero(v == v.max())
+    q = p[top].astype(np.int64) >> 3
+    return int(top[np.argmin(q[:, 0] << 10 | q[:, 1] << 5 | q[:, 2])])
 
 
 def split_2means(p: np.ndarray, score_w: np.ndarray, threshold: float, min_w: float):
