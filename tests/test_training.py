@@ -222,10 +222,21 @@ def test_lr_schedules():
     ("train.kind_timesteps=[600, 1000]", "kind_timesteps must be [low, high]"),
     ("model.transformer_layers=[1, 0]", "transformer_layers must be a list of integers >= 1"),
     ("model.transformer_layers=2", "transformer_layers must be a list of integers >= 1"),
+    ("data.entities=[0, 3]", "data.entities must be [fewest, most]"),
+    ("data.entities=[3, 2]", "data.entities must be [fewest, most]"),
 ])
 def test_new_training_options_are_checked(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(None, [override])
+
+
+def test_shapes_scenes_ask_for_data_entities():
+    from unigs_deploy.training.data import ShapesOnTheFly
+
+    one = ShapesOnTheFly(32, seed=3, entities=[1, 1])
+    assert {len(one.load(i)[1]) for i in range(20)} == {1}
+    counts = {len(ShapesOnTheFly(32, seed=3).load(i)[1]) for i in range(40)}
+    assert max(counts) > 2
 
 
 @pytest.mark.parametrize("timesteps", [[999], [999, 499]])

@@ -44,6 +44,9 @@ DEFAULTS = {
         "classes": "",  # openimages: class-descriptions CSV (LabelName, DisplayName), optional
         "size": 64,
         "max_entities": 4,
+        # shapes: how many entities a scene asks for, [fewest, most] (the held-out images' range by
+        # default); [1, 1] draws one unoccluded entity a scene
+        "entities": [1, 6],
         # a mix instead of one dataset: [[data.datasets]] tables, each with kind/annotations/images/...
         # (as above), an optional name, and tasks = {task = weight}: the share of that task's
         # examples it serves (configs/paper-mix.toml is the paper's split)
@@ -173,6 +176,9 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
     if not (isinstance(kt, list) and len(kt) == 2 and all(isinstance(v, int) for v in kt)
             and 0 <= kt[0] <= kt[1] <= 999):
         raise ConfigError(f"train.kind_timesteps must be [low, high] integers with 0 <= low <= high <= 999, not {kt!r}")
+    en = cfg["data"]["entities"]
+    if not (isinstance(en, list) and len(en) == 2 and all(isinstance(v, int) for v in en) and 1 <= en[0] <= en[1]):
+        raise ConfigError(f"data.entities must be [fewest, most] integers with 1 <= fewest <= most, not {en!r}")
     tl = cfg["model"]["transformer_layers"]
     if not (isinstance(tl, list) and all(isinstance(v, int) and v >= 1 for v in tl)):
         raise ConfigError(f"model.transformer_layers must be a list of integers >= 1 (one per down block), not {tl!r}")

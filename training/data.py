@@ -18,7 +18,7 @@ import numpy as np
 from unigs_deploy import palette, tasks
 from unigs_deploy.io import atomic_path
 from unigs_deploy.synthetic.coarse import coarse_mask
-from unigs_deploy.synthetic.shapes import KINDS, shapes_image
+from unigs_deploy.synthetic.shapes import ENTITIES, KINDS, shapes_image
 
 log = logging.getLogger(__name__)
 
@@ -376,12 +376,12 @@ class ExampleSource:
 class ShapesOnTheFly:
     """The shapes world generated on demand (no files): load(i) is a pure function of i."""
 
-    def __init__(self, size: int = 128, seed: int = 0):
-        self.size, self.seed = size, seed
+    def __init__(self, size: int = 128, seed: int = 0, entities: tuple[int, int] = ENTITIES):
+        self.size, self.seed, self.entities = size, seed, tuple(entities)
         self.skipped = {"no_entity": 0, "unreadable": 0}
 
     def __len__(self) -> int:
         return 1 << 62
 
     def load(self, index: int):
-        return shapes_image(np.random.default_rng([self.seed, index]), self.size)
+        return shapes_image(np.random.default_rng([self.seed, index]), self.size, *self.entities)
