@@ -87,6 +87,15 @@ def test_masks_json_is_coco_results_and_notes_reach_run_json(tiny_engine, files)
     assert any("grayscale expanded to RGB" in n for n in notes)
 
 
+def test_negative_prompt_reaches_the_run_and_its_record(tiny_engine, files):
+    res = _run(["--engine", tiny_engine / "unigs.onnx", "--task", "inpaint", "--image", files / "image.png",
+                "--mask", files / "mask.png", "--prompt", "a red star", "--negative-prompt", "a blue square",
+                "--guidance", "5", "--steps", "1", "--out", files / "o", "--quiet"])
+    assert res.exit_code == 0, res.output
+    settings = json.loads((files / "o" / "run.json").read_text())["settings"]
+    assert settings["negative_prompt"] == "a blue square" and settings["unet_batch"] == 2
+
+
 def test_parameters_are_checked_before_any_model_work(tiny_engine, files):
     onnx = tiny_engine / "unigs.onnx"
     img = ["--image", files / "image.png"]

@@ -27,8 +27,8 @@ def inputs():
     return image, mask
 
 
-def _reference(tiny_model, tiny_pipe, task, control_unit, mask, prompt, seed=7):
-    ids = (tiny_pipe.tokenizer([prompt]), tiny_pipe.tokenizer([""]))
+def _reference(tiny_model, tiny_pipe, task, control_unit, mask, prompt, seed=7, negative_prompt=""):
+    ids = (tiny_pipe.tokenizer([prompt]), tiny_pipe.tokenizer([negative_prompt]))
     return torch_reference.run(tiny_model, ids, task, control_unit, mask, steps=4, guidance=5.0, seed=seed)
 
 
@@ -54,6 +54,24 @@ def test_runtime_equals_torch_reference(tiny_model, tiny_pipe, inputs, task):
     assert res.latents.shape == ref.shape
     assert np.abs(res.latents - ref).max() < 1e-4
     assert res.image.shape == (H, W, 3) and res.colormap.shape == (H, W, 3) and res.labels.shape == (H, W)
+
+
+def test_negative_prompt_is_guidance_unconditional_prompt(tiny_model, tiny_pipe, inputs):
+    """As in diffusers: the negative prompt's embedding takes the empty prompt's place in
+    classifier-free guidance; at guidance 1 it changes nothing and a note says so."""
+    image, mask = inputs
+    kw = dict(steps=4, guidance=5.0, seed=7, resolution="input", scheduler="ddim", spacing="leading")
+    control = palette.colormap_to_unit(image) * (~mask)[..., None]
+    res = tiny_pipe.inpaint(image, [(mask, "a red star")], negative_prompt="a blue square", locate="colormap", **kw)
+    ref = _reference(tiny_model, tiny_pipe, "inpaint", control, mask, "a red star", negative_prompt="a blue square")
+    assert np.abs(res.latents - ref).max() < 1e-4
+    assert res.settings["negative_prompt"] == "a blue square" and res.settings["unet_batch"] == 2
+    plain = tiny_pipe.inpaint(image, [(mask, "a red star")], locate="colormap", **kw)
+    assert np.abs(res.latents - plain.latents).max() > 1e-3
+    off = tiny_pipe.segment(image, negative_prompt="a blue square", steps=1, guidance=1.0)
+    assert off.settings["unet_batch"] == 1
+    assert ("negative_prompt has no effect at guidance 1 (classifier-free guidance off): raise guidance"
+            in off.notes)
 
 
 def test_same_seed_same_output_and_seed_matters(tiny_pipe, inputs):
@@ -393,3 +411,23 @@ def test_decoder_threshold_and_stop_come_from_the_model_unless_given(tiny_pipe, 
         tiny_pipe.segment(inputs[0], steps=1, threshold=0)
     with pytest.raises(ValueError, match="stop must be one of centres, spread, got 'median'"):
         tiny_pipe.segment(inputs[0], steps=1, stop="median")
+
+
+def test_inpaint_by_colormap_notes_a_region_left_without_an_entity(tiny_pipe, inputs, monkeypatch):
+    image, mask = inputs
+    second = np.zeros_like(mask)
+    second[24:30, 32:38] = True
+    first_only = np.where(mask & ~second, 3, 0).astype(np.int32)  # the colormap's one entity lies in region 1
+    run = tiny_pipe._run
+
+    def run_with(*args, **kw):
+        res = run(*args, **kw)
+        res.labels = first_only.copy()
+        return res
+
+    monkeypatch.setattr(tiny_pipe, "_run", run_with)
+    res = tiny_pipe.inpaint(image, [(mask, "a red star"), (second, "a blue square")], locate="colormap", steps=1)
+    assert [n for n in res.notes if n.startswith("inpaint:")] == [
+        "inpaint: the generated colormap holds no entity in region 2; its mask is empty "
+        "(locate='refer' reads the entity from the generated image instead)"]
+    assert np.array_equal(res.mask, first_only > 0)

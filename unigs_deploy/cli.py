@@ -98,6 +98,8 @@ Tasks and their inputs:
               help="Coarse region, non-zero inside; repeat for several inpainting regions.")
 @click.option("--colormap", type=click.Path(path_type=Path, dir_okay=False), help="Colormap for synthesize.")
 @click.option("--prompt", "prompts", multiple=True, help="Text; for inpaint one per --mask, in the same order.")
+@click.option("--negative-prompt", default="",
+              help="Text to steer away from: classifier-free guidance's unconditional prompt (needs guidance > 1).")
 @click.option("--steps", type=int,
               help="Denoising steps [default: the model's for the task (its manifest), else unigs_deploy/tasks.py].")
 @click.option("--guidance", type=float, help="Classifier-free guidance scale, 1 = off [default: the task's].")
@@ -133,8 +135,9 @@ Tasks and their inputs:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @one_line_errors("unigs-run", (ValueError, MemoryError),
                  interrupted="interrupted; outputs already written are complete, the rest were not written")
-def main(engine, task, image, masks, colormap, prompts, steps, guidance, seed, eta, scheduler, spacing, resolution,
-         decode_image, tiny_vae, threshold, stop, locate, out, image_id, threads, provider, backend, int8, quiet):
+def main(engine, task, image, masks, colormap, prompts, negative_prompt, steps, guidance, seed, eta, scheduler, spacing,
+         resolution, decode_image, tiny_vae, threshold, stop, locate, out, image_id, threads, provider, backend, int8,
+         quiet):
     """Run UniGS with the lean runtime (no torch): inpaint, synthesize, refer or segment, and write
     colormap.png, labels.png, masks.json (COCO results), panoptic.png + panoptic.json, image.png
     (inpaint, synthesize, or --decode-image), mask.png (refer, inpaint) and run.json (settings,
@@ -146,7 +149,7 @@ def main(engine, task, image, masks, colormap, prompts, steps, guidance, seed, e
                                     threads, backend, int8)
     kw = dict(steps=steps, guidance=guidance, seed=seed, eta=eta, scheduler=scheduler, spacing=spacing,
               resolution=resolution, decode_image=decode_image or None, tiny_vae=tiny_vae, threshold=threshold,
-              stop=stop, progress=not quiet)
+              stop=stop, negative_prompt=negative_prompt, progress=not quiet)
     if task == "inpaint":
         res = pipe.inpaint(inputs["image"], list(zip(inputs["masks"], inputs["prompts"], strict=True)),
                            locate=locate, **kw)

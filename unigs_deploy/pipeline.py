@@ -40,7 +40,7 @@ class Result:
 
 
 _LOOP_ARGS = ("steps", "guidance", "seed", "eta", "scheduler", "spacing", "resolution", "decode_image", "tiny_vae",
-              "threshold", "stop", "progress", "callback")
+              "threshold", "stop", "negative_prompt", "progress", "callback")
 LOCATE = ("colormap", "refer")  # where inpaint reads each region's entity from
 TINY_VAE = ("off", "colormap", "all")  # where an exported AutoencoderTiny replaces the full VAE
 
@@ -273,7 +273,7 @@ class UniGSPipeline:
              steps: int | None = None, guidance: float | None = None, seed: int = 0, eta: float | None = None,
              scheduler: str | None = None, spacing: str | None = None, resolution="native",
              decode_image: bool | None = None, tiny_vae: str | None = None, threshold: float | None = None,
-             stop: str | None = None, progress: bool = False, callback=None) -> Result:
+             stop: str | None = None, negative_prompt: str = "", progress: bool = False, callback=None) -> Result:
         """One task on an image (or colormap) and its regions at the input's size -> the result at that size."""
         spec = tasks.get(task)
         model = self.manifest.task_defaults.get(task, {})  # what was measured best for this model
@@ -312,8 +312,12 @@ class UniGSPipeline:
             what = "colormap" if spec.control == "colormap" else "image"
             notes.append(f"{what}: {work[1]}x{work[0]} padded to {rgb_w.shape[1]}x{rgb_w.shape[0]} (a multiple of "
                          f"{self.multiple}); outputs are cropped back")
-        # guidance changes the result only when the prompt differs from the unconditional (empty) one
-        cfg = guidance != 1.0 and prompt != ""
+        # guidance changes the result only when the prompt differs from the unconditional one: the
+        # negative prompt's embedding where one is given (what to steer away from), else the empty prompt's
+        negative_prompt = negative_prompt or ""
+        cfg = guidance != 1.0 and prompt != negative_prompt
+        if negative_prompt and guidance == 1.0:
+            notes.append("negative_prompt has no effect at guidance 1 (classifier-free guidance off): raise guidance")
         latent_hw = (rgb_w.shape[0] // self.vae_scale_factor, rgb_w.shape[1] // self.vae_scale_factor)
         memory.check(self.manifest, latent_hw, batch=2 if cfg else 1, work=work)
 
@@ -326,7 +330,7 @@ class UniGSPipeline:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             cond = self.encode_text([prompt])
-        uncond = self._empty_text() if cfg else None
+            uncond = (self.encode_text([negative_prompt]) if negative_prompt else self._empty_text()) if cfg else None
         notes += [str(w.message) for w in caught]
         timings["text_encoder_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -351,7 +355,7 @@ class UniGSPipeline:
                     "resolution": str(resolution), "working_size": [int(work[1]), int(work[0])],
                     "guidance_applied": cfg, "unet_batch": 2 if cfg else 1,
                     "decoded": ["colormap"] + (["image"] if decode_image else []), "tiny_vae": tiny_vae,
-                    "threshold": threshold, "stop": stop}
+                    "threshold": threshold, "stop": stop, "negative_prompt": negative_prompt}
         return Result(task, None if image is None else self._back(image, size, nearest=False),
                       self._back(colormap, size, nearest=True), self._back(labels, size, nearest=True),
                       timings=timings, notes=notes, settings=settings, latents=np.concatenate([z_img, z_cmap], axis=1))
@@ -388,6 +392,10 @@ class UniGSPipeline:
             res.labels = self._refer_back(res, masks, [p for _, p in regions], region_of, kw.get("seed", 0))
             res.timings["locate_s"] = time.perf_counter() - t0
             res.timings["total_s"] += res.timings["locate_s"]
+        else:
+            for i in sorted(set(range(1, len(masks) + 1)) - set(region_of.tolist())):
+                res.notes.append(f"inpaint: the generated colormap holds no entity in region {i}; its mask is "
+                                 "empty (locate='refer' reads the entity from the generated image instead)")
         res.mask = res.labels > 0
         res.settings["regions"] = [p for _, p in regions]
         res.settings["locate"] = locate
