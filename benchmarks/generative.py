@@ -73,7 +73,8 @@ def run(engine, *, n: int = 40, offset: int = 5000, steps=(25,), guidance=(3.0, 
             "rows": rows}
 
 
-def kinds(engine, *, n: int = 15, offset: int = 5000, size: int | None = None, threads: int = 0) -> dict:
+def kinds(engine, *, n: int = 15, offset: int = 5000, size: int | None = None, entities: tuple[int, int] = (1, 6),
+          threads: int = 0) -> dict:
     """Does the caption's kind steer inpainting? Each image's region inpainted four times at the
     task's defaults, the same seed and colour, once per kind: the judged kind against the asked
     one (a confusion matrix), and how alike the four generated masks are (mean IoU of the six
@@ -90,10 +91,11 @@ def kinds(engine, *, n: int = 15, offset: int = 5000, size: int | None = None, t
     pipe = UniGSPipeline.from_engine(engine, threads=threads)
     size = held_out_size(pipe, size)
     confusion = np.zeros((len(KINDS), len(KINDS)), int)
-    alike = []
+    alike, truth = [], 0
     for i in tqdm(range(n), desc="kinds", unit="image"):
-        image, masks, captions, region, j = held_out_example(offset + i, size)
-        colour = captions[j].split()[1]
+        image, masks, captions, region, j = held_out_example(offset + i, size, entities)
+        colour, true_kind = captions[j].split()[1:]
+        truth += detect.shape_kind(masks[j], hidden=masks.any(0) & ~masks[j]) == true_kind
         drawn = []
         for asked, kind in enumerate(KINDS):
             res = pipe.inpaint(image, [(region, caption(colour, kind))], seed=i)
@@ -103,18 +105,24 @@ def kinds(engine, *, n: int = 15, offset: int = 5000, size: int | None = None, t
                 confusion[asked, KINDS.index(detect.shape_kind(gen, hidden=(res.labels > 0) & ~gen))] += 1
         alike += [metrics.mask_iou(a, b) for a, b in itertools.combinations(drawn, 2)]
     return {"benchmark": "kinds", "machine": machine(threads=threads or None), "images": n, "offset": offset,
-            "size": size, "engine": str(engine), "kinds": list(KINDS), "confusion": confusion.tolist(),
-            "match": float(np.trace(confusion) / max(1, confusion.sum())),
+            "size": size, "entities": list(entities), "engine": str(engine), "kinds": list(KINDS),
+            "confusion": confusion.tolist(),
+            "match": float(np.trace(confusion) / max(1, confusion.sum())), "truth_match": truth / max(1, n),
             "mask_iou_between_kinds": float(np.mean(alike))}
 
 
 def render_kinds(r: dict) -> str:
     from .common import confusion_table
 
+    lo, hi = r.get("entities", (1, 6))
+    scenes = "" if (lo, hi) == (1, 6) else f" (scenes of {lo} entit{'y' if hi == 1 else 'ies'})" if lo == hi else \
+        f" (scenes of {lo}-{hi} entities)"
     return confusion_table(r["kinds"], r["confusion"]) + (
         f"\nShape-kind match {r['match']:.2f} (chance 0.25); mean IoU between the masks drawn for the four kinds "
         f"{r['mask_iou_between_kinds']:.2f} (1: the kind changes nothing). {r['images']} held-out "
-        f"{r['size']}x{r['size']} images from index {r['offset']}, inpaint's defaults, one seed per image.")
+        f"{r['size']}x{r['size']} images from index {r['offset']}{scenes}, inpaint's defaults, one seed per image."
+        + (f" The true entities are judged their kind {r['truth_match']:.2f} (the judge's ceiling)."
+           if "truth_match" in r else ""))
 
 
 def render(r: dict) -> str:

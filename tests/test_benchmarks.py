@@ -309,21 +309,29 @@ def test_generative_bench_scores_each_way_of_locating_the_inpainted_entity(tiny_
     assert out.exit_code == 2 and "unknown image: choose from colormap, refer" in out.output
 
 
-def test_kinds_bench_inpaints_each_region_once_per_kind(tiny_engine, tiny_pipe):
+@pytest.mark.parametrize("entities", [(1, 6), (1, 1)])
+def test_kinds_bench_inpaints_each_region_once_per_kind(tiny_engine, tiny_pipe, entities):
     """The confusion matrix and the masks' likeness are those of the four inpaintings of each
-    region (same seed and colour, one per kind) judged as unigs-bench quality judges them."""
+    region (same seed and colour, one per kind) judged as unigs-bench quality judges them; the
+    judge's ceiling is its verdict on the true entities; --entities sets the held-out scenes."""
     import itertools
+
+    from click.testing import CliRunner
 
     from unigs_deploy import metrics
     from unigs_deploy.benchmarks import detect, generative
+    from unigs_deploy.benchmarks.cli import main
     from unigs_deploy.labels import dominant_in
     from unigs_deploy.synthetic.shapes import KINDS, caption, held_out_example
 
-    r = generative.kinds(tiny_engine, n=2, offset=3, size=32, threads=1)
-    confusion, alike = np.zeros((4, 4), int), []
+    r = generative.kinds(tiny_engine, n=2, offset=3, size=32, entities=entities, threads=1)
+    confusion, alike, truth = np.zeros((4, 4), int), [], 0
     for i in range(2):
-        image, _, captions, region, j = held_out_example(3 + i, 32)
-        colour = captions[j].split()[1]
+        image, masks, captions, region, j = held_out_example(3 + i, 32, entities)
+        if entities == (1, 1):
+            assert len(masks) == 1
+        colour, kind_j = captions[j].split()[1:]
+        truth += detect.shape_kind(masks[j], hidden=masks.any(0) & ~masks[j]) == kind_j
         drawn = []
         for asked, kind in enumerate(KINDS):
             res = tiny_pipe.inpaint(image, [(region, caption(colour, kind))], seed=i)
@@ -331,10 +339,15 @@ def test_kinds_bench_inpaints_each_region_once_per_kind(tiny_engine, tiny_pipe):
             if drawn[-1].any():
                 confusion[asked, KINDS.index(detect.shape_kind(drawn[-1], hidden=(res.labels > 0) & ~drawn[-1]))] += 1
         alike += [metrics.mask_iou(a, b) for a, b in itertools.combinations(drawn, 2)]
-    assert r["confusion"] == confusion.tolist() and r["kinds"] == list(KINDS)
+    assert r["confusion"] == confusion.tolist() and r["kinds"] == list(KINDS) and r["entities"] == list(entities)
     assert r["match"] == pytest.approx(np.trace(confusion) / max(1, confusion.sum()))
     assert r["mask_iou_between_kinds"] == pytest.approx(np.mean(alike))
-    assert "asked \\ judged" in report.RENDER["kinds"](r) and "chance 0.25" in report.RENDER["kinds"](r)
+    assert r["truth_match"] == truth / 2
+    text = report.RENDER["kinds"](r)
+    assert "asked \\ judged" in text and "chance 0.25" in text and "the judge's ceiling" in text
+    assert ("(scenes of 1 entity)" in text) == (entities == (1, 1))
+    out = CliRunner().invoke(main, ["kinds", "--engine", str(tiny_engine), "--entities", "2,1"])
+    assert out.exit_code == 2 and "give FEWEST,MOST with 1 <= FEWEST <= MOST" in out.output
 
 
 def test_quality_bench_reports_what_its_inpaint_metrics_can_reach(tiny_engine):

@@ -127,13 +127,13 @@ def shapes_image(rng: np.random.Generator, size: int, n_min: int = ENTITIES[0], 
     return np.clip(img, 0, 255).astype(np.uint8), masks, captions
 
 
-def held_out_example(i: int, size: int = 64):
+def held_out_example(i: int, size: int = 64, entities: tuple[int, int] = ENTITIES):
     """Held-out example i (a seed stream training never draws from): image, masks, captions, a
-    coarse region around entity j, and j."""
+    coarse region around entity j, and j. `entities`: the scene's range, as training's data.entities."""
     from .coarse import coarse_mask
 
     rng = np.random.default_rng(HELD_OUT_SEED + i)
-    image, masks, captions = shapes_image(rng, size)
+    image, masks, captions = shapes_image(rng, size, *entities)
     j = int(rng.integers(len(masks)))
     region, _ = coarse_mask(masks[j], rng)
     return image, masks, captions, region, j
