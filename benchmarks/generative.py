@@ -115,8 +115,12 @@ def render_kinds(r: dict) -> str:
     from .common import confusion_table
 
     lo, hi = r.get("entities", (1, 6))
-    scenes = "" if (lo, hi) == (1, 6) else f" (scenes of {lo} entit{'y' if hi == 1 else 'ies'})" if lo == hi else \
-        f" (scenes of {lo}-{hi} entities)"
+    if (lo, hi) == (1, 6):
+        scenes = ""
+    elif lo == hi:
+        scenes = f" (scenes of {lo} entit{'y' if lo == 1 else 'ies'})"
+    else:
+        scenes = f" (scenes of {lo}-{hi} entities)"
     return confusion_table(r["kinds"], r["confusion"]) + (
         f"\nShape-kind match {r['match']:.2f} (chance 0.25); mean IoU between the masks drawn for the four kinds "
         f"{r['mask_iou_between_kinds']:.2f} (1: the kind changes nothing). {r['images']} held-out "
