@@ -15,6 +15,7 @@ import click
 
 from unigs_deploy import io
 from unigs_deploy.scheduler import SCHEDULERS, SPACINGS
+from unigs_deploy.synthetic.shapes import ENTITIES
 
 from . import report
 from .common import machine
@@ -213,7 +214,7 @@ def generative(engine, images, offset, step_counts, guidances, scheduler, spacin
 @main.command()
 @_calibration_images(15)
 @click.option("--size", type=int, help="Held-out image side [default: the model's training side, its manifest].")
-@click.option("--entities", default="1,6", show_default=True,
+@click.option("--entities", default=",".join(map(str, ENTITIES)), show_default=True,
               help="FEWEST,MOST entities a held-out scene asks for (1,1: one unoccluded entity, as training's "
                    "data.entities = [1, 1]).")
 @click.option("--threads", default=0, show_default=True)

@@ -17,10 +17,10 @@ import time
 import numpy as np
 
 from unigs_deploy import palette
-from unigs_deploy.synthetic.shapes import held_out_example
+from unigs_deploy.synthetic.shapes import ENTITIES, held_out_example
 
 from .common import held_out_size, machine
-from .quality import _add, _truth, inpaint_scores
+from .quality import _add, _truth, inpaint_scores, others
 
 TASKS = ("inpaint", "synthesize")
 
@@ -73,7 +73,7 @@ def run(engine, *, n: int = 40, offset: int = 5000, steps=(25,), guidance=(3.0, 
             "rows": rows}
 
 
-def kinds(engine, *, n: int = 15, offset: int = 5000, size: int | None = None, entities: tuple[int, int] = (1, 6),
+def kinds(engine, *, n: int = 15, offset: int = 5000, size: int | None = None, entities: tuple[int, int] = ENTITIES,
           threads: int = 0) -> dict:
     """Does the caption's kind steer inpainting? Each image's region inpainted four times at the
     task's defaults, the same seed and colour, once per kind: the judged kind against the asked
@@ -95,7 +95,7 @@ def kinds(engine, *, n: int = 15, offset: int = 5000, size: int | None = None, e
     for i in tqdm(range(n), desc="kinds", unit="image"):
         image, masks, captions, region, j = held_out_example(offset + i, size, entities)
         colour, true_kind = captions[j].split()[1:]
-        truth += detect.shape_kind(masks[j], hidden=masks.any(0) & ~masks[j]) == true_kind
+        truth += detect.shape_kind(masks[j], hidden=others(masks, j)) == true_kind
         drawn = []
         for asked, kind in enumerate(KINDS):
             res = pipe.inpaint(image, [(region, caption(colour, kind))], seed=i)
@@ -114,8 +114,8 @@ def kinds(engine, *, n: int = 15, offset: int = 5000, size: int | None = None, e
 def render_kinds(r: dict) -> str:
     from .common import confusion_table
 
-    lo, hi = r.get("entities", (1, 6))
-    if (lo, hi) == (1, 6):
+    lo, hi = r.get("entities", ENTITIES)
+    if (lo, hi) == ENTITIES:
         scenes = ""
     elif lo == hi:
         scenes = f" (scenes of {lo} entit{'y' if lo == 1 else 'ies'})"

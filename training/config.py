@@ -10,6 +10,8 @@ from pathlib import Path
 
 import tomllib
 
+from unigs_deploy.synthetic.shapes import ENTITIES
+
 DEFAULTS = {
     "model": {
         "init": "scale:tiny",  # scale:{tiny,demo,sd15} or a local diffusers folder (SD, SD-inpainting, UniGS)
@@ -46,7 +48,7 @@ DEFAULTS = {
         "max_entities": 4,
         # shapes: how many entities a scene asks for, [fewest, most] (the held-out images' range by
         # default); [1, 1] draws one unoccluded entity a scene
-        "entities": [1, 6],
+        "entities": list(ENTITIES),
         # a mix instead of one dataset: [[data.datasets]] tables, each with kind/annotations/images/...
         # (as above), an optional name, and tasks = {task = weight}: the share of that task's
         # examples it serves (configs/paper-mix.toml is the paper's split)

@@ -52,8 +52,7 @@ def decode_with_split(colormap, split, *, threshold=DEFAULT_THRESHOLD, min_area=
     wts = _edge_weights(cm, _EDGE_TOL if min_area > 0 else 0).ravel()
     if wts.sum() == 0:
         wts = np.ones_like(wts)
-    bin_id = ((cm[..., 0] >> 3).astype(np.int64) << 10 | (cm[..., 1] >> 3).astype(np.int64) << 5
-              | (cm[..., 2] >> 3)).ravel()
+    bin_id = _bins(cm.reshape(-1, 3))
     score_w = np.bincount(bin_id, weights=wts, minlength=32768)[bin_id]  # a pixel's bin weight
     min_w = max(min_area, 1)
 
@@ -113,8 +112,13 @@ def _first_max(v: np.ndarray, p: np.ndarray) -> int:
     """argmax, an exact tie going to the colour of the lowest histogram bin: the product scans
     bins in that order (symmetric colours tie exactly, and raster order would pick another)."""
     top = np.flatnonzero(v == v.max())
-    q = p[top].astype(np.int64) >> 3
-    return int(top[np.argmin(q[:, 0] << 10 | q[:, 1] << 5 | q[:, 2])])
+    return int(top[np.argmin(_bins(p[top]))])
+
+
+def _bins(rgb: np.ndarray) -> np.ndarray:
+    """The product's histogram bin of each colour (N, 3): 8 levels per channel, 15 bits."""
+    q = rgb.astype(np.int64) >> 3
+    return q[:, 0] << 10 | q[:, 1] << 5 | q[:, 2]
 
 
 def split_2means(p: np.ndarray, score_w: np.ndarray, threshold: float, min_w: float):
