@@ -285,6 +285,43 @@ def deepen_unet(unet, transformer_layers: list[int]):
     return new
 
 
+def pool_caption(unet, heads: int):
+    """The UNet with the caption also pooled into its time embedding: diffusers'
+    `addition_embed_type = "text"` (TextTimeEmbedding: attention pooling over the text encoder's
+    hidden states, as DeepFloyd IF), so every block sees the caption as one global signal, as it
+    sees the task, and not only where cross-attention looks. It reads the same
+    encoder_hidden_states, so the engines' inputs do not change.
+
+    The pooled embedding's closing LayerNorm starts at zero gain and bias: the new UNet starts
+    computing exactly what the init did.
+    """
+    from diffusers import UNet2DConditionModel
+
+    width = unet.config.encoder_hid_dim or unet.config.cross_attention_dim
+    have = unet.config.addition_embed_type
+    if have == "text":
+        if unet.config.addition_embed_type_num_heads != heads:
+            raise ModelError(f"model.caption_pooling_heads {heads}: the init already pools the caption with "
+                             f"{unet.config.addition_embed_type_num_heads} heads; set that or 0")
+        return unet
+    if have is not None:
+        raise ModelError(f"model.caption_pooling_heads: the init's UNet already has addition_embed_type {have!r}; "
+                         "caption pooling replaces none")
+    if heads < 1 or width % heads:
+        raise ModelError(f"model.caption_pooling_heads must divide the text width {width}, got {heads}")
+    cfg = {k: v for k, v in dict(unet.config).items() if not k.startswith("_")}
+    cfg.update(addition_embed_type="text", addition_embed_type_num_heads=heads)
+    new = UNet2DConditionModel(**cfg)
+    new = new if new.dtype == unet.dtype else new.to(unet.dtype)
+    missing, unexpected = new.load_state_dict(unet.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("add_embedding.") for k in missing):
+        raise ModelError(f"adding caption pooling moved weights: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    with torch.no_grad():
+        new.add_embedding.norm2.weight.zero_()
+        new.add_embedding.norm2.bias.zero_()
+    return new
+
+
 # ------------------------------------------------------------------ loading
 
 

@@ -92,6 +92,25 @@ def test_backend_matches_torch(tiny_model, tiny_engine, component, backend, tmp_
     assert np.abs(got - ref).max() <= tol * max(1.0, np.abs(ref).max())
 
 
+def test_caption_pooling_exports_with_the_same_inputs(tmp_path):
+    """A UNet that pools the caption into its time embedding exports with the usual four inputs and
+    matches torch on unseen shapes, the pooled path live (its zero gain replaced)."""
+    from unigs_deploy.export.exporter import export_model
+
+    model = modeling.build("tiny", task_embedding=True, seed=2)
+    model.unet = modeling.pool_caption(model.unet, 4).eval()
+    with torch.no_grad():
+        model.unet.add_embedding.norm2.weight.fill_(1.0)
+    export_model(model, tmp_path)
+    m = mf.load(tmp_path)
+    assert set(m.components["unet"]["inputs"]) == {"sample", "timestep", "encoder_hidden_states", "class_labels"}
+    spec = next(s for s in specs(model) if s.name == "unet")
+    feed = example_inputs(spec, model, batch=3, size=16, seed=7)
+    with torch.no_grad():
+        ref = spec.module(**feed).numpy()
+    assert np.abs(_ort_run(tmp_path / spec.file, feed) - ref).max() <= 3e-5 * max(1.0, np.abs(ref).max())
+
+
 def test_fp16_export_is_validated_and_finite(tmp_path):
     res = CliRunner().invoke(cli.main, ["--scale", "tiny", "--fp16", "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output

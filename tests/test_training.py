@@ -222,6 +222,8 @@ def test_lr_schedules():
     ("train.kind_timesteps=[600, 1000]", "kind_timesteps must be [low, high]"),
     ("model.transformer_layers=[1, 0]", "transformer_layers must be a list of integers >= 1"),
     ("model.transformer_layers=2", "transformer_layers must be a list of integers >= 1"),
+    ("model.caption_pooling_heads=-1", "caption_pooling_heads must be an integer >= 0"),
+    ("model.caption_pooling_heads=true", "caption_pooling_heads must be an integer >= 0"),
     ("data.entities=[0, 3]", "data.entities must be [fewest, most]"),
     ("data.entities=[3, 2]", "data.entities must be [fewest, most]"),
 ])
@@ -674,6 +676,23 @@ def test_transformer_layers_deepen_the_init_and_survive_save_load(tmp_path):
     back = modeling.load(tmp_path / "model").unet
     assert back.config.transformer_layers_per_block == [3, 1]
     assert len(back.down_blocks[0].attentions[0].transformer_blocks) == 3
+
+
+def test_caption_pooling_trains_and_survives_save_load(tmp_path):
+    """model.caption_pooling_heads: the trainer's UNet pools the caption, its pooling learns (the
+    zero gain moves in a step), and the saved folder loads back pooling (what export and ship read)."""
+    from unigs_deploy import modeling
+    from unigs_deploy.training.trainer import Trainer
+
+    cfg = load_config(None, ["train.batch_size=2", "data.size=32", "train.steps=2", "train.lr=1e-2",
+                             "train.warmup_steps=0", "train.checkpoint_every=100",
+                             f"train.output={tmp_path / 'run'}", "model.caption_pooling_heads=4"])
+    trainer = Trainer(cfg, progress=False)
+    assert trainer.model.unet.config.addition_embed_type == "text"
+    trainer.train()
+    assert trainer.model.unet.add_embedding.norm2.weight.abs().max() > 0
+    back = modeling.load(tmp_path / "run" / "model").unet
+    assert back.config.addition_embed_type == "text" and back.config.addition_embed_type_num_heads == 4
 
 
 def test_zero_terminal_snr_reaches_the_runtime_schedule(tmp_path):

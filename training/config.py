@@ -34,6 +34,10 @@ DEFAULTS = {
         # takes the last), e.g. [1, 2, 3]: blocks added to the init's start as identity
         # (modeling.deepen_unet); [] keeps the init's
         "transformer_layers": [],
+        # the caption attention-pooled into the time embedding with this many heads (diffusers'
+        # addition_embed_type = "text", modeling.pool_caption): a global caption signal beside
+        # cross-attention, starting at zero; 0 keeps the init's
+        "caption_pooling_heads": 0,
         "seed": 0,
     },
     "data": {
@@ -184,6 +188,9 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
     tl = cfg["model"]["transformer_layers"]
     if not (isinstance(tl, list) and all(isinstance(v, int) and v >= 1 for v in tl)):
         raise ConfigError(f"model.transformer_layers must be a list of integers >= 1 (one per down block), not {tl!r}")
+    ch = cfg["model"]["caption_pooling_heads"]
+    if not (isinstance(ch, int) and not isinstance(ch, bool) and ch >= 0):
+        raise ConfigError(f"model.caption_pooling_heads must be an integer >= 0 (0: off), not {ch!r}")
     _check_tasks("model.text_encoder_tasks", cfg["model"]["text_encoder_tasks"])
     if cfg["model"]["text_encoder_tasks"] and not cfg["model"]["train_text_encoder"]:
         raise ConfigError("model.text_encoder_tasks needs model.train_text_encoder = true")

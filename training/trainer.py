@@ -71,6 +71,8 @@ def _model(cfg) -> modeling.UniGSModel:
         model.scheduler_config = {**model.scheduler_config, "rescale_betas_zero_snr": True}
     if m["transformer_layers"]:
         model.unet = modeling.deepen_unet(model.unet, m["transformer_layers"])
+    if m["caption_pooling_heads"]:
+        model.unet = modeling.pool_caption(model.unet, m["caption_pooling_heads"])
     if m["vae"]:
         from diffusers import AutoencoderKL
 
