@@ -224,6 +224,7 @@ def test_lr_schedules():
     ("model.transformer_layers=2", "transformer_layers must be a list of integers >= 1"),
     ("model.caption_pooling_heads=-1", "caption_pooling_heads must be an integer >= 0"),
     ("model.caption_pooling_heads=true", "caption_pooling_heads must be an integer >= 0"),
+    ("train.caption_pooling_lr=-1", "caption_pooling_lr must be >= 0"),
     ("data.entities=[0, 3]", "data.entities must be [fewest, most]"),
     ("data.entities=[3, 2]", "data.entities must be [fewest, most]"),
 ])
@@ -680,15 +681,22 @@ def test_transformer_layers_deepen_the_init_and_survive_save_load(tmp_path):
 
 def test_caption_pooling_trains_and_survives_save_load(tmp_path):
     """model.caption_pooling_heads: the trainer's UNet pools the caption, its pooling learns (the
-    zero gain moves in a step), and the saved folder loads back pooling (what export and ship read)."""
+    zero gain moves in a step), at train.caption_pooling_lr if set, and the saved folder loads back
+    pooling (what export and ship read)."""
     from unigs_deploy import modeling
     from unigs_deploy.training.trainer import Trainer
 
-    cfg = load_config(None, ["train.batch_size=2", "data.size=32", "train.steps=2", "train.lr=1e-2",
-                             "train.warmup_steps=0", "train.checkpoint_every=100",
-                             f"train.output={tmp_path / 'run'}", "model.caption_pooling_heads=4"])
+    base = ["train.batch_size=2", "data.size=32", "train.steps=2", "train.lr=1e-2", "train.warmup_steps=0",
+            "train.checkpoint_every=100", f"train.output={tmp_path / 'run'}", "model.caption_pooling_heads=4"]
+    cfg = load_config(None, base)
     trainer = Trainer(cfg, progress=False)
     assert trainer.model.unet.config.addition_embed_type == "text"
+    fast = Trainer(load_config(None, [*base, "train.caption_pooling_lr=0.5"]), progress=False)
+    groups = fast.optimizer.param_groups
+    assert [g["initial_lr"] for g in groups] == [1e-2, 0.5]
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in fast.model.unet.add_embedding.parameters()}
+    with pytest.raises(ValueError, match=r"caption_pooling_lr needs a UNet that pools the caption"):
+        Trainer(load_config(None, [*base[:-1], "train.caption_pooling_lr=0.5"]), progress=False)
     trainer.train()
     assert trainer.model.unet.add_embedding.norm2.weight.abs().max() > 0
     back = modeling.load(tmp_path / "run" / "model").unet

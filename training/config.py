@@ -120,6 +120,9 @@ DEFAULTS = {
         # trained on true masks when the run starts); cross-entropy with the asked kind. 0: off
         "kind_loss": 0.0,
         "kind_timesteps": [600, 999],
+        # unet stage: the learning rate of the caption pooling (model.caption_pooling_heads), which starts
+        # at zero gain beside weights that are already trained; 0: train.lr
+        "caption_pooling_lr": 0.0,
     },
 }
 
@@ -172,7 +175,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
     if not (isinstance(t["eval_steps"], int) and t["eval_steps"] >= 1):
         raise ConfigError(f"train.eval_steps must be an integer >= 1, not {t['eval_steps']!r}")
     for key in ("l1_weight", "colormap_pixel_loss", "entity_separation_loss", "snr_gamma", "caption_contrast",
-                "kind_loss"):
+                "kind_loss", "caption_pooling_lr"):
         if t[key] < 0:
             raise ConfigError(f"train.{key} must be >= 0, not {t[key]}")
     for key in ("colormap_pixel_loss", "entity_separation_loss"):

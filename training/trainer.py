@@ -158,8 +158,7 @@ class Trainer:
             self.model.vae.quant_conv.requires_grad_(False)
         if t["gradient_checkpointing"] and self.stage == "unet":
             self.model.unet.enable_gradient_checkpointing()
-        params = [p for m in self.trained for p in m.parameters()]
-        self.optimizer = torch.optim.AdamW(params, lr=t["lr"], weight_decay=t["weight_decay"])
+        self.optimizer = torch.optim.AdamW(self._param_groups(t), lr=t["lr"], weight_decay=t["weight_decay"])
         self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, functools.partial(_lr_factor, warm=max(1, t["warmup_steps"]), total=t["steps"],
                                               cosine=t["lr_schedule"] == "cosine"))
@@ -386,6 +385,19 @@ class Trainer:
             return self._tok(prompts)
 
     # -------------------------------------------------------------- the loop
+
+    def _param_groups(self, t) -> list[dict]:
+        """One group at train.lr; with train.caption_pooling_lr, the caption pooling's own (a module
+        starting at zero gain in a trained UNet: at train.lr it stays a small voice)."""
+        params = [p for m in self.trained for p in m.parameters()]
+        if not t["caption_pooling_lr"]:
+            return [{"params": params}]
+        if self.stage != "unet" or self.model.unet.config.addition_embed_type != "text":
+            raise ValueError("train.caption_pooling_lr needs a UNet that pools the caption: set "
+                             "model.caption_pooling_heads (or start from a model that has it), stage unet")
+        pooled = {id(p) for p in self.model.unet.add_embedding.parameters()}
+        return [{"params": [p for p in params if id(p) not in pooled]},
+                {"params": list(self.model.unet.add_embedding.parameters()), "lr": t["caption_pooling_lr"]}]
 
     def train(self) -> Path:
         from tqdm.auto import tqdm
