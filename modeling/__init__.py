@@ -285,15 +285,17 @@ def deepen_unet(unet, transformer_layers: list[int]):
     return new
 
 
-def pool_caption(unet, heads: int):
+def pool_caption(unet, heads: int, *, gain: float = 0.0):
     """The UNet with the caption also pooled into its time embedding: diffusers'
     `addition_embed_type = "text"` (TextTimeEmbedding: attention pooling over the text encoder's
     hidden states, as DeepFloyd IF), so every block sees the caption as one global signal, as it
     sees the task, and not only where cross-attention looks. It reads the same
     encoder_hidden_states, so the engines' inputs do not change.
 
-    The pooled embedding's closing LayerNorm starts at zero gain and bias: the new UNet starts
-    computing exactly what the init did.
+    The pooled embedding's closing LayerNorm starts at `gain` (bias zero). At 0 the new UNet starts
+    computing exactly what the init did, but the gain's gradient is the loss's correlation with a
+    randomly pooled caption, and from scratch it stayed near zero (README); at 1 (diffusers'
+    default) the caption is a unit-scale vector from the start, as a task label is.
     """
     from diffusers import UNet2DConditionModel
 
@@ -317,7 +319,7 @@ def pool_caption(unet, heads: int):
     if unexpected or any(not k.startswith("add_embedding.") for k in missing):
         raise ModelError(f"adding caption pooling moved weights: missing {missing[:3]}, unexpected {unexpected[:3]}")
     with torch.no_grad():
-        new.add_embedding.norm2.weight.zero_()
+        new.add_embedding.norm2.weight.fill_(gain)
         new.add_embedding.norm2.bias.zero_()
     return new
 

@@ -94,13 +94,11 @@ def test_backend_matches_torch(tiny_model, tiny_engine, component, backend, tmp_
 
 def test_caption_pooling_exports_with_the_same_inputs(tmp_path):
     """A UNet that pools the caption into its time embedding exports with the usual four inputs and
-    matches torch on unseen shapes, the pooled path live (its zero gain replaced)."""
+    matches torch on unseen shapes, the pooled path live (gain 1)."""
     from unigs_deploy.export.exporter import export_model
 
     model = modeling.build("tiny", task_embedding=True, seed=2)
-    model.unet = modeling.pool_caption(model.unet, 4).eval()
-    with torch.no_grad():
-        model.unet.add_embedding.norm2.weight.fill_(1.0)
+    model.unet = modeling.pool_caption(model.unet, 4, gain=1.0).eval()
     export_model(model, tmp_path)
     m = mf.load(tmp_path)
     assert set(m.components["unet"]["inputs"]) == {"sample", "timestep", "encoder_hidden_states", "class_labels"}

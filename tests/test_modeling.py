@@ -77,8 +77,8 @@ def test_deepening_starts_exactly_as_the_init():
 
 
 def test_caption_pooling_starts_exactly_as_the_init():
-    """The pooled caption is added to the time embedding at zero gain: the same output until trained,
-    and then one the caption moves (the pooling really reads encoder_hidden_states)."""
+    """The pooled caption is added to the time embedding at zero gain: the same output until trained;
+    at gain 1 one the caption moves (the pooling really reads encoder_hidden_states)."""
     torch.manual_seed(0)
     unet = diffusers.UNet2DConditionModel(**modeling.unet_config("tiny", task_embedding=True)).eval()
     pooled = modeling.pool_caption(unet, 4).eval()
@@ -88,17 +88,18 @@ def test_caption_pooling_starts_exactly_as_the_init():
     x, t = torch.randn(2, 13, 8, 8, generator=g), torch.tensor([10.0, 900.0])
     text, other = torch.randn(2, 7, 32, generator=g), torch.randn(2, 7, 32, generator=g)
     labels = torch.tensor([0, 3])
+    live = modeling.pool_caption(unet, 4, gain=1.0).eval()  # diffusers' default: live from the start
+    assert (live.add_embedding.norm2.weight == 1).all()
     with torch.no_grad():
         assert torch.equal(pooled(x, t, text, class_labels=labels).sample, unet(x, t, text, class_labels=labels).sample)
-        pooled.add_embedding.norm2.weight.fill_(1.0)
-        moved = pooled(x, t, text, class_labels=labels).sample - unet(x, t, text, class_labels=labels).sample
+        moved = live(x, t, text, class_labels=labels).sample - unet(x, t, text, class_labels=labels).sample
         assert moved.abs().max() > 1e-3
         # with the cross-attention shut, only the pooled caption carries the text
-        for m in pooled.modules():
+        for m in live.modules():
             if isinstance(m, diffusers.models.attention_processor.Attention) and m.is_cross_attention:
                 m.to_out[0].weight.zero_()
                 m.to_out[0].bias.zero_()
-        a, b = (pooled(x, t, e, class_labels=labels).sample for e in (text, other))
+        a, b = (live(x, t, e, class_labels=labels).sample for e in (text, other))
         assert (a - b).abs().max() > 1e-3
     assert modeling.pool_caption(pooled, 4) is pooled
     with pytest.raises(ModelError, match=r"already pools the caption with 4 heads"):

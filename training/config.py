@@ -36,8 +36,11 @@ DEFAULTS = {
         "transformer_layers": [],
         # the caption attention-pooled into the time embedding with this many heads (diffusers'
         # addition_embed_type = "text", modeling.pool_caption): a global caption signal beside
-        # cross-attention, starting at zero; 0 keeps the init's
+        # cross-attention; 0 keeps the init's
         "caption_pooling_heads": 0,
+        # the pooling's starting gain (its closing LayerNorm's): 0 starts as the init; 1 is diffusers'
+        # default, the caption a unit-scale vector from the first step (what a class label gives)
+        "caption_pooling_gain": 0.0,
         "seed": 0,
     },
     "data": {
@@ -194,6 +197,9 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
     ch = cfg["model"]["caption_pooling_heads"]
     if not (isinstance(ch, int) and not isinstance(ch, bool) and ch >= 0):
         raise ConfigError(f"model.caption_pooling_heads must be an integer >= 0 (0: off), not {ch!r}")
+    g = cfg["model"]["caption_pooling_gain"]
+    if not (isinstance(g, (int, float)) and not isinstance(g, bool) and g >= 0):
+        raise ConfigError(f"model.caption_pooling_gain must be a number >= 0, not {g!r}")
     _check_tasks("model.text_encoder_tasks", cfg["model"]["text_encoder_tasks"])
     if cfg["model"]["text_encoder_tasks"] and not cfg["model"]["train_text_encoder"]:
         raise ConfigError("model.text_encoder_tasks needs model.train_text_encoder = true")

@@ -72,7 +72,7 @@ def _model(cfg) -> modeling.UniGSModel:
     if m["transformer_layers"]:
         model.unet = modeling.deepen_unet(model.unet, m["transformer_layers"])
     if m["caption_pooling_heads"]:
-        model.unet = modeling.pool_caption(model.unet, m["caption_pooling_heads"])
+        model.unet = modeling.pool_caption(model.unet, m["caption_pooling_heads"], gain=m["caption_pooling_gain"])
     if m["vae"]:
         from diffusers import AutoencoderKL
 
