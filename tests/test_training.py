@@ -226,6 +226,7 @@ def test_lr_schedules():
     ("model.caption_pooling_heads=true", "caption_pooling_heads must be an integer >= 0"),
     ("train.caption_pooling_lr=-1", "caption_pooling_lr must be >= 0"),
     ("model.caption_pooling_gain=-0.5", "caption_pooling_gain must be a number >= 0"),
+    ("train.caption_kind_loss=-1", "caption_kind_loss must be >= 0"),
     ("data.entities=[0, 3]", "data.entities must be [fewest, most]"),
     ("data.entities=[3, 2]", "data.entities must be [fewest, most]"),
 ])
@@ -702,6 +703,29 @@ def test_caption_pooling_trains_and_survives_save_load(tmp_path):
     assert trainer.model.unet.add_embedding.norm2.weight.abs().max() > 0
     back = modeling.load(tmp_path / "run" / "model").unet
     assert back.config.addition_embed_type == "text" and back.config.addition_embed_type_num_heads == 4
+
+
+def test_caption_kind_loss_probes_the_pooled_caption_and_resumes(tmp_path):
+    """train.caption_kind_loss: a linear probe on the pooled caption is asked the kind a one-entity
+    inpaint caption names; the term adds to the loss, the probe learns, and a resume restores it."""
+    import torch
+
+    from unigs_deploy.training.trainer import Trainer
+
+    base = ["train.batch_size=4", "data.size=32", "data.entities=[1, 1]", "data.max_entities=1",
+            "train.tasks={inpaint = 1.0}", "train.cfg_dropout=0.0", "model.caption_pooling_heads=4",
+            "model.caption_pooling_gain=1.0", "train.steps=2", "train.checkpoint_every=2",
+            "train.warmup_steps=0", f"train.output={tmp_path / 'run'}"]
+    plain = Trainer(load_config(None, base), progress=False).loss(0).item()
+    trainer = Trainer(load_config(None, [*base, "train.caption_kind_loss=1.0"]), progress=False)
+    assert trainer.loss(0).item() > plain + 0.5  # cross-entropy of 4 kinds starts near ln 4
+    start = trainer.kind_head.weight.detach().clone()
+    trainer.train()
+    assert not torch.equal(trainer.kind_head.weight, start)
+    back = Trainer(load_config(None, [*base, "train.caption_kind_loss=1.0"]), progress=False, resume=True)
+    assert torch.equal(back.kind_head.weight, trainer.kind_head.weight)
+    with pytest.raises(ValueError, match=r"caption_kind_loss needs a UNet that pools the caption"):
+        Trainer(load_config(None, [*base[:-6], "train.caption_kind_loss=1.0"]), progress=False)
 
 
 def test_zero_terminal_snr_reaches_the_runtime_schedule(tmp_path):

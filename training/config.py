@@ -126,6 +126,11 @@ DEFAULTS = {
         # unet stage: the learning rate of the caption pooling (model.caption_pooling_heads), which starts
         # at zero gain beside weights that are already trained; 0: train.lr
         "caption_pooling_lr": 0.0,
+        # unet stage: a linear probe on the pooled caption (model.caption_pooling_heads) is asked the
+        # shape kind the caption names (inpaint examples of one entity), cross-entropy at this weight:
+        # the kind extracted from the caption before the UNet has learned to use it (a class label
+        # of the kind was learned where the plain caption was not: README). The probe is not saved
+        "caption_kind_loss": 0.0,
     },
 }
 
@@ -178,7 +183,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
     if not (isinstance(t["eval_steps"], int) and t["eval_steps"] >= 1):
         raise ConfigError(f"train.eval_steps must be an integer >= 1, not {t['eval_steps']!r}")
     for key in ("l1_weight", "colormap_pixel_loss", "entity_separation_loss", "snr_gamma", "caption_contrast",
-                "kind_loss", "caption_pooling_lr"):
+                "kind_loss", "caption_pooling_lr", "caption_kind_loss"):
         if t[key] < 0:
             raise ConfigError(f"train.{key} must be >= 0, not {t[key]}")
     for key in ("colormap_pixel_loss", "entity_separation_loss"):

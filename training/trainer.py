@@ -158,6 +158,7 @@ class Trainer:
             self.model.vae.quant_conv.requires_grad_(False)
         if t["gradient_checkpointing"] and self.stage == "unet":
             self.model.unet.enable_gradient_checkpointing()
+        self.kind_head = self._kind_head(t)
         self.optimizer = torch.optim.AdamW(self._param_groups(t), lr=t["lr"], weight_decay=t["weight_decay"])
         self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, functools.partial(_lr_factor, warm=max(1, t["warmup_steps"]), total=t["steps"],
@@ -183,6 +184,8 @@ class Trainer:
         self.trained = list(prepared[: len(self.trained)])
         self.optimizer, self.lr_schedule = prepared[len(self.trained):]
         self.accelerator.register_for_checkpointing(self.ema)
+        if self.kind_head is not None:
+            self.accelerator.register_for_checkpointing(self.kind_head)
         self.step = 0
         self.losses: list[float] = []
         self.evals: list[dict] = []
@@ -300,6 +303,8 @@ class Trainer:
             err = [(region * (p - target[contrast]) ** 2).sum((1, 2, 3)) / (region.sum((1, 2, 3)) * p.shape[1])
                    for p in (pred[contrast], pred_neg)]
             loss = loss + t["caption_contrast"] * losses.caption_contrast(*err)
+        if self.kind_head is not None:
+            loss = loss + t["caption_kind_loss"] * self._caption_kind_loss(unet, hidden, examples, drop)
         if judged is not None and (judged & ~drop).any():
             loss = loss + t["kind_loss"] * self._kind_loss(pred, cmap, mask, examples, judged & ~drop)
         if (t["colormap_pixel_loss"] or t["entity_separation_loss"]) and onestep.any():
@@ -313,6 +318,15 @@ class Trainer:
             if t["entity_separation_loss"]:
                 loss = loss + t["entity_separation_loss"] * losses.entity_separation(rec, cmap[onestep])
         return loss
+
+    def _caption_kind_loss(self, unet, hidden, examples, drop) -> torch.Tensor:
+        """Cross-entropy of the kind probe on the pooled caption against the kind the caption names."""
+        named = torch.tensor([e.kind >= 0 for e in examples]) & ~drop
+        if not named.any():
+            return torch.zeros(())
+        pooled = self.accelerator.unwrap_model(unet).add_embedding(hidden[named])
+        kinds = torch.tensor([e.kind for e, n in zip(examples, named.tolist(), strict=True) if n])
+        return torch.nn.functional.cross_entropy(self.kind_head(pooled), kinds)
 
     def _kind_loss(self, pred, cmap, mask, examples, sel) -> torch.Tensor:
         """Cross-entropy of the kind judge on the x0 colormap's entity (the pixels near the true
@@ -386,18 +400,36 @@ class Trainer:
 
     # -------------------------------------------------------------- the loop
 
-    def _param_groups(self, t) -> list[dict]:
-        """One group at train.lr; with train.caption_pooling_lr, the caption pooling's own (a module
-        starting at zero gain in a trained UNet: at train.lr it stays a small voice)."""
-        params = [p for m in self.trained for p in m.parameters()]
-        if not t["caption_pooling_lr"]:
-            return [{"params": params}]
+    def _pools_caption(self, option: str) -> None:
         if self.stage != "unet" or self.model.unet.config.addition_embed_type != "text":
-            raise ValueError("train.caption_pooling_lr needs a UNet that pools the caption: set "
+            raise ValueError(f"train.{option} needs a UNet that pools the caption: set "
                              "model.caption_pooling_heads (or start from a model that has it), stage unet")
+
+    def _kind_head(self, t) -> torch.nn.Module | None:
+        """train.caption_kind_loss's linear probe from the pooled caption to the shape kind it names:
+        training only (not saved with the model), checkpointed for an exact resume."""
+        if not t["caption_kind_loss"]:
+            return None
+        self._pools_caption("caption_kind_loss")
+        width = self.model.unet.add_embedding.proj.out_features
+        head = torch.nn.Linear(width, len(data_mod.KINDS))
+        g = torch.Generator().manual_seed(t["seed"])
+        with torch.no_grad():
+            head.weight.copy_(torch.randn(head.weight.shape, generator=g) / math.sqrt(width))
+            head.bias.zero_()
+        return head.train()
+
+    def _param_groups(self, t) -> list[dict]:
+        """One group at train.lr; with train.caption_pooling_lr, the caption pooling's (and the kind
+        probe's) own: a module starting at zero gain in a trained UNet stays a small voice at train.lr."""
+        params = [p for m in self.trained for p in m.parameters()]
+        head = list(self.kind_head.parameters()) if self.kind_head is not None else []
+        if not t["caption_pooling_lr"]:
+            return [{"params": params + head}]
+        self._pools_caption("caption_pooling_lr")
         pooled = {id(p) for p in self.model.unet.add_embedding.parameters()}
         return [{"params": [p for p in params if id(p) not in pooled]},
-                {"params": list(self.model.unet.add_embedding.parameters()), "lr": t["caption_pooling_lr"]}]
+                {"params": list(self.model.unet.add_embedding.parameters()) + head, "lr": t["caption_pooling_lr"]}]
 
     def train(self) -> Path:
         from tqdm.auto import tqdm
