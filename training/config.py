@@ -123,8 +123,8 @@ DEFAULTS = {
         # trained on true masks when the run starts); cross-entropy with the asked kind. 0: off
         "kind_loss": 0.0,
         "kind_timesteps": [600, 999],
-        # unet stage: the learning rate of the caption pooling (model.caption_pooling_heads), which starts
-        # at zero gain beside weights that are already trained; 0: train.lr
+        # unet stage: the learning rate of the caption pooling (model.caption_pooling_heads) and the
+        # kind probe below: modules new to an already trained UNet; 0: train.lr
         "caption_pooling_lr": 0.0,
         # unet stage: a linear probe on the pooled caption (model.caption_pooling_heads) is asked the
         # shape kind the caption names (inpaint examples of one entity), cross-entropy at this weight:

@@ -421,7 +421,7 @@ class Trainer:
 
     def _param_groups(self, t) -> list[dict]:
         """One group at train.lr; with train.caption_pooling_lr, the caption pooling's (and the kind
-        probe's) own: a module starting at zero gain in a trained UNet stays a small voice at train.lr."""
+        probe's) own: modules new to a trained UNet (at zero gain they stay a small voice at train.lr)."""
         params = [p for m in self.trained for p in m.parameters()]
         head = list(self.kind_head.parameters()) if self.kind_head is not None else []
         if not t["caption_pooling_lr"]:
