@@ -226,6 +226,7 @@ def test_lr_schedules():
     ("model.caption_pooling_heads=true", "caption_pooling_heads must be an integer >= 0"),
     ("train.caption_pooling_lr=-1", "caption_pooling_lr must be >= 0"),
     ("model.caption_pooling_gain=-0.5", "caption_pooling_gain must be a number >= 0"),
+    ("model.caption_pooling_gain=1.0", "caption_pooling_gain sets the gain of pooling"),
     ("train.caption_kind_loss=-1", "caption_kind_loss must be >= 0"),
     ("data.entities=[0, 3]", "data.entities must be [fewest, most]"),
     ("data.entities=[3, 2]", "data.entities must be [fewest, most]"),

@@ -205,6 +205,9 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
     g = cfg["model"]["caption_pooling_gain"]
     if not (isinstance(g, (int, float)) and not isinstance(g, bool) and g >= 0):
         raise ConfigError(f"model.caption_pooling_gain must be a number >= 0, not {g!r}")
+    if g and not ch:
+        raise ConfigError("model.caption_pooling_gain sets the gain of pooling that model.caption_pooling_heads "
+                          "adds: set that too")
     _check_tasks("model.text_encoder_tasks", cfg["model"]["text_encoder_tasks"])
     if cfg["model"]["text_encoder_tasks"] and not cfg["model"]["train_text_encoder"]:
         raise ConfigError("model.text_encoder_tasks needs model.train_text_encoder = true")
