@@ -96,6 +96,19 @@ def test_negative_prompt_reaches_the_run_and_its_record(tiny_engine, files):
     assert settings["negative_prompt"] == "a blue square" and settings["unet_batch"] == 2
 
 
+def test_keep_unmasked_pastes_the_input_outside_the_mask(tiny_engine, files):
+    common = ["--engine", tiny_engine / "unigs.onnx", "--task", "inpaint", "--image", files / "image.png",
+              "--mask", files / "mask.png", "--prompt", "a red star", "--steps", "1", "--quiet"]
+    assert _run(common + ["--out", files / "plain"]).exit_code == 0
+    res = _run(common + ["--out", files / "kept", "--keep-unmasked"])
+    assert res.exit_code == 0, res.output
+    image, mask = io.read_image(files / "image.png"), io.read_mask(files / "mask.png")
+    plain, kept = io.read_image(files / "plain" / "image.png"), io.read_image(files / "kept" / "image.png")
+    assert np.array_equal(kept[~mask], image[~mask]) and np.array_equal(kept[mask], plain[mask])
+    assert not np.array_equal(plain[~mask], image[~mask])
+    assert json.loads((files / "kept" / "run.json").read_text())["settings"]["keep_unmasked"] is True
+
+
 def test_parameters_are_checked_before_any_model_work(tiny_engine, files):
     onnx = tiny_engine / "unigs.onnx"
     img = ["--image", files / "image.png"]
@@ -106,6 +119,7 @@ def test_parameters_are_checked_before_any_model_work(tiny_engine, files):
     _error(["--engine", onnx, "--task", "inpaint", *img, "--mask", files / "mask.png", "--mask", files / "mask.png",
             "--prompt", "a star"], "2 masks but 1 prompts")
     _error(["--engine", onnx, "--task", "segment", *img, "--locate", "refer"], "--locate is for inpaint only")
+    _error(["--engine", onnx, "--task", "segment", *img, "--keep-unmasked"], "--keep-unmasked is for inpaint only")
     blocker = files / "blocker"
     blocker.write_text("x")
     # the folder is checked before the engine is even opened

@@ -150,6 +150,8 @@ def test_grayscale_rgba_16bit_images_are_converted(tiny_pipe):
         (lambda p, img, m: p.segment(img, steps=0), "steps must be at least 1"),
         (lambda p, img, m: p.inpaint(img, [], steps=1), "at least one region"),
         (lambda p, img, m: p.inpaint(img, [(m, "x")], locate="image"), "locate must be one of colormap, refer"),
+        (lambda p, img, m: p.inpaint(img, [(m, "x")], keep_unmasked=True, decode_image=False),
+         "keep_unmasked pastes the input into the generated image"),
         (lambda p, img, m: p.inpaint(img, [(m, "x")], locate="refer", decode_image=False),
          "reads the entities from the generated image"),
         (lambda p, img, m: p.segment(np.zeros((0, 4, 3), np.uint8)), "empty"),
@@ -164,6 +166,21 @@ def test_bad_input(tiny_pipe, inputs, call, message):
     image, mask = inputs
     with pytest.raises(ValueError, match=message):
         call(tiny_pipe, image, mask)
+
+
+def test_keep_unmasked_changes_only_the_image_outside_every_region(tiny_pipe, inputs):
+    image, mask = inputs
+    second = np.zeros_like(mask)
+    second[24:30, 2:12] = True
+    regions = [(mask, "a red star"), (second, "a blue square")]
+    plain = tiny_pipe.inpaint(image, regions, steps=2, seed=5)
+    kept = tiny_pipe.inpaint(image, regions, steps=2, seed=5, keep_unmasked=True)
+    inside = mask | second
+    assert np.array_equal(kept.image[~inside], image[~inside])
+    assert np.array_equal(kept.image[inside], plain.image[inside])
+    assert not np.array_equal(plain.image[~inside], image[~inside])
+    assert np.array_equal(kept.labels, plain.labels) and np.array_equal(kept.colormap, plain.colormap)
+    assert kept.settings["keep_unmasked"] and not plain.settings["keep_unmasked"]
 
 
 def test_inpaint_located_by_refer_labels_each_region_with_what_refer_finds(tiny_pipe, inputs, monkeypatch):

@@ -360,7 +360,8 @@ class UniGSPipeline:
                       self._back(colormap, size, nearest=True), self._back(labels, size, nearest=True),
                       timings=timings, notes=notes, settings=settings, latents=np.concatenate([z_img, z_cmap], axis=1))
 
-    def inpaint(self, image, regions: list[tuple[np.ndarray, str]], *, locate: str | None = None, **kw) -> Result:
+    def inpaint(self, image, regions: list[tuple[np.ndarray, str]], *, locate: str | None = None,
+                keep_unmasked: bool = False, **kw) -> Result:
         """Multi-class, multi-region inpainting: every region is a coarse mask with its own text.
 
         One pass, as the model was trained: the union of the regions is inpainted with the texts
@@ -369,9 +370,15 @@ class UniGSPipeline:
         most; labels are entities) or "refer" (the refer task on the generated image, with the
         region and its text, so the mask follows what the image shows; label i is region i's
         entity; one more refer pass a region). None: the model's default, else "colormap".
+        keep_unmasked: the returned image takes the input's pixels outside the regions (the model
+        redraws the whole image through its VAE; diffusers' apply_overlay), with a hard seam at
+        the regions' edge; entities are located before it, in the model's own image.
         """
         if not regions:
             raise ValueError("inpaint needs at least one region (a mask and its text)")
+        if keep_unmasked and kw.get("decode_image") is not None and not kw["decode_image"]:
+            raise ValueError("keep_unmasked pastes the input into the generated image: leave decode_image on, "
+                             "or drop keep_unmasked")
         locate = locate or self.manifest.task_defaults.get("inpaint", {}).get("locate", "colormap")
         if locate not in LOCATE:
             raise ValueError(f"locate must be one of {', '.join(LOCATE)}, got {locate!r}")
@@ -397,8 +404,11 @@ class UniGSPipeline:
                 res.notes.append(f"inpaint: the generated colormap holds no entity in region {i}; its mask is "
                                  "empty (locate='refer' reads the entity from the generated image instead)")
         res.mask = res.labels > 0
+        if keep_unmasked:
+            res.image = np.where(np.logical_or.reduce(masks)[..., None], res.image, rgb)
         res.settings["regions"] = [p for _, p in regions]
         res.settings["locate"] = locate
+        res.settings["keep_unmasked"] = bool(keep_unmasked)
         return res
 
     def _refer_back(self, res: Result, masks: list[np.ndarray], texts: list[str], region_of: np.ndarray,
