@@ -230,6 +230,8 @@ def test_lr_schedules():
     ("train.caption_kind_loss=-1", "caption_kind_loss must be >= 0"),
     ("data.entities=[0, 3]", "data.entities must be [fewest, most]"),
     ("data.entities=[3, 2]", "data.entities must be [fewest, most]"),
+    ("data.inpaint_one_entity=1.5", "data.inpaint_one_entity must be a share in [0, 1]"),
+    ("data.inpaint_one_entity='all'", "data.inpaint_one_entity must be a share in [0, 1]"),
 ])
 def test_new_training_options_are_checked(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -401,6 +403,23 @@ def test_kind_swapped_prompts():
     for task in tasks.NAMES:
         ex = data.make_example(task, image, masks, caps, np.random.default_rng(2))
         assert bool(ex.negative) == (task == "inpaint")
+
+
+def test_inpaint_one_entity_names_one_kind_and_leaves_the_default_draws_alone():
+    """data.inpaint_one_entity = 1: every inpaint example fills one region and carries the kind its
+    caption names; at 0 the examples are exactly those drawn before the option existed."""
+    picked = {0.0: [], 1.0: []}
+    for seed in range(30):
+        image, masks, caps = shapes.shapes_image(np.random.default_rng(seed), 32, 3, 4)
+        for share in picked:
+            ex = data.make_example("inpaint", image, masks, caps, np.random.default_rng(seed),
+                                   inpaint_one_entity=share)
+            picked[share].append(ex)
+        plain = data.make_example("inpaint", image, masks, caps, np.random.default_rng(seed))
+        assert plain.prompt == picked[0.0][-1].prompt and np.array_equal(plain.mask, picked[0.0][-1].mask)
+    for ex in picked[1.0]:
+        assert ", " not in ex.prompt and ex.kind == shapes.KINDS.index(ex.prompt.split()[-1])
+    assert sum(ex.kind < 0 for ex in picked[0.0]) > 10  # most default examples fill several regions
 
 
 def test_caption_contrast_adds_a_logistic_term_on_inpaint_examples(monkeypatch):

@@ -53,6 +53,9 @@ DEFAULTS = {
         "classes": "",  # openimages: class-descriptions CSV (LabelName, DisplayName), optional
         "size": 64,
         "max_entities": 4,
+        # the share of inpaint examples that fill one region (the rest: 1..max_entities regions):
+        # one region names one shape kind, the examples train.caption_kind_loss learns from
+        "inpaint_one_entity": 0.0,
         # shapes: how many entities a scene asks for, [fewest, most] (the held-out images' range by
         # default); [1, 1] draws one unoccluded entity a scene
         "entities": list(ENTITIES),
@@ -193,6 +196,9 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
     if not (isinstance(kt, list) and len(kt) == 2 and all(isinstance(v, int) for v in kt)
             and 0 <= kt[0] <= kt[1] <= 999):
         raise ConfigError(f"train.kind_timesteps must be [low, high] integers with 0 <= low <= high <= 999, not {kt!r}")
+    one = cfg["data"]["inpaint_one_entity"]
+    if not (isinstance(one, int | float) and 0.0 <= one <= 1.0):
+        raise ConfigError(f"data.inpaint_one_entity must be a share in [0, 1], not {one!r}")
     en = cfg["data"]["entities"]
     if not (isinstance(en, list) and len(en) == 2 and all(isinstance(v, int) for v in en) and 1 <= en[0] <= en[1]):
         raise ConfigError(f"data.entities must be [fewest, most] integers with 1 <= fewest <= most, not {en!r}")

@@ -291,15 +291,18 @@ def keep_largest(masks: np.ndarray, captions: list, limit: int = palette.MAX_ENT
     return masks[keep], [captions[i] for i in keep], len(masks) - limit
 
 
-def make_example(task: str, image, masks, captions, rng: np.random.Generator, *, max_entities: int = 4) -> Example:
-    """One training example: entities picked for the task, then `tasks.model_inputs`."""
+def make_example(task: str, image, masks, captions, rng: np.random.Generator, *, max_entities: int = 4,
+                 inpaint_one_entity: float = 0.0) -> Example:
+    """One training example: entities picked for the task, then `tasks.model_inputs`.
+    inpaint_one_entity: the share of inpaint examples that fill one region (one named kind, what
+    the caption kind loss learns from); 0 draws nothing extra, so earlier stages' examples stay."""
     masks, captions, _ = keep_largest(masks, captions)
     n = len(masks)
     h, w = image.shape[:2]
     unit = palette.colormap_to_unit(image)
     if task == "segment":
         pick = np.arange(n)
-    elif task == "refer":
+    elif task == "refer" or (task == "inpaint" and inpaint_one_entity and rng.random() < inpaint_one_entity):
         pick = rng.choice(n, 1)
     else:
         pick = np.sort(rng.choice(n, int(rng.integers(1, min(n, max_entities) + 1)), replace=False))
@@ -334,8 +337,10 @@ def kind_swapped(captions: list[str], rng: np.random.Generator) -> str:
 class ExampleSource:
     """Deterministic examples: example(step, i) depends only on (seed, step, i, rank)."""
 
-    def __init__(self, dataset, *, seed: int, task_ratios: dict, rank: int = 0, max_entities: int = 4):
-        self.dataset, self.seed, self.rank, self.max_entities = dataset, seed, rank, max_entities
+    def __init__(self, dataset, *, seed: int, task_ratios: dict, rank: int = 0, max_entities: int = 4,
+                 inpaint_one_entity: float = 0.0):
+        self.dataset, self.seed, self.rank = dataset, seed, rank
+        self.picking = {"max_entities": max_entities, "inpaint_one_entity": inpaint_one_entity}
         self.tasks = [t for t in tasks.NAMES if task_ratios.get(t, 0) > 0]
         p = np.array([task_ratios[t] for t in self.tasks], float)
         self.p = p / p.sum()
@@ -354,7 +359,7 @@ class ExampleSource:
                         skipped["entities_folded_into_background"] = (
                             skipped.get("entities_folded_into_background", 0) + folded)
                 task = self.tasks[int(rng.choice(len(self.tasks), p=self.p))]
-                return make_example(task, *item, rng, max_entities=self.max_entities)
+                return make_example(task, *item, rng, **self.picking)
         raise RuntimeError("100 unreadable images in a row: check the dataset paths")
 
     def _mixed(self, step: int, i: int) -> Example:
@@ -369,7 +374,7 @@ class ExampleSource:
                 if folded:
                     dataset.skipped["entities_folded_into_background"] = (
                         dataset.skipped.get("entities_folded_into_background", 0) + folded)
-                return make_example(task, *item, rng, max_entities=self.max_entities)
+                return make_example(task, *item, rng, **self.picking)
         raise RuntimeError("100 unreadable images in a row: check the dataset paths")
 
 

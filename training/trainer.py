@@ -138,7 +138,8 @@ class Trainer:
         self.model = _model(cfg)
         self.stage = t["stage"]
         self.source = data_mod.ExampleSource(_dataset(cfg), seed=t["seed"], task_ratios=t["tasks"], rank=self.rank,
-                                             max_entities=cfg["data"]["max_entities"])
+                                             max_entities=cfg["data"]["max_entities"],
+                                             inpaint_one_entity=cfg["data"]["inpaint_one_entity"])
         if self.stage in ("vae", "vae_decoder"):
             self.trained = [self.model.vae]
         elif self.stage == "tiny_vae":
