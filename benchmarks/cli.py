@@ -217,9 +217,10 @@ def generative(engine, images, offset, step_counts, guidances, scheduler, spacin
 @click.option("--entities", default=",".join(map(str, ENTITIES)), show_default=True,
               help="FEWEST,MOST entities a held-out scene asks for (1,1: one unoccluded entity, as training's "
                    "data.entities = [1, 1]).")
+@click.option("--guidance", type=float, help="Inpaint's guidance [default: the task's default].")
 @click.option("--threads", default=0, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results as JSON.")
-def kinds(engine, images, offset, size, entities, threads, json_path):
+def kinds(engine, images, offset, size, entities, guidance, threads, json_path):
     """Does the caption's shape kind steer inpainting? Each region inpainted once per kind, same seed."""
     from . import generative as bench
 
@@ -227,7 +228,8 @@ def kinds(engine, images, offset, size, entities, threads, json_path):
     if len(span) != 2 or not 1 <= span[0] <= span[1]:
         raise click.BadParameter(f"{entities!r}: give FEWEST,MOST with 1 <= FEWEST <= MOST, e.g. 1,1",
                                  param_hint="--entities")
-    _emit(bench.kinds(engine, n=images, offset=offset, size=size, entities=tuple(span), threads=threads), json_path)
+    _emit(bench.kinds(engine, n=images, offset=offset, size=size, entities=tuple(span), guidance=guidance,
+                      threads=threads), json_path)
 
 
 @main.command("inpaint-reference")

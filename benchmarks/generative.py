@@ -74,11 +74,11 @@ def run(engine, *, n: int = 40, offset: int = 5000, steps=(25,), guidance=(3.0, 
 
 
 def kinds(engine, *, n: int = 15, offset: int = 5000, size: int | None = None, entities: tuple[int, int] = ENTITIES,
-          threads: int = 0) -> dict:
+          guidance: float | None = None, threads: int = 0) -> dict:
     """Does the caption's kind steer inpainting? Each image's region inpainted four times at the
-    task's defaults, the same seed and colour, once per kind: the judged kind against the asked
-    one (a confusion matrix), and how alike the four generated masks are (mean IoU of the six
-    pairs: 1 when the kind changes nothing)."""
+    task's defaults (guidance None: inpaint's own), the same seed and colour, once per kind: the
+    judged kind against the asked one (a confusion matrix), and how alike the four generated
+    masks are (mean IoU of the six pairs: 1 when the kind changes nothing)."""
     from tqdm.auto import tqdm
 
     from unigs_deploy import metrics
@@ -98,14 +98,14 @@ def kinds(engine, *, n: int = 15, offset: int = 5000, size: int | None = None, e
         truth += detect.shape_kind(masks[j], hidden=others(masks, j)) == true_kind
         drawn = []
         for asked, kind in enumerate(KINDS):
-            res = pipe.inpaint(image, [(region, caption(colour, kind))], seed=i)
+            res = pipe.inpaint(image, [(region, caption(colour, kind))], seed=i, guidance=guidance)
             gen = dominant_in(res.labels, region)
             drawn.append(gen)
             if gen.any():
                 confusion[asked, KINDS.index(detect.shape_kind(gen, hidden=(res.labels > 0) & ~gen))] += 1
         alike += [metrics.mask_iou(a, b) for a, b in itertools.combinations(drawn, 2)]
     return {"benchmark": "kinds", "machine": machine(threads=threads or None), "images": n, "offset": offset,
-            "size": size, "entities": list(entities), "engine": str(engine), "kinds": list(KINDS),
+            "size": size, "entities": list(entities), "guidance": guidance, "engine": str(engine), "kinds": list(KINDS),
             "confusion": confusion.tolist(),
             "match": float(np.trace(confusion) / max(1, confusion.sum())), "truth_match": truth / max(1, n),
             "mask_iou_between_kinds": float(np.mean(alike))}
@@ -121,10 +121,11 @@ def render_kinds(r: dict) -> str:
         scenes = f" (scenes of {lo} entit{'y' if lo == 1 else 'ies'})"
     else:
         scenes = f" (scenes of {lo}-{hi} entities)"
+    settings = "inpaint's defaults" + ("" if r.get("guidance") is None else f" but guidance {r['guidance']:g}")
     return confusion_table(r["kinds"], r["confusion"]) + (
         f"\nShape-kind match {r['match']:.2f} (chance 0.25); mean IoU between the masks drawn for the four kinds "
         f"{r['mask_iou_between_kinds']:.2f} (1: the kind changes nothing). {r['images']} held-out "
-        f"{r['size']}x{r['size']} images from index {r['offset']}{scenes}, inpaint's defaults, one seed per image."
+        f"{r['size']}x{r['size']} images from index {r['offset']}{scenes}, {settings}, one seed per image."
         + (f" The true entities are judged their kind {r['truth_match']:.2f} (the judge's ceiling)."
            if "truth_match" in r else ""))
 

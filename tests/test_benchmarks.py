@@ -309,11 +309,12 @@ def test_generative_bench_scores_each_way_of_locating_the_inpainted_entity(tiny_
     assert out.exit_code == 2 and "unknown image: choose from colormap, refer" in out.output
 
 
-@pytest.mark.parametrize("entities", [(1, 6), (1, 1)])
-def test_kinds_bench_inpaints_each_region_once_per_kind(tiny_engine, tiny_pipe, entities):
+@pytest.mark.parametrize("entities, guidance", [((1, 6), None), ((1, 1), 2.0)])
+def test_kinds_bench_inpaints_each_region_once_per_kind(tiny_engine, tiny_pipe, entities, guidance):
     """The confusion matrix and the masks' likeness are those of the four inpaintings of each
     region (same seed and colour, one per kind) judged as unigs-bench quality judges them; the
-    judge's ceiling is its verdict on the true entities; --entities sets the held-out scenes."""
+    judge's ceiling is its verdict on the true entities; --entities sets the held-out scenes,
+    --guidance inpaint's guidance."""
     import itertools
 
     from click.testing import CliRunner
@@ -324,7 +325,7 @@ def test_kinds_bench_inpaints_each_region_once_per_kind(tiny_engine, tiny_pipe, 
     from unigs_deploy.labels import dominant_in
     from unigs_deploy.synthetic.shapes import KINDS, caption, held_out_example
 
-    r = generative.kinds(tiny_engine, n=2, offset=3, size=32, entities=entities, threads=1)
+    r = generative.kinds(tiny_engine, n=2, offset=3, size=32, entities=entities, guidance=guidance, threads=1)
     confusion, alike, truth = np.zeros((4, 4), int), [], 0
     for i in range(2):
         image, masks, captions, region, j = held_out_example(3 + i, 32, entities)
@@ -334,7 +335,8 @@ def test_kinds_bench_inpaints_each_region_once_per_kind(tiny_engine, tiny_pipe, 
         truth += detect.shape_kind(masks[j], hidden=masks.any(0) & ~masks[j]) == kind_j
         drawn = []
         for asked, kind in enumerate(KINDS):
-            res = tiny_pipe.inpaint(image, [(region, caption(colour, kind))], seed=i)
+            res = tiny_pipe.inpaint(image, [(region, caption(colour, kind))], seed=i, guidance=guidance)
+            assert res.settings["guidance"] == (guidance or 7.5)
             drawn.append(dominant_in(res.labels, region))
             if drawn[-1].any():
                 confusion[asked, KINDS.index(detect.shape_kind(drawn[-1], hidden=(res.labels > 0) & ~drawn[-1]))] += 1
@@ -346,6 +348,7 @@ def test_kinds_bench_inpaints_each_region_once_per_kind(tiny_engine, tiny_pipe, 
     text = report.RENDER["kinds"](r)
     assert "asked \\ judged" in text and "chance 0.25" in text and "the judge's ceiling" in text
     assert ("(scenes of 1 entity)" in text) == (entities == (1, 1))
+    assert ("but guidance 2," in text) == (guidance == 2.0) and r["guidance"] == guidance
     out = CliRunner().invoke(main, ["kinds", "--engine", str(tiny_engine), "--entities", "2,1"])
     assert out.exit_code == 2 and "give FEWEST,MOST with 1 <= FEWEST <= MOST" in out.output
 
