@@ -232,6 +232,7 @@ def test_lr_schedules():
     ("data.entities=[3, 2]", "data.entities must be [fewest, most]"),
     ("data.inpaint_one_entity=1.5", "data.inpaint_one_entity must be a share in [0, 1]"),
     ("data.inpaint_one_entity='all'", "data.inpaint_one_entity must be a share in [0, 1]"),
+    ("data.inpaint_one_entity=true", "data.inpaint_one_entity must be a share in [0, 1]"),
 ])
 def test_new_training_options_are_checked(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):

@@ -197,7 +197,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
             and 0 <= kt[0] <= kt[1] <= 999):
         raise ConfigError(f"train.kind_timesteps must be [low, high] integers with 0 <= low <= high <= 999, not {kt!r}")
     one = cfg["data"]["inpaint_one_entity"]
-    if not (isinstance(one, int | float) and 0.0 <= one <= 1.0):
+    if not (isinstance(one, (int, float)) and not isinstance(one, bool) and 0.0 <= one <= 1.0):
         raise ConfigError(f"data.inpaint_one_entity must be a share in [0, 1], not {one!r}")
     en = cfg["data"]["entities"]
     if not (isinstance(en, list) and len(en) == 2 and all(isinstance(v, int) for v in en) and 1 <= en[0] <= en[1]):
