@@ -233,6 +233,8 @@ def test_lr_schedules():
     ("data.inpaint_one_entity=1.5", "data.inpaint_one_entity must be a share in [0, 1]"),
     ("data.inpaint_one_entity='all'", "data.inpaint_one_entity must be a share in [0, 1]"),
     ("data.inpaint_one_entity=true", "data.inpaint_one_entity must be a share in [0, 1]"),
+    ("data.upright=-0.1", "data.upright must be a share in [0, 1]"),
+    ("data.upright=true", "data.upright must be a share in [0, 1]"),
 ])
 def test_new_training_options_are_checked(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -422,6 +424,27 @@ def test_inpaint_one_entity_names_one_kind_and_leaves_the_default_draws_alone():
     for ex in picked[1.0]:
         assert ", " not in ex.prompt and ex.kind == shapes.KINDS.index(ex.prompt.split()[-1])
     assert sum(ex.kind < 0 for ex in picked[0.0]) > 10  # most default examples fill several regions
+
+
+def test_upright_draws_unrotated_shapes_and_leaves_the_default_layouts_alone():
+    """data.upright = 1: every shape unrotated (a lone rectangle fills its bounding box); at 0 the
+    layouts are those drawn before the option existed (pinned from commit 990015b's shapes.py)."""
+    image, masks, caps = shapes.shapes_image(np.random.default_rng(0), 64)
+    assert [int(m.sum()) for m in masks] == [97, 314, 140, 110, 247, 1080]
+    assert caps == ["an orange triangle", "a gray triangle", "a purple triangle", "a blue ellipse",
+                    "a white triangle", "a white rectangle"]
+    fill = {0.0: [], 1.0: []}
+    for seed in range(200):
+        for share in fill:
+            (m,), (kind,) = shapes.random_layout(np.random.default_rng(seed), 64, 64, 1, min_pixels=64,
+                                                 upright=share)
+            if kind == "rectangle":
+                ys, xs = np.nonzero(m)
+                fill[share].append(m.sum() / ((np.ptp(ys) + 1) * (np.ptp(xs) + 1)))
+    assert len(fill[1.0]) > 20 and min(fill[1.0]) > 0.95
+    assert np.mean(fill[0.0]) < 0.85
+    world = data.ShapesOnTheFly(64, seed=3, upright=1.0)
+    assert world.load(5)[2] == shapes.shapes_image(np.random.default_rng([3, 5]), 64, upright=1.0)[2]
 
 
 def test_caption_contrast_adds_a_logistic_term_on_inpaint_examples(monkeypatch):

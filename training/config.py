@@ -59,6 +59,10 @@ DEFAULTS = {
         # shapes: how many entities a scene asks for, [fewest, most] (the held-out images' range by
         # default); [1, 1] draws one unoccluded entity a scene
         "entities": list(ENTITIES),
+        # shapes: the share of shapes drawn unrotated. Rotation is what averages a kind's outline
+        # out of the posterior mean an x0 prediction learns where the caption decides (README,
+        # `unigs-bench kind-means`); the held-out images stay rotated. 0: every shape rotated
+        "upright": 0.0,
         # a mix instead of one dataset: [[data.datasets]] tables, each with kind/annotations/images/...
         # (as above), an optional name, and tasks = {task = weight}: the share of that task's
         # examples it serves (configs/paper-mix.toml is the paper's split)
@@ -199,6 +203,9 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
     one = cfg["data"]["inpaint_one_entity"]
     if not (isinstance(one, (int, float)) and not isinstance(one, bool) and 0.0 <= one <= 1.0):
         raise ConfigError(f"data.inpaint_one_entity must be a share in [0, 1], not {one!r}")
+    up = cfg["data"]["upright"]
+    if not (isinstance(up, (int, float)) and not isinstance(up, bool) and 0.0 <= up <= 1.0):
+        raise ConfigError(f"data.upright must be a share in [0, 1], not {up!r}")
     en = cfg["data"]["entities"]
     if not (isinstance(en, list) and len(en) == 2 and all(isinstance(v, int) for v in en) and 1 <= en[0] <= en[1]):
         raise ConfigError(f"data.entities must be [fewest, most] integers with 1 <= fewest <= most, not {en!r}")

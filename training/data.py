@@ -381,12 +381,13 @@ class ExampleSource:
 class ShapesOnTheFly:
     """The shapes world generated on demand (no files): load(i) is a pure function of i."""
 
-    def __init__(self, size: int = 128, seed: int = 0, entities: tuple[int, int] = ENTITIES):
-        self.size, self.seed, self.entities = size, seed, tuple(entities)
+    def __init__(self, size: int = 128, seed: int = 0, entities: tuple[int, int] = ENTITIES, upright: float = 0.0):
+        self.size, self.seed, self.entities, self.upright = size, seed, tuple(entities), upright
         self.skipped = {"no_entity": 0, "unreadable": 0}
 
     def __len__(self) -> int:
         return 1 << 62
 
     def load(self, index: int):
-        return shapes_image(np.random.default_rng([self.seed, index]), self.size, *self.entities)
+        return shapes_image(np.random.default_rng([self.seed, index]), self.size, *self.entities,
+                            upright=self.upright)

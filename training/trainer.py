@@ -37,7 +37,8 @@ def _dataset(cfg):
                           entry["tasks"]))
         return data_mod.Mix(named)
     if d["kind"] == "shapes":
-        return data_mod.ShapesOnTheFly(d["size"], seed=cfg["train"]["seed"], entities=d["entities"])
+        return data_mod.ShapesOnTheFly(d["size"], seed=cfg["train"]["seed"], entities=d["entities"],
+                                       upright=d["upright"])
     if d["kind"] == "coco":
         return data_mod.CocoEntities(d["annotations"], d["images"] or None, size=d["size"])
     if d["kind"] == "openimages":

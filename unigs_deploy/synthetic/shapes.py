@@ -51,11 +51,12 @@ def draw_shape(h: int, w: int, kind: str, cx, cy, rx, ry, angle=0.0) -> np.ndarr
 
 
 def random_layout(rng: np.random.Generator, h: int, w: int, n: int, *, min_pixels: int = 256,
-                  max_tries: int = 2000) -> tuple[np.ndarray, list[str]]:
+                  max_tries: int = 2000, upright: float = 0.0) -> tuple[np.ndarray, list[str]]:
     """Up to `n` non-overlapping entity masks (N, H, W) bool and their shape kinds.
 
     Shapes are drawn one over another and each keeps what stays visible; one that keeps fewer
-    than `min_pixels` is dropped, so every returned entity is at least that large.
+    than `min_pixels` is dropped, so every returned entity is at least that large. `upright`: the
+    share of shapes drawn unrotated (0 draws nothing extra: the same layouts as without it).
     """
     owner = np.full((h, w), -1, np.int32)
     kinds: list[str] = []
@@ -65,7 +66,10 @@ def random_layout(rng: np.random.Generator, h: int, w: int, n: int, *, min_pixel
             break
         kind = KINDS[rng.integers(len(KINDS))]
         rx, ry = rng.uniform(*RADII, 2) * scale
-        m = draw_shape(h, w, kind, rng.uniform(0, w), rng.uniform(0, h), rx, ry, rng.uniform(0, np.pi))
+        cx, cy, angle = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(0, np.pi)
+        if upright and rng.random() < upright:
+            angle = 0.0
+        m = draw_shape(h, w, kind, cx, cy, rx, ry, angle)
         trial = owner.copy()
         trial[m] = len(kinds)
         counts = np.bincount(trial[trial >= 0], minlength=len(kinds) + 1)
@@ -112,10 +116,12 @@ def caption(colour: str, kind: str) -> str:
     return f"{'an' if colour[0] in 'aeiou' else 'a'} {colour} {kind}"
 
 
-def shapes_image(rng: np.random.Generator, size: int, n_min: int = ENTITIES[0], n_max: int = ENTITIES[1]):
-    """-> image (H, W, 3) uint8, masks (N, H, W) bool, captions ["a red star", ...]."""
+def shapes_image(rng: np.random.Generator, size: int, n_min: int = ENTITIES[0], n_max: int = ENTITIES[1], *,
+                 upright: float = 0.0):
+    """-> image (H, W, 3) uint8, masks (N, H, W) bool, captions ["a red star", ...].
+    upright: the share of shapes drawn unrotated (random_layout)."""
     n = int(rng.integers(n_min, n_max + 1))
-    masks, kinds = random_layout(rng, size, size, n, min_pixels=entity_min_pixels(size))
+    masks, kinds = random_layout(rng, size, size, n, min_pixels=entity_min_pixels(size), upright=upright)
     img = _background(rng, size, size)
     captions = []
     names = list(COLOURS)
