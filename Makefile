@@ -47,7 +47,8 @@ endif
 # VAE distilled from it, 7: the UNet continued on 128x128 images, 8: the same with the text encoder
 # learning too, 9 and 10: an entity-separation term on the decoded one-step colormaps, 11 and 12:
 # those losses also on segment's second step, fed the model's own first step, 13 and 14: the same
-# with stage 10's text encoder, frozen), then ship it
+# with stage 10's text encoder, frozen, 20: a pooled caption and a probe asking it for the shape kind,
+# 21: the same with the text encoder learning from inpaint examples, most filling one region), then ship it
 # with its measured task defaults (unigs-bench thresholds/steps/generative).
 demo-model: $(VENV)/.dev
 	$(VENV)/bin/unigs-train configs/demo-vae.toml
@@ -64,7 +65,9 @@ demo-model: $(VENV)/.dev
 	$(VENV)/bin/unigs-train configs/demo-128-unrolled-2.toml
 	$(VENV)/bin/unigs-train configs/demo-128-frozen-text.toml
 	$(VENV)/bin/unigs-train configs/demo-128-frozen-text-2.toml
-	$(PY) -m unigs_deploy.training.ship runs/demo-128-frozen-text-2/model --tiny-vae runs/demo-tiny-vae/model \
+	$(VENV)/bin/unigs-train configs/demo-128-pooled.toml
+	$(VENV)/bin/unigs-train configs/demo-128-kind-text.toml
+	$(PY) -m unigs_deploy.training.ship runs/demo-128-kind-text/model --tiny-vae runs/demo-tiny-vae/model \
 		--task-defaults configs/demo-task-defaults.json
 
 test: $(VENV)/.dev
