@@ -430,7 +430,7 @@ def _sd15_engine(workdir: Path, scale: str) -> Path:
 @click.option("--quality-engine", type=click.Path(), help="Also run `quality` on this exported demo model.")
 @click.option("--readme", type=click.Path(dir_okay=False, path_type=Path),
               help="Regenerate this README's Performance block from the run.")
-@click.option("--only", help="Comma-separated parts to (re)run, merged into today's JSON for this host "
+@click.option("--only", help="Comma-separated parts to (re)run, merged into this host's latest JSON "
               "(e.g. decoder,capi after a decoder change); the others keep their numbers.")
 @click.option("--threads", default=0, show_default=True)
 def all_(scale, quick, workdir, out_dir, engine, quality_engine, readme, only, threads):
@@ -443,14 +443,19 @@ def all_(scale, quick, workdir, out_dir, engine, quality_engine, readme, only, t
 
     if quick:
         scale = "tiny"
-    key = f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d}-{platform.node()}" + ("-quick" if quick else "")
+    host = f"{platform.node()}" + ("-quick" if quick else "")
+    key = f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d}-{host}"
+    if only:  # the host's latest run, not today's: a run may cross midnight before its parts are redone
+        runs = sorted(p for p in out_dir.glob(f"????-??-??-{host}.json"))
+        if not runs:
+            raise click.ClickException(f"--only merges into this host's latest {out_dir}/<date>-{host}.json, "
+                                       "and there is none: run without --only")
+        key = runs[-1].stem
     json_path = out_dir / f"{key}.json"
     plot = out_dir / f"{key}-scaling.png"
     run = {"key": key, "json": str(json_path), "machine": machine(threads=threads or None), "results": {},
            "skipped": {}, "seconds": {}}
     if only:
-        if not json_path.is_file():
-            raise click.ClickException(f"--only merges into {json_path}, which does not exist: run without --only")
         run = json.loads(json_path.read_text())
         run.setdefault("reruns", []).append({"parts": only, "machine": machine(threads=threads or None)})
     sizes = [64, 128] if quick else [256, 512]

@@ -103,14 +103,24 @@ def test_readme_without_markers_is_a_clear_error(tmp_path, quick_run):
 
 @pytest.mark.slow
 def test_only_reruns_parts_into_the_same_json(quick_run):
+    """--only merges into the host's latest run, whatever its date (a run may cross midnight)."""
     tmp, run, readme = quick_run
+    earlier = tmp / "earlier"
+    earlier.mkdir()
+    (earlier / f"2000-01-01-{run['key'][11:]}.json").write_text(json.dumps(run))
+    (earlier / f"1999-12-31-{run['key'][11:]}.json").write_text("{}")
     args = [sys.executable, "-m", "unigs_deploy.benchmarks.cli", "all", "--quick", "--workdir", str(tmp / "work"),
-            "--out-dir", str(tmp / "results"), "--readme", str(readme)]
+            "--out-dir", str(earlier), "--readme", str(readme)]
     bad = subprocess.run([*args, "--only", "nope"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown part(s) nope" in bad.stderr
+    none = subprocess.run([*args[:-4], "--out-dir", str(tmp / "empty"), "--only", "capi"],
+                          capture_output=True, text=True)
+    assert none.returncode == 1 and "there is none: run without --only" in none.stderr
     out = subprocess.run([*args, "--only", "capi"], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
-    again = json.loads((tmp / "results" / f"{run['key']}.json").read_text())
+    assert sorted(p.name for p in earlier.glob("*.json")) == [
+        f"1999-12-31-{run['key'][11:]}.json", f"2000-01-01-{run['key'][11:]}.json"]
+    again = json.loads((earlier / f"2000-01-01-{run['key'][11:]}.json").read_text())
     assert again["results"]["table1"] == run["results"]["table1"]
     assert again["results"]["capi"]["machine"]["date"] >= run["results"]["capi"]["machine"]["date"]
     assert [r["parts"] for r in again["reruns"]] == ["capi"]
