@@ -443,10 +443,10 @@ def all_(scale, quick, workdir, out_dir, engine, quality_engine, readme, only, t
 
     if quick:
         scale = "tiny"
-    host = f"{platform.node()}" + ("-quick" if quick else "")
+    host = platform.node() + ("-quick" if quick else "")
     key = f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d}-{host}"
     if only:  # the host's latest run, not today's: a run may cross midnight before its parts are redone
-        runs = sorted(p for p in out_dir.glob(f"????-??-??-{host}.json"))
+        runs = sorted(out_dir.glob(f"????-??-??-{host}.json"))
         if not runs:
             raise click.ClickException(f"--only merges into this host's latest {out_dir}/<date>-{host}.json, "
                                        "and there is none: run without --only")
