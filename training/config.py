@@ -200,12 +200,10 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
     if not (isinstance(kt, list) and len(kt) == 2 and all(isinstance(v, int) for v in kt)
             and 0 <= kt[0] <= kt[1] <= 999):
         raise ConfigError(f"train.kind_timesteps must be [low, high] integers with 0 <= low <= high <= 999, not {kt!r}")
-    one = cfg["data"]["inpaint_one_entity"]
-    if not (isinstance(one, (int, float)) and not isinstance(one, bool) and 0.0 <= one <= 1.0):
-        raise ConfigError(f"data.inpaint_one_entity must be a share in [0, 1], not {one!r}")
-    up = cfg["data"]["upright"]
-    if not (isinstance(up, (int, float)) and not isinstance(up, bool) and 0.0 <= up <= 1.0):
-        raise ConfigError(f"data.upright must be a share in [0, 1], not {up!r}")
+    for key in ("inpaint_one_entity", "upright"):
+        share = cfg["data"][key]
+        if not (isinstance(share, (int, float)) and not isinstance(share, bool) and 0.0 <= share <= 1.0):
+            raise ConfigError(f"data.{key} must be a share in [0, 1], not {share!r}")
     en = cfg["data"]["entities"]
     if not (isinstance(en, list) and len(en) == 2 and all(isinstance(v, int) for v in en) and 1 <= en[0] <= en[1]):
         raise ConfigError(f"data.entities must be [fewest, most] integers with 1 <= fewest <= most, not {en!r}")
