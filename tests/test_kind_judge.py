@@ -42,6 +42,16 @@ def test_soft_entity_mask():
     assert soft[0, 0, 0, 0].item() == pytest.approx(math.exp(-0.5))
 
 
+def test_soft_foreground_mask():
+    rec = -torch.ones(1, 3, 2, 2)
+    rec[0, 2, 0, 0] += kind_judge.SOFTNESS
+    rec[0, :, 1, 1] = torch.tensor([1.0, -1.0, 0.5])  # any palette colour
+    soft = kind_judge.soft_foreground_mask(rec)
+    assert soft[0, 0, 0, 1].item() == 0.0
+    assert soft[0, 0, 0, 0].item() == pytest.approx(1 - math.exp(-0.5))
+    assert soft[0, 0, 1, 1].item() == pytest.approx(1.0)
+
+
 def test_the_judge_learns_the_kinds_of_true_masks():
     """Trained briefly on small images it names held-out true masks well above chance (0.25);
     the same seed gives the same judge, and training it leaves torch's global generator as it was."""
@@ -106,3 +116,47 @@ def test_kind_loss_is_a_cross_entropy_on_judged_examples(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="prediction_type"):
         Trainer(load_config(None, base[:3] + ["model.prediction_type=epsilon", "train.kind_loss=1.0"]),
                 progress=False)
+
+
+def test_kind_sampled_steps_judge_the_models_own_sample(tmp_path, monkeypatch):
+    """train.kind_sampled_steps: the judged examples are sampled from pure noise by a trailing
+    sampler (here 999 then 499), their denoising loss left at uniform timesteps; the term is
+    linear in its weight and its gradient reaches the UNet through every sampler step."""
+    from unigs_deploy.training.config import ConfigError
+    from unigs_deploy.training.trainer import Trainer
+
+    torch.manual_seed(0)
+    torch.save(kind_judge.KindJudge().state_dict(), tmp_path / "kind_judge.pt")
+    base = ["train.batch_size=8", "data.size=32", "train.tasks={inpaint = 1.0}", "model.prediction_type=sample",
+            f"train.output='{tmp_path}'", "train.kind_timesteps=[700, 800]", "train.cfg_dropout=0.0",
+            "train.kind_sampled_steps=2"]
+
+    def trainer(weight):
+        return Trainer(load_config(None, base + [f"train.kind_loss={weight}"]), progress=False)
+
+    t = trainer(1.0)
+    calls = []
+    forward = t.trained[0].forward
+
+    def spy(unet_input, timesteps, *a, **k):
+        out = forward(unet_input, timesteps, *a, **k)
+        calls.append((timesteps.clone(), out.sample))
+        out.sample.retain_grad()
+        return out
+
+    monkeypatch.setattr(t.trained[0], "forward", spy)
+    one = t.loss(0)
+    judged = torch.tensor([t.source.example(0, i).kind >= 0 for i in range(8)])
+    assert judged.any()
+    assert len(calls) == 3 and len(calls[0][0]) == 8
+    assert not ((calls[0][0][judged] >= 700) & (calls[0][0][judged] <= 800)).all()
+    assert [c[0].tolist() for c in calls[1:]] == [[999] * int(judged.sum()), [499] * int(judged.sum())]
+    one.backward()
+    assert all(c[1].grad is not None and c[1].grad.abs().sum() > 0 for c in calls[1:])
+    two, three = trainer(2.0).loss(0).item(), trainer(3.0).loss(0).item()
+    assert two - one.item() > 1e-3
+    assert three - one.item() == pytest.approx(2 * (two - one.item()), rel=1e-4)
+    with pytest.raises(ConfigError, match="kind_sampled_steps sets how train.kind_loss samples"):
+        load_config(None, ["train.kind_sampled_steps=2"])
+    with pytest.raises(ConfigError, match="kind_sampled_steps must be an integer >= 0"):
+        load_config(None, ["train.kind_sampled_steps=-1"])

@@ -130,6 +130,13 @@ DEFAULTS = {
         # trained on true masks when the run starts); cross-entropy with the asked kind. 0: off
         "kind_loss": 0.0,
         "kind_timesteps": [600, 999],
+        # unet stage, with kind_loss: judge the model's own sample instead, the x0 a trailing DDIM
+        # sampler of this many steps reaches from pure noise under the example's region and caption,
+        # with gradients through every step (DRaFT, Clark et al. 2024). At one noised-truth timestep
+        # the x0 is a mean over the kinds the caption leaves open, so the judge grades a blur (README,
+        # stage 17); a sample commits to one outline. The judged examples' denoising loss stays at
+        # uniform timesteps. 0: off
+        "kind_sampled_steps": 0,
         # unet stage: the learning rate of the caption pooling (model.caption_pooling_heads) and the
         # kind probe below: modules new to an already trained UNet; 0: train.lr
         "caption_pooling_lr": 0.0,
@@ -200,6 +207,11 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
     if not (isinstance(kt, list) and len(kt) == 2 and all(isinstance(v, int) for v in kt)
             and 0 <= kt[0] <= kt[1] <= 999):
         raise ConfigError(f"train.kind_timesteps must be [low, high] integers with 0 <= low <= high <= 999, not {kt!r}")
+    ks = t["kind_sampled_steps"]
+    if not (isinstance(ks, int) and not isinstance(ks, bool) and ks >= 0):
+        raise ConfigError(f"train.kind_sampled_steps must be an integer >= 0 (0: off), not {ks!r}")
+    if ks and not t["kind_loss"]:
+        raise ConfigError("train.kind_sampled_steps sets how train.kind_loss samples what it judges: set that too")
     for key in ("inpaint_one_entity", "upright"):
         share = cfg["data"][key]
         if not (isinstance(share, (int, float)) and not isinstance(share, bool) and 0.0 <= share <= 1.0):

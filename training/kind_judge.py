@@ -63,6 +63,14 @@ def soft_entity_mask(rec: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
     return torch.exp(-d2 / (2 * SOFTNESS ** 2))
 
 
+def soft_foreground_mask(rec: torch.Tensor) -> torch.Tensor:
+    """rec (B, 3, H, W) decoded colormaps in [-1, 1]: how far each pixel is from the background's
+    black, (B, 1, H, W) in [0, 1]. A sampled one-entity colormap's entity takes the palette colour
+    of wherever the model drew it, not the truth's, so anything not background counts."""
+    d2 = ((rec + 1) ** 2).sum(1, keepdim=True)
+    return 1 - torch.exp(-d2 / (2 * SOFTNESS ** 2))
+
+
 def _examples(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """n true entity masks, each cropped to a coarse region drawn around it, and their kinds."""
     masks, regions, kinds = [], [], []

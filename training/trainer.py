@@ -264,7 +264,7 @@ class Trainer:
                 pick = choices[torch.randint(0, len(choices), (len(examples),), generator=gen)]
             timesteps = torch.where(onestep, pick, timesteps)
         judged = torch.tensor([e.kind >= 0 for e in examples]) if self.kind_judge is not None else None
-        if judged is not None and judged.any():
+        if judged is not None and judged.any() and not t["kind_sampled_steps"]:
             lo, hi = t["kind_timesteps"]
             timesteps = torch.where(judged, torch.randint(lo, hi + 1, (len(examples),), generator=gen), timesteps)
         noisy = self.noise_schedule.add_noise(target_latent, noise, timesteps)  # one timestep for both halves
@@ -308,7 +308,15 @@ class Trainer:
         if self.kind_head is not None:
             loss = loss + t["caption_kind_loss"] * self._caption_kind_loss(unet, hidden, examples, drop)
         if judged is not None and (judged & ~drop).any():
-            loss = loss + t["kind_loss"] * self._kind_loss(pred, cmap, mask, examples, judged & ~drop)
+            sel = judged & ~drop
+            if t["kind_sampled_steps"]:
+                x_T = torch.randn((int(sel.sum()), *target_latent.shape[1:]), generator=gen)
+                sampled = self._sampled(unet, x_T, torch.cat([m, z_ctrl], 1)[sel], hidden[sel],
+                                        None if labels is None else labels[sel], t["kind_sampled_steps"])
+                loss = loss + t["kind_loss"] * self._kind_loss(sampled, cmap[sel], mask[sel], examples, sel,
+                                                               sampled=True)
+            else:
+                loss = loss + t["kind_loss"] * self._kind_loss(pred[sel], cmap[sel], mask[sel], examples, sel)
         if (t["colormap_pixel_loss"] or t["entity_separation_loss"]) and onestep.any():
             if kind != "sample":
                 raise ValueError("train.colormap_pixel_loss and train.entity_separation_loss need "
@@ -330,16 +338,19 @@ class Trainer:
         kinds = torch.tensor([e.kind for e, n in zip(examples, named.tolist(), strict=True) if n])
         return torch.nn.functional.cross_entropy(self.kind_head(pooled), kinds)
 
-    def _kind_loss(self, pred, cmap, mask, examples, sel) -> torch.Tensor:
-        """Cross-entropy of the kind judge on the x0 colormap's entity (the pixels near the true
-        entity's colour, inside the region) against the kind the caption asks for."""
+    def _kind_loss(self, x0, target, region, examples, sel, *, sampled: bool = False) -> torch.Tensor:
+        """Cross-entropy of the kind judge on the x0 colormap's entity inside the region (the pixels
+        near the true entity's colour; in a sample, the pixels not background) against the kind the
+        caption asks for. x0, target, region: the `sel` examples'."""
         vae = self.model.vae
-        rec = vae.decode(pred[sel, -vae.config.latent_channels:] / vae.config.scaling_factor).sample
-        target = cmap[sel]
-        entity = (target > -1 + 1e-3).any(1, keepdim=True).to(target.dtype)  # the background is black
-        colours = (target * entity).sum((2, 3)) / entity.sum((2, 3)).clamp(min=1)
-        soft = kind_judge.soft_entity_mask(rec, colours) * mask[sel]
-        logits = self.kind_judge(kind_judge.region_crops(soft, mask[sel]))
+        rec = vae.decode(x0[:, -vae.config.latent_channels:] / vae.config.scaling_factor).sample
+        if sampled:
+            soft = kind_judge.soft_foreground_mask(rec) * region
+        else:
+            entity = (target > -1 + 1e-3).any(1, keepdim=True).to(target.dtype)  # the background is black
+            colours = (target * entity).sum((2, 3)) / entity.sum((2, 3)).clamp(min=1)
+            soft = kind_judge.soft_entity_mask(rec, colours) * region
+        logits = self.kind_judge(kind_judge.region_crops(soft, region))
         kinds = torch.tensor([e.kind for e, s in zip(examples, sel.tolist(), strict=True) if s])
         return torch.nn.functional.cross_entropy(logits, kinds)
 
@@ -370,6 +381,20 @@ class Trainer:
         out = noisy.clone()
         out[later] = a_t.sqrt() * x0 + (1 - a_t).sqrt() * eps
         return out
+
+    def _sampled(self, unet, x_T, fixed, hidden, labels, steps: int) -> torch.Tensor:
+        """The x0 a `steps`-step trailing DDIM sampler (the conditional branch, no guidance) ends
+        on from x_T, differentiable through every step: what train.kind_sampled_steps judges."""
+        ab = self.noise_schedule.alphas_cumprod
+        n = self.noise_schedule.config.num_train_timesteps
+        ts = (np.round(np.arange(n, 0, -n / steps)) - 1).astype(int).tolist()  # diffusers' "trailing"
+        x = x_T
+        for k, t in enumerate(ts):
+            x0 = unet(torch.cat([x, fixed], 1), torch.full((len(x),), t), hidden, class_labels=labels).sample
+            if k + 1 < len(ts):
+                eps = (x - ab[t].sqrt() * x0) / (1 - ab[t]).sqrt()
+                x = ab[ts[k + 1]].sqrt() * x0 + (1 - ab[ts[k + 1]]).sqrt() * eps
+        return x0
 
     @staticmethod
     def _pixel_loss(rec: torch.Tensor, x: torch.Tensor, l1_weight: float) -> torch.Tensor:
