@@ -28,8 +28,8 @@ extern "C" {
 /* 0.3: unigs_params grew threshold, stop and tiny_vae at its end, so its size changed: rebuild
  * programs against this header (0.x makes no ABI promise; compare unigs_version() at start-up). */
 #define UNIGS_VERSION_MAJOR 0
-#define UNIGS_VERSION_MINOR 3
-#define UNIGS_VERSION_STRING "0.3.0"
+#define UNIGS_VERSION_MINOR 4
+#define UNIGS_VERSION_STRING "0.4.0"
 
 typedef enum {
     UNIGS_OK = 0,
@@ -73,6 +73,9 @@ typedef struct {
     float threshold;      /* split threshold (> 0) */
     const char *stop;     /* "centres" or "spread" */
     const char *tiny_vae; /* "off", "colormap" (the tiny VAE decodes colormaps) or "all" */
+    /* unigs_inpaint only (the other tasks ignore them) */
+    const char *locate;   /* NULL = the model's default; "colormap" or "refer": where each region's entity is read */
+    int keep_unmasked;    /* 1: image_out keeps the input's pixels outside the regions; 0: the model's own image */
 } unigs_params;
 
 typedef struct {
@@ -82,7 +85,7 @@ typedef struct {
     int keep_background;
 } unigs_decode_params;
 
-/* The library's version, e.g. "0.3.0" (UNIGS_VERSION_STRING of the header it was built with). */
+/* The library's version, e.g. "0.4.0" (UNIGS_VERSION_STRING of the header it was built with). */
 const char *unigs_version(void);
 
 /* Every field of *params set to its default. */

@@ -28,7 +28,7 @@ def capi(tmp_path_factory):
     subprocess.run([sys.executable, str(ROOT / "capi" / "build.py"), "--out", str(out)], check=True,
                    capture_output=True)
     progs = {}
-    for name in ("segment", "errors", "bench_decode"):
+    for name in ("segment", "errors", "bench_decode", "inpaint"):
         exe = out / name
         subprocess.run(["gcc", "-O2", str(ROOT / "examples" / "c" / f"{name}.c"), "-I", str(out / "include"),
                         "-L", str(out / "lib"), f"-Wl,-rpath,{out / 'lib'}", "-lunigs", "-o", str(exe)], check=True)
@@ -101,6 +101,38 @@ def test_segment_from_c_equals_python(capi, tiny_engine, tmp_path):
     assert out.returncode == 1 and "middle" in out.stderr
 
 
+def test_inpaint_from_c_equals_python(capi, tiny_engine, tmp_path):
+    """examples/c/inpaint.c: the image and labels equal the Python pipeline's, with keep_unmasked
+    and locate passed through unigs_params."""
+    from unigs_deploy.pipeline import UniGSPipeline
+
+    _, progs = capi
+    image = np.random.default_rng(1).integers(0, 256, (32, 40, 3), dtype=np.uint8)
+    region = np.zeros((32, 40), np.uint8)
+    region[8:24, 10:30] = 255
+    ppm = write_ppm(tmp_path / "img.ppm", image)
+    (tmp_path / "mask.pgm").write_bytes(b"P5 40 32 255\n" + region.tobytes())
+    pipe = UniGSPipeline.from_engine(tiny_engine / "unigs.onnx")
+
+    def run(*extra):
+        return subprocess.run([str(progs["inpaint"]), str(tiny_engine / "unigs.onnx"), str(ppm),
+                               str(tmp_path / "mask.pgm"), "a red star", str(tmp_path / "out.ppm"), "2", "5", *extra],
+                              capture_output=True, text=True)
+    for keep, locate in ((1, "colormap"), (0, "refer")):
+        out = run(str(keep), locate)
+        assert out.returncode == 0, out.stderr
+        got = np.frombuffer((tmp_path / "out.ppm").read_bytes()[len(b"P6 40 32 255\n"):], np.uint8).reshape(32, 40, 3)
+        labels = np.fromfile(tmp_path / "out.ppm.labels", np.int32).reshape(32, 40)
+        want = pipe.inpaint(image, [(region > 0, "a red star")], steps=2, seed=5, keep_unmasked=bool(keep),
+                            locate=locate)
+        assert (got == want.image).all() and (labels == want.labels).all()
+        assert (got[region == 0] == image[region == 0]).all() == bool(keep)
+    out = run("2")
+    assert out.returncode == 1 and "keep_unmasked 2 must be 0 or 1" in out.stderr
+    out = run("0", "middle")
+    assert out.returncode == 1 and "locate must be one of" in out.stderr
+
+
 @pytest.mark.slow
 def test_shipped_demo_model_from_c(capi, tmp_path):
     pytest.importorskip("torch")
@@ -140,7 +172,7 @@ def test_bad_input_through_c_gives_codes_and_messages(capi, tiny_engine):
     assert lines["handle_small_buffer"].startswith("2 labels_out holds 100 bytes")
     assert lines["empty_mask"].startswith("1 mask is empty")
     assert lines["null_prompt"].startswith("1 prompt is NULL")
-    assert lines["version"] == "0.3.0 0.3"
+    assert lines["version"] == "0.4.0 0.4"
     assert lines["cancelled"] == "5 calls=2 cancelled by the progress callback after step 2 of 5"
     assert lines["low_guidance"].startswith("1 guidance must be a finite number >= 1")
 

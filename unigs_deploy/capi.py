@@ -227,7 +227,13 @@ def inpaint(ffi, hid, rgb, w, h, stride, masks, mask_stride, prompts, n, params,
                                   (lab_out, lab_size, LABELS, "labels_out")):
         if ptr != ffi.NULL and size < required_size(kind, w, h):
             raise CError(TOO_SMALL, f"{what} holds {size} bytes, {required_size(kind, w, h)} are needed")
-    res = _handles[hid]["pipe"].inpaint(image, regions, **loop_params(ffi, params))
+    kw = loop_params(ffi, params)
+    if params != ffi.NULL:
+        if params.keep_unmasked not in (0, 1):
+            raise CError(INVALID, f"keep_unmasked {params.keep_unmasked} must be 0 or 1")
+        kw["keep_unmasked"] = bool(params.keep_unmasked)
+        kw["locate"] = ffi.string(params.locate).decode() if params.locate != ffi.NULL else None
+    res = _handles[hid]["pipe"].inpaint(image, regions, **kw)
     write_out(ffi, img_out, img_size, res.image, "image_out")
     write_out(ffi, cm_out, cm_size, res.colormap, "colormap_out")
     write_out(ffi, lab_out, lab_size, res.labels, "labels_out")
