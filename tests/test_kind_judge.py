@@ -160,3 +160,25 @@ def test_kind_sampled_steps_judge_the_models_own_sample(tmp_path, monkeypatch):
         load_config(None, ["train.kind_sampled_steps=2"])
     with pytest.raises(ConfigError, match="kind_sampled_steps must be an integer >= 0"):
         load_config(None, ["train.kind_sampled_steps=-1"])
+
+
+@pytest.mark.parametrize("reaches", [True, False])
+def test_kind_loss_text_encoder_says_whether_the_sampled_term_trains_the_text_encoder(tmp_path, reaches):
+    """The text encoder's gradient moves with the kind term's weight only where
+    train.kind_loss_text_encoder lets the term reach it; the UNet's moves either way."""
+    from unigs_deploy.training.trainer import Trainer
+
+    torch.manual_seed(0)
+    torch.save(kind_judge.KindJudge().state_dict(), tmp_path / "kind_judge.pt")
+    base = ["train.batch_size=8", "data.size=32", "train.tasks={inpaint = 1.0}", "model.prediction_type=sample",
+            f"train.output='{tmp_path}'", "train.cfg_dropout=0.0", "train.kind_sampled_steps=2",
+            "model.train_text_encoder=true", f"train.kind_loss_text_encoder={str(reaches).lower()}"]
+
+    def grads(weight):
+        t = Trainer(load_config(None, base + [f"train.kind_loss={weight}"]), progress=False)
+        t.loss(0).backward()
+        return [torch.cat([p.grad.flatten() for p in m.parameters() if p.grad is not None]) for m in t.trained]
+
+    (unet_1, text_1), (unet_2, text_2) = grads(1.0), grads(2.0)
+    assert not torch.allclose(unet_1, unet_2)
+    assert torch.allclose(text_1, text_2, rtol=1e-5, atol=1e-8) != reaches

@@ -235,6 +235,9 @@ def test_lr_schedules():
     ("data.inpaint_one_entity=true", "data.inpaint_one_entity must be a share in [0, 1]"),
     ("data.upright=-0.1", "data.upright must be a share in [0, 1]"),
     ("data.upright=true", "data.upright must be a share in [0, 1]"),
+    ("train.kind_loss_text_encoder=1", "kind_loss_text_encoder must be true or false"),
+    ("train.stop_at=200", "train.stop_at must be an integer in [0, train.steps = 100]"),
+    ("train.stop_at=-1", "train.stop_at must be an integer in [0, train.steps = 100]"),
 ])
 def test_new_training_options_are_checked(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -749,6 +752,21 @@ def test_caption_pooling_trains_and_survives_save_load(tmp_path):
     assert trainer.model.unet.add_embedding.norm2.weight.abs().max() > 0
     back = modeling.load(tmp_path / "run" / "model").unet
     assert back.config.addition_embed_type == "text" and back.config.addition_embed_type_num_heads == 4
+
+
+def test_stop_at_ends_the_run_early_on_the_full_schedule(tmp_path):
+    """train.stop_at: the run ends there, its learning rate where train.steps' schedule has it."""
+    from unigs_deploy.training.trainer import Trainer, _lr_factor
+
+    cfg = load_config(None, ["train.batch_size=2", "data.size=32", "train.steps=6", "train.stop_at=2",
+                             "train.warmup_steps=1", "train.lr_schedule=cosine", "train.checkpoint_every=0",
+                             f"train.output={tmp_path / 'run'}"])
+    trainer = Trainer(cfg, progress=False)
+    trainer.train()
+    assert trainer.step == 2 and (tmp_path / "run" / "model" / "unet").is_dir()
+    want = cfg["train"]["lr"] * _lr_factor(2, warm=1, total=6, cosine=True)
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(want)
+    assert want < cfg["train"]["lr"] * 0.99  # a 2-step schedule would end at 0, a constant one at lr
 
 
 def test_caption_kind_loss_probes_the_pooled_caption_and_resumes(tmp_path):

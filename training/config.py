@@ -88,6 +88,9 @@ DEFAULTS = {
         "checkpoint_every": 50,
         "sample_every": 0,
         "log_every": 10,
+        # end the run at this step while train.steps still sets the learning-rate schedule's length:
+        # how a stage stopped early is reproduced (0: train.steps)
+        "stop_at": 0,
         "output": "runs/unigs",
         "tasks": {"inpaint": 0.3, "synthesize": 0.3, "refer": 0.2, "segment": 0.2},
         "lr_schedule": "constant",  # constant | cosine (to 0 at train.steps), both after warmup_steps
@@ -137,6 +140,9 @@ DEFAULTS = {
         # stage 17); a sample commits to one outline. The judged examples' denoising loss stays at
         # uniform timesteps. 0: off
         "kind_sampled_steps": 0,
+        # with kind_sampled_steps: whether that term's gradient reaches a learning text encoder (stage
+        # 23 let it, and refer fell from 0.93 to 0.69 in 1,000 steps: README); false trains the UNet only
+        "kind_loss_text_encoder": True,
         # unet stage: the learning rate of the caption pooling (model.caption_pooling_heads) and the
         # kind probe below: modules new to an already trained UNet; 0: train.lr
         "caption_pooling_lr": 0.0,
@@ -212,6 +218,12 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
         raise ConfigError(f"train.kind_sampled_steps must be an integer >= 0 (0: off), not {ks!r}")
     if ks and not t["kind_loss"]:
         raise ConfigError("train.kind_sampled_steps sets how train.kind_loss samples what it judges: set that too")
+    if not isinstance(t["kind_loss_text_encoder"], bool):
+        raise ConfigError(f"train.kind_loss_text_encoder must be true or false, not {t['kind_loss_text_encoder']!r}")
+    sa = t["stop_at"]
+    if not (isinstance(sa, int) and not isinstance(sa, bool) and 0 <= sa <= t["steps"]):
+        raise ConfigError(f"train.stop_at must be an integer in [0, train.steps = {t['steps']}] (0: train.steps), "
+                          f"not {sa!r}")
     for key in ("inpaint_one_entity", "upright"):
         share = cfg["data"][key]
         if not (isinstance(share, (int, float)) and not isinstance(share, bool) and 0.0 <= share <= 1.0):

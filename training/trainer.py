@@ -311,7 +311,8 @@ class Trainer:
             sel = judged & ~drop
             if t["kind_sampled_steps"]:
                 x_T = torch.randn((int(sel.sum()), *target_latent.shape[1:]), generator=gen)
-                sampled = self._sampled(unet, x_T, torch.cat([m, z_ctrl], 1)[sel], hidden[sel],
+                cond = hidden[sel] if t["kind_loss_text_encoder"] else hidden[sel].detach()
+                sampled = self._sampled(unet, x_T, torch.cat([m, z_ctrl], 1)[sel], cond,
                                         None if labels is None else labels[sel], t["kind_sampled_steps"])
                 loss = loss + t["kind_loss"] * self._kind_loss(sampled, cmap[sel], mask[sel], examples, sel,
                                                                sampled=True)
@@ -462,12 +463,13 @@ class Trainer:
         from tqdm.auto import tqdm
 
         t = self.cfg["train"]
-        bar = tqdm(total=t["steps"], initial=self.step, disable=not self.progress, unit="step", desc="training")
+        end = t["stop_at"] or t["steps"]
+        bar = tqdm(total=end, initial=self.step, disable=not self.progress, unit="step", desc="training")
         t0, seen = time.perf_counter(), 0
         if t["eval_every"] and not self.evals and self.accelerator.is_main_process:
             self.evals.append(self.evaluate())  # where the curve starts
         try:
-            while self.step < t["steps"]:
+            while self.step < end:
                 with self.accelerator.accumulate(*self.trained):
                     loss = self.loss(self.step)
                     self.accelerator.backward(loss)
