@@ -12,30 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pnm.h"
 #include "unigs.h"
-
-/* A binary PNM of `channels` 8-bit channels (P6: 3, P5: 1). */
-static unsigned char *read_pnm(const char *path, const char *magic, int channels, int *w, int *h) {
-    FILE *f = fopen(path, "rb");
-    if (!f) { fprintf(stderr, "cannot open %s\n", path); return NULL; }
-    char m[3] = {0};
-    int maxval = 0;
-    if (fscanf(f, "%2s %d %d %d", m, w, h, &maxval) != 4 || strcmp(m, magic) || maxval != 255 || *w <= 0 || *h <= 0) {
-        fprintf(stderr, "%s is not an 8-bit binary %s\n", path, magic);
-        fclose(f);
-        return NULL;
-    }
-    fgetc(f);
-    size_t n = (size_t)(*w) * (size_t)(*h) * channels;
-    unsigned char *px = malloc(n);
-    if (!px || fread(px, 1, n, f) != n) {
-        fprintf(stderr, "%s is truncated\n", path);
-        free(px);
-        px = NULL;
-    }
-    fclose(f);
-    return px;
-}
 
 int main(int argc, char **argv) {
     if (argc < 6) {

@@ -12,28 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pnm.h"
 #include "unigs.h"
-
-static unsigned char *read_ppm(const char *path, int *w, int *h) {
-    FILE *f = fopen(path, "rb");
-    if (!f) { fprintf(stderr, "cannot open %s\n", path); return NULL; }
-    int maxval = 0;
-    if (fscanf(f, "P6 %d %d %d", w, h, &maxval) != 3 || maxval != 255 || *w <= 0 || *h <= 0) {
-        fprintf(stderr, "%s is not an 8-bit binary PPM (P6)\n", path);
-        fclose(f);
-        return NULL;
-    }
-    fgetc(f); /* the single whitespace after the header */
-    size_t n = (size_t)(*w) * (size_t)(*h) * 3;
-    unsigned char *rgb = malloc(n);
-    if (!rgb || fread(rgb, 1, n, f) != n) {
-        fprintf(stderr, "%s is truncated\n", path);
-        free(rgb);
-        rgb = NULL;
-    }
-    fclose(f);
-    return rgb;
-}
 
 /* A progress callback: one line per step on stderr; returning non-zero would cancel the call. */
 static int print_progress(int step, int total, void *user_data) {
@@ -50,7 +30,7 @@ int main(int argc, char **argv) {
     }
     int decode_only = strcmp(argv[1], "--decode") == 0;
     int w = 0, h = 0;
-    unsigned char *rgb = read_ppm(argv[2], &w, &h);
+    unsigned char *rgb = read_pnm(argv[2], "P6", 3, &w, &h);
     if (!rgb) return 1;
     size_t size = unigs_required_size(UNIGS_LABELS, w, h);
     int32_t *labels = malloc(size);
