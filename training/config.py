@@ -138,7 +138,7 @@ DEFAULTS = {
         # with gradients through every step (DRaFT, Clark et al. 2024). At one noised-truth timestep
         # the x0 is a mean over the kinds the caption leaves open, so the judge grades a blur (README,
         # stage 17); a sample commits to one outline. The judged examples' denoising loss stays at
-        # uniform timesteps. 0: off
+        # uniform timesteps. On the demo model the judge was gamed (README, stages 23-24). 0: off
         "kind_sampled_steps": 0,
         # with kind_sampled_steps: whether that term's gradient reaches a learning text encoder (stage
         # 23 let it, and refer fell from 0.93 to 0.69 in 1,000 steps: README); false trains the UNet only
