@@ -78,15 +78,19 @@ def test_only_single_entity_inpaint_examples_carry_a_kind():
     assert seen
 
 
+def _save_judge(run) -> None:
+    """A seeded untrained judge where a run keeps its own, so the Trainer loads it instead of training one."""
+    torch.manual_seed(0)
+    torch.save(kind_judge.KindJudge().state_dict(), run / "kind_judge.pt")
+
+
 def test_kind_loss_is_a_cross_entropy_on_judged_examples(tmp_path, monkeypatch):
     """Single-entity inpaint examples are drawn at train.kind_timesteps; the term is linear in its
     weight, absent when their prompts are dropped, and needs an x0 prediction; the run keeps its
     judge beside its checkpoints (a saved one is loaded, not retrained)."""
     from unigs_deploy.training.trainer import Trainer
 
-    judge_path = tmp_path / "kind_judge.pt"
-    torch.manual_seed(0)
-    torch.save(kind_judge.KindJudge().state_dict(), judge_path)
+    _save_judge(tmp_path)
     monkeypatch.setattr(kind_judge, "train_judge", lambda **k: pytest.fail("the saved judge was retrained"))
     base = ["train.batch_size=8", "data.size=32", "train.tasks={inpaint = 1.0}", "model.prediction_type=sample",
             f"train.output='{tmp_path}'", "train.kind_timesteps=[700, 800]"]
@@ -125,8 +129,7 @@ def test_kind_sampled_steps_judge_the_models_own_sample(tmp_path, monkeypatch):
     from unigs_deploy.training.config import ConfigError
     from unigs_deploy.training.trainer import Trainer
 
-    torch.manual_seed(0)
-    torch.save(kind_judge.KindJudge().state_dict(), tmp_path / "kind_judge.pt")
+    _save_judge(tmp_path)
     base = ["train.batch_size=8", "data.size=32", "train.tasks={inpaint = 1.0}", "model.prediction_type=sample",
             f"train.output='{tmp_path}'", "train.kind_timesteps=[700, 800]", "train.cfg_dropout=0.0",
             "train.kind_sampled_steps=2"]
@@ -168,8 +171,7 @@ def test_kind_loss_text_encoder_says_whether_the_sampled_term_trains_the_text_en
     train.kind_loss_text_encoder lets the term reach it; the UNet's moves either way."""
     from unigs_deploy.training.trainer import Trainer
 
-    torch.manual_seed(0)
-    torch.save(kind_judge.KindJudge().state_dict(), tmp_path / "kind_judge.pt")
+    _save_judge(tmp_path)
     base = ["train.batch_size=8", "data.size=32", "train.tasks={inpaint = 1.0}", "model.prediction_type=sample",
             f"train.output='{tmp_path}'", "train.cfg_dropout=0.0", "train.kind_sampled_steps=2",
             "model.train_text_encoder=true", f"train.kind_loss_text_encoder={str(reaches).lower()}"]
