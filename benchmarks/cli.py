@@ -195,18 +195,21 @@ def thresholds(engine, images, offset, thresholds_, tasks_, steps, tiny_vae, siz
 @click.option("--spacing", type=click.Choice(list(SPACINGS)), help="[default: each task's].")
 @click.option("--locate", "locates", default="", help="inpaint: where each entity is read from, comma-separated "
               "(colormap, refer) [default: the model's].")
+@click.option("--candidates", "candidate_counts", default="", help="inpaint: candidates drawn a region, "
+              "comma-separated (the most agreed-on is kept) [default: the model's].")
 @click.option("--tasks", "tasks_", default="inpaint,synthesize", show_default=True)
 @click.option("--size", type=int, help="Held-out image side [default: the model's training side, its manifest].")
 @click.option("--threads", default=0, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results as JSON.")
-def generative(engine, images, offset, step_counts, guidances, scheduler, spacing, locates, tasks_, size, threads,
-               json_path):
+def generative(engine, images, offset, step_counts, guidances, scheduler, spacing, locates, candidate_counts, tasks_,
+               size, threads, json_path):
     """Inpaint and synthesize quality for every steps x guidance pair: where a model's generative
     task defaults come from."""
     from . import generative as bench
 
     _emit(bench.run(engine, n=images, offset=offset, steps=_ints(step_counts), guidance=_floats(guidances),
                     scheduler=scheduler, spacing=spacing, locate=_locates(locates),
+                    candidates=_ints(candidate_counts) if candidate_counts else (None,),
                     tasks=_tasks(tasks_, bench.TASKS), size=size, threads=threads),
           json_path)
 

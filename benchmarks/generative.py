@@ -1,9 +1,9 @@
 """The generative tasks' sampler settings on a trained model: inpaint (region IoU, colour and
 shape-kind match) and synthesize (PQ of the synthesized image segmented back at segment's
 defaults), scored as `unigs-bench quality` scores them, for every steps x guidance pair (and, for
-inpaint, every way of locating the generated entity asked for).
+inpaint, every way of locating the generated entity asked for and every number of candidates).
 
-What a model's inpaint / synthesize `steps`, `guidance` (and inpaint's `locate`) task defaults are
+What a model's inpaint / synthesize `steps`, `guidance` (and inpaint's `locate`, `candidates`) task defaults are
 chosen from. Images come from held-out indices `offset`.. (default 5000, training's evaluation
 stream), not the 0..99 `unigs-bench quality` reports on, so a choice made here is checked on
 images it was not chosen on.
@@ -26,8 +26,9 @@ TASKS = ("inpaint", "synthesize")
 
 
 def run(engine, *, n: int = 40, offset: int = 5000, steps=(25,), guidance=(3.0, 7.5), scheduler: str | None = None,
-        spacing: str | None = None, locate=(None,), tasks=TASKS, size: int | None = None, threads: int = 0) -> dict:
-    """scheduler / spacing / a locate of None: each task's default."""
+        spacing: str | None = None, locate=(None,), candidates=(None,), tasks=TASKS, size: int | None = None,
+        threads: int = 0) -> dict:
+    """scheduler / spacing / a locate or candidates of None: each task's default."""
     from tqdm.auto import tqdm
 
     from unigs_deploy.evaluation.panoptic import PQAccumulator
@@ -39,20 +40,22 @@ def run(engine, *, n: int = 40, offset: int = 5000, steps=(25,), guidance=(3.0, 
     pipe = UniGSPipeline.from_engine(engine, threads=threads)
     size = held_out_size(pipe, size)
     examples = [held_out_example(offset + i, size) for i in range(n)]
-    grid = list(itertools.product(steps, guidance, locate if "inpaint" in tasks else (None,)))
+    inpaint_only = (lambda axis: axis) if "inpaint" in tasks else (lambda axis: (None,))
+    grid = list(itertools.product(steps, guidance, inpaint_only(locate), inpaint_only(candidates)))
     rows = []
     bar = tqdm(total=len(grid) * n, desc="generative", unit="image")
-    for s, g, where in grid:
+    for s, g, where, n_cand in grid:
         kw = dict(steps=int(s), guidance=float(g), scheduler=scheduler, spacing=spacing)
         row = {"steps": int(s), "guidance": float(g)}
         inp, syn, seconds = [], PQAccumulator(), {t: [] for t in tasks}
         for i, (image, masks, captions, region, j) in enumerate(examples):
             if "inpaint" in tasks:
                 t0 = time.perf_counter()
-                res = pipe.inpaint(image, [(region, captions[j])], seed=i, locate=where, **kw)
+                res = pipe.inpaint(image, [(region, captions[j])], seed=i, locate=where, candidates=n_cand, **kw)
                 seconds["inpaint"].append(time.perf_counter() - t0)
                 inp.append(inpaint_scores(res, region, masks[j], captions[j]))
-                row.update(inpaint_scheduler=res.settings["scheduler"], locate=res.settings["locate"])
+                row.update(inpaint_scheduler=res.settings["scheduler"], locate=res.settings["locate"],
+                           candidates=res.settings["candidates"])
             if "synthesize" in tasks:
                 t0 = time.perf_counter()
                 res = pipe.synthesize(palette.encode_colormap(masks), ", ".join(captions), seed=i, **kw)
@@ -135,7 +138,7 @@ def render(r: dict) -> str:
 
     columns = [("steps", "steps"), ("guidance", "guidance")]
     if "inpaint" in r["tasks"]:
-        columns += [("inpaint_scheduler", "inpaint scheduler"), ("locate", "located by"),
+        columns += [("inpaint_scheduler", "inpaint scheduler"), ("locate", "located by"), ("candidates", "candidates"),
                     ("inpaint_iou", "inpaint region IoU"),
                     ("colour_match", "colour match"),
                     ("shape_kind", "shape-kind"), ("inpaint_s", "inpaint s")]

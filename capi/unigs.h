@@ -28,8 +28,8 @@ extern "C" {
 /* 0.3: unigs_params grew threshold, stop and tiny_vae at its end, so its size changed: rebuild
  * programs against this header (0.x makes no ABI promise; compare unigs_version() at start-up). */
 #define UNIGS_VERSION_MAJOR 0
-#define UNIGS_VERSION_MINOR 4
-#define UNIGS_VERSION_STRING "0.4.0"
+#define UNIGS_VERSION_MINOR 5
+#define UNIGS_VERSION_STRING "0.5.0"
 
 typedef enum {
     UNIGS_OK = 0,
@@ -76,6 +76,8 @@ typedef struct {
     /* unigs_inpaint only (the other tasks ignore them) */
     const char *locate;   /* NULL = the model's default; "colormap" or "refer": where each region's entity is read */
     int keep_unmasked;    /* 1: image_out keeps the input's pixels outside the regions; 0: the model's own image */
+    int candidates;       /* draws (seeds seed, seed + 1, ...), the one whose entities agree most with the others'
+                             kept; 0 = the model's default */
 } unigs_params;
 
 typedef struct {
@@ -85,7 +87,7 @@ typedef struct {
     int keep_background;
 } unigs_decode_params;
 
-/* The library's version, e.g. "0.4.0" (UNIGS_VERSION_STRING of the header it was built with). */
+/* The library's version, e.g. "0.5.0" (UNIGS_VERSION_STRING of the header it was built with). */
 const char *unigs_version(void);
 
 /* Every field of *params set to its default. */

@@ -127,6 +127,12 @@ def test_inpaint_from_c_equals_python(capi, tiny_engine, tmp_path):
                             locate=locate)
         assert (got == want.image).all() and (labels == want.labels).all()
         assert (got[region == 0] == image[region == 0]).all() == bool(keep)
+    out = run("0", "-", "3")
+    assert out.returncode == 0, out.stderr
+    labels = np.fromfile(tmp_path / "out.ppm.labels", np.int32).reshape(32, 40)
+    assert (labels == pipe.inpaint(image, [(region > 0, "a red star")], steps=2, seed=5, candidates=3).labels).all()
+    out = run("0", "-", "-1")
+    assert out.returncode == 1 and "candidates -1 must be >= 1" in out.stderr
     out = run("2")
     assert out.returncode == 1 and "keep_unmasked 2 must be 0 or 1" in out.stderr
     out = run("0", "middle")
@@ -172,7 +178,7 @@ def test_bad_input_through_c_gives_codes_and_messages(capi, tiny_engine):
     assert lines["handle_small_buffer"].startswith("2 labels_out holds 100 bytes")
     assert lines["empty_mask"].startswith("1 mask is empty")
     assert lines["null_prompt"].startswith("1 prompt is NULL")
-    assert lines["version"] == "0.4.0 0.4"
+    assert lines["version"] == "0.5.0 0.5"
     assert lines["cancelled"] == "5 calls=2 cancelled by the progress callback after step 2 of 5"
     assert lines["low_guidance"].startswith("1 guidance must be a finite number >= 1")
 

@@ -109,6 +109,19 @@ def test_keep_unmasked_pastes_the_input_outside_the_mask(tiny_engine, files):
     assert json.loads((files / "kept" / "run.json").read_text())["settings"]["keep_unmasked"] is True
 
 
+def test_candidates_record_the_chosen_seed_which_rebuilds_the_output(tiny_engine, files):
+    common = ["--engine", tiny_engine / "unigs.onnx", "--task", "inpaint", "--image", files / "image.png",
+              "--mask", files / "mask.png", "--prompt", "a red star", "--steps", "1", "--quiet", "--seed", "3"]
+    res = _run(common + ["--out", files / "three", "--candidates", "3"])
+    assert res.exit_code == 0, res.output
+    settings = json.loads((files / "three" / "run.json").read_text())["settings"]
+    assert settings["candidates"] == 3 and len(settings["agreement"]) == 3 and settings["seed"] in (3, 4, 5)
+    one = common[:-1] + [str(settings["seed"]), "--out", files / "one", "--candidates", "1"]
+    assert _run(one).exit_code == 0
+    assert np.array_equal(io.read_image(files / "three" / "image.png"), io.read_image(files / "one" / "image.png"))
+    _error(common + ["--candidates", "0"], "--candidates must be at least 1, got 0")
+
+
 def test_parameters_are_checked_before_any_model_work(tiny_engine, files):
     onnx = tiny_engine / "unigs.onnx"
     img = ["--image", files / "image.png"]
@@ -120,6 +133,7 @@ def test_parameters_are_checked_before_any_model_work(tiny_engine, files):
             "--prompt", "a star"], "2 masks but 1 prompts")
     _error(["--engine", onnx, "--task", "segment", *img, "--locate", "refer"], "--locate is for inpaint only")
     _error(["--engine", onnx, "--task", "segment", *img, "--keep-unmasked"], "--keep-unmasked is for inpaint only")
+    _error(["--engine", onnx, "--task", "segment", *img, "--candidates", "2"], "--candidates is for inpaint only")
     blocker = files / "blocker"
     blocker.write_text("x")
     # the folder is checked before the engine is even opened

@@ -448,3 +448,29 @@ def test_inpaint_by_colormap_notes_a_region_left_without_an_entity(tiny_pipe, in
         "inpaint: the generated colormap holds no entity in region 2; its mask is empty "
         "(locate='refer' reads the entity from the generated image instead)"]
     assert np.array_equal(res.mask, first_only > 0)
+
+
+def test_inpaint_candidates_keep_the_one_that_agrees_most_with_the_others(tiny_pipe, inputs, monkeypatch):
+    """candidates=N draws seeds seed..seed+N-1 and returns the drawing whose mask has the largest mean
+    IoU with the others'; its settings' seed reproduces it alone. The model's task_defaults choose N
+    when the caller does not."""
+    from unigs_deploy import metrics
+
+    image, mask = inputs
+    regions = [(mask, "a red star")]
+    kw = dict(steps=2, locate="colormap")
+    singles = [tiny_pipe.inpaint(image, regions, seed=7 + k, **kw) for k in range(3)]
+    agreement = [np.mean([metrics.mask_iou(a.mask, b.mask) for b in singles if b is not a]) for a in singles]
+    res = tiny_pipe.inpaint(image, regions, seed=7, candidates=3, **kw)
+    best = singles[int(np.argmax(agreement))]
+    assert res.settings["seed"] == best.settings["seed"] and res.settings["candidates"] == 3
+    assert res.settings["agreement"] == pytest.approx(agreement, abs=1e-4)
+    assert np.array_equal(res.labels, best.labels) and np.array_equal(res.image, best.image)
+    assert singles[0].settings["candidates"] == 1 and np.array_equal(
+        tiny_pipe.inpaint(image, regions, seed=7, candidates=1, **kw).labels, singles[0].labels)
+
+    monkeypatch.setitem(tiny_pipe.manifest.task_defaults, "inpaint", {"candidates": 2})
+    assert tiny_pipe.inpaint(image, regions, seed=7, **kw).settings["candidates"] == 2
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="candidates must be a whole number >= 1"):
+            tiny_pipe.inpaint(image, regions, candidates=bad, **kw)

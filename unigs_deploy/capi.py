@@ -233,6 +233,9 @@ def inpaint(ffi, hid, rgb, w, h, stride, masks, mask_stride, prompts, n, params,
             raise CError(INVALID, f"keep_unmasked {params.keep_unmasked} must be 0 or 1")
         kw["keep_unmasked"] = bool(params.keep_unmasked)
         kw["locate"] = ffi.string(params.locate).decode() if params.locate != ffi.NULL else None
+        if params.candidates < 0:
+            raise CError(INVALID, f"candidates {params.candidates} must be >= 1 (0: the model's default)")
+        kw["candidates"] = params.candidates or None
     res = _handles[hid]["pipe"].inpaint(image, regions, **kw)
     write_out(ffi, img_out, img_size, res.image, "image_out")
     write_out(ffi, cm_out, cm_size, res.colormap, "colormap_out")

@@ -126,6 +126,9 @@ Tasks and their inputs:
 @click.option("--keep-unmasked", is_flag=True,
               help="inpaint: image.png keeps the input's pixels outside the masks (the model redraws the whole "
                    "image; this pastes the input back, with a hard seam at the masks' edge).")
+@click.option("--candidates", type=int,
+              help="inpaint: draw this many (seeds SEED, SEED+1, ...) and keep the one whose entities agree most "
+                   "with the others' [default: the model's, else 1].")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("out"), show_default=True,
               help="Output folder; outputs of an earlier run there are replaced (other files are kept).")
 @click.option("--image-id", default=0, show_default=True, help="image_id written into masks.json (COCO results).")
@@ -139,15 +142,17 @@ Tasks and their inputs:
 @one_line_errors("unigs-run", (ValueError, MemoryError),
                  interrupted="interrupted; outputs already written are complete, the rest were not written")
 def main(engine, task, image, masks, colormap, prompts, negative_prompt, steps, guidance, seed, eta, scheduler, spacing,
-         resolution, decode_image, tiny_vae, threshold, stop, locate, keep_unmasked, out, image_id, threads, provider,
-         backend, int8, quiet):
+         resolution, decode_image, tiny_vae, threshold, stop, locate, keep_unmasked, candidates, out, image_id, threads,
+         provider, backend, int8, quiet):
     """Run UniGS with the lean runtime (no torch): inpaint, synthesize, refer or segment, and write
     colormap.png, labels.png, masks.json (COCO results), panoptic.png + panoptic.json, image.png
     (inpaint, synthesize, or --decode-image), mask.png (refer, inpaint) and run.json (settings,
     seed, timings, notes) into OUT."""
-    for flag, given in (("--locate", locate), ("--keep-unmasked", keep_unmasked)):
+    for flag, given in (("--locate", locate), ("--keep-unmasked", keep_unmasked), ("--candidates", candidates)):
         if given and task != "inpaint":
             raise ValueError(f"{flag} is for inpaint only; drop it for {task}")
+    if candidates is not None and candidates < 1:
+        raise ValueError(f"--candidates must be at least 1, got {candidates}")
     with _ctrl_c_deferred():
         pipe, inputs, notes = _load(engine, task, image, masks, colormap, prompts, steps, guidance, out, provider,
                                     threads, backend, int8)
@@ -156,7 +161,7 @@ def main(engine, task, image, masks, colormap, prompts, negative_prompt, steps, 
               stop=stop, negative_prompt=negative_prompt, progress=not quiet)
     if task == "inpaint":
         res = pipe.inpaint(inputs["image"], list(zip(inputs["masks"], inputs["prompts"], strict=True)),
-                           locate=locate, keep_unmasked=keep_unmasked, **kw)
+                           locate=locate, keep_unmasked=keep_unmasked, candidates=candidates, **kw)
     elif task == "synthesize":
         res = pipe.synthesize(inputs["colormap"], " ".join(prompts), **kw)
     elif task == "refer":
