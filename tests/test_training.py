@@ -788,6 +788,16 @@ def test_caption_kind_loss_probes_the_pooled_caption_and_resumes(tmp_path):
     assert not torch.equal(trainer.kind_head.weight, start)
     back = Trainer(load_config(None, [*base, "train.caption_kind_loss=1.0"]), progress=False, resume=True)
     assert torch.equal(back.kind_head.weight, trainer.kind_head.weight)
+    # the next stage, started from this one's model, goes on with its probe (which is not shipped)
+    model = tmp_path / "run" / "model"
+    assert (model / "kind_probe.pt").is_file()
+    nxt = Trainer(load_config(None, [*base, "train.caption_kind_loss=1.0", f"model.init={model}",
+                                     f"train.output={tmp_path / 'next'}"]), progress=False)
+    assert torch.equal(nxt.kind_head.weight, trainer.kind_head.weight)
+    from unigs_deploy import modeling
+
+    modeling.save(modeling.load(model), tmp_path / "saved")
+    assert not (tmp_path / "saved" / "kind_probe.pt").exists()
     with pytest.raises(ValueError, match=r"caption_kind_loss needs a UNet that pools the caption"):
         Trainer(load_config(None, [*base[:-6], "train.caption_kind_loss=1.0"]), progress=False)
 

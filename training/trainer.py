@@ -25,6 +25,7 @@ from . import data as data_mod
 from . import kind_judge, losses
 
 log = logging.getLogger("unigs.train")
+KIND_PROBE = "kind_probe.pt"  # train.caption_kind_loss's probe, beside a trained model (modeling.save does not ship it)
 
 
 def _dataset(cfg):
@@ -435,12 +436,21 @@ class Trainer:
 
     def _kind_head(self, t) -> torch.nn.Module | None:
         """train.caption_kind_loss's linear probe from the pooled caption to the shape kind it names:
-        training only (not saved with the model), checkpointed for an exact resume."""
+        checkpointed for an exact resume, and written beside the model (KIND_PROBE, not shipped) so
+        a stage that starts from it goes on with the probe it learned instead of a random one."""
         if not t["caption_kind_loss"]:
             return None
         self._pools_caption("caption_kind_loss")
         width = self.model.unet.add_embedding.proj.out_features
         head = torch.nn.Linear(width, len(data_mod.KINDS))
+        saved = Path(self.cfg["model"]["init"]) / KIND_PROBE
+        if saved.is_file():
+            state = torch.load(saved, weights_only=True)
+            if state["weight"].shape != head.weight.shape:
+                raise ValueError(f"{saved} is a probe from a {state['weight'].shape[1]}-wide pooled caption, this "
+                                 f"UNet's is {width} wide: delete it to start a new probe")
+            head.load_state_dict(state)
+            return head.train()
         g = torch.Generator().manual_seed(t["seed"])
         with torch.no_grad():
             head.weight.copy_(torch.randn(head.weight.shape, generator=g) / math.sqrt(width))
@@ -556,6 +566,8 @@ class Trainer:
             modeling.save(self.final_model(), tmp)
             (tmp / "training.json").write_text(json.dumps({"config": self.cfg, "steps": self.step,
                                                            "losses": self.losses}, indent=1))
+            if self.kind_head is not None:
+                torch.save(self.accelerator.unwrap_model(self.kind_head).state_dict(), tmp / KIND_PROBE)
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)
         self.accelerator.wait_for_everyone()
