@@ -77,7 +77,7 @@ typedef struct {
     const char *locate;   /* NULL = the model's default; "colormap" or "refer": where each region's entity is read */
     int keep_unmasked;    /* 1: image_out keeps the input's pixels outside the regions; 0: the model's own image */
     int candidates;       /* draws (seeds seed, seed + 1, ...), the one whose entities agree most with the others'
-                             kept; 0 = the model's default */
+                             kept; 0 = the model's default; progress then counts every draw's steps */
 } unigs_params;
 
 typedef struct {

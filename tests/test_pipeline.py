@@ -469,6 +469,10 @@ def test_inpaint_candidates_keep_the_one_that_agrees_most_with_the_others(tiny_p
     assert singles[0].settings["candidates"] == 1 and np.array_equal(
         tiny_pipe.inpaint(image, regions, seed=7, candidates=1, **kw).labels, singles[0].labels)
 
+    seen = []
+    tiny_pipe.inpaint(image, regions, seed=7, candidates=3, callback=lambda i, n, t, z: seen.append((i, n)), **kw)
+    assert seen == [(i, 6) for i in range(6)]  # one count over the three candidates' two steps
+
     monkeypatch.setitem(tiny_pipe.manifest.task_defaults, "inpaint", {"candidates": 2})
     assert tiny_pipe.inpaint(image, regions, seed=7, **kw).settings["candidates"] == 2
     for bad in (0, 2.5, True):

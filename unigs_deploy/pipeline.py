@@ -389,9 +389,13 @@ class UniGSPipeline:
             return res
         from tqdm.auto import tqdm
 
-        runs = [self._inpaint(image, regions, locate, keep_unmasked, seed=seed + k, **kw)
-                for k in tqdm(range(candidates), desc="inpaint: candidates", unit="candidate",
-                              disable=not kw.get("progress"), leave=False)]
+        callback, runs = kw.pop("callback", None), []
+        for k in tqdm(range(candidates), desc="inpaint: candidates", unit="candidate", disable=not kw.get("progress"),
+                      leave=False):
+            # one count over every candidate's steps, so a progress bar (or the C API's callback) runs once to the end
+            step = None if callback is None else \
+                lambda i, n, t, z, k=k: callback(k * n + i, candidates * n, t, z)
+            runs.append(self._inpaint(image, regions, locate, keep_unmasked, seed=seed + k, callback=step, **kw))
         agreement = [float(np.mean([metrics.mask_iou(a.mask, b.mask) for b in runs if b is not a])) for a in runs]
         res = runs[int(np.argmax(agreement))]
         res.timings["total_s"] = sum(r.timings["total_s"] for r in runs)
