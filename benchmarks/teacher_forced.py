@@ -5,7 +5,7 @@ changes the answer there; how often the judged kind is the asked one, whether it
 rightly. The true caption's x0 from the noise alone (the truth's share of x_t removed) says how
 much of the shape the model reads from the truth left in x_t, which sampling from noise lacks.
 Needs the torch model (a training run's model folder), not an engine: it is a training
-diagnostic (train.kind_timesteps were chosen from it, README)."""
+diagnostic (train.kind_timesteps were chosen from it, docs/demo-model.md)."""
 
 from __future__ import annotations
 

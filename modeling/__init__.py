@@ -294,7 +294,7 @@ def pool_caption(unet, heads: int, *, gain: float = 0.0):
 
     The pooled embedding's closing LayerNorm starts at `gain` (bias zero). At 0 the new UNet starts
     computing exactly what the init did, but the gain's gradient is the loss's correlation with a
-    randomly pooled caption, and from scratch it stayed near zero (README); at 1 (diffusers'
+    randomly pooled caption, and from scratch it stayed near zero (docs/demo-model.md); at 1 (diffusers'
     default) the caption is a unit-scale vector from the start, as a task label is.
     """
     from diffusers import UNet2DConditionModel

@@ -23,7 +23,7 @@ DEFAULTS = {
         "train_text_encoder": False,
         # the tasks whose examples train the text encoder (empty: all): the others' prompts reach
         # the UNet through it but send it no gradient (training it beside segment / refer cost the
-        # demo model's inpainting, README)
+        # demo model's inpainting, docs/demo-model.md)
         "text_encoder_tasks": [],
         "prediction_type": "",  # epsilon | sample | v_prediction; "" keeps the init's scheduler's
         # true: the noise schedule rescaled to zero SNR at its last timestep (Lin et al. 2024), so the
@@ -60,7 +60,7 @@ DEFAULTS = {
         # default); [1, 1] draws one unoccluded entity a scene
         "entities": list(ENTITIES),
         # shapes: the share of shapes drawn unrotated. Rotation is what averages a kind's outline
-        # out of the posterior mean an x0 prediction learns where the caption decides (README,
+        # out of the posterior mean an x0 prediction learns where the caption decides (docs/demo-model.md,
         # `unigs-bench kind-means`); the held-out images stay rotated. 0: every shape rotated
         "upright": 0.0,
         # a mix instead of one dataset: [[data.datasets]] tables, each with kind/annotations/images/...
@@ -119,13 +119,13 @@ DEFAULTS = {
         # unet stage: Min-SNR-gamma loss weighting (Hang et al. 2023) for the examples that are not
         # one-step: an x0 prediction's error is weighted by min(SNR(t), gamma), so the near-pure-noise
         # timesteps, whose answer is a blurred mean, no longer dominate (on the demo model it did not
-        # help: README, stage 15); 0: off (every example weighted 1)
+        # help: docs/demo-model.md, stage 15); 0: off (every example weighted 1)
         "snr_gamma": 0.0,
         # unet stage: for inpaint examples whose captions name a shape kind, the same input denoised
         # again under the prompt with one kind swapped (training/data.py: kind_swapped); a logistic
         # loss asks the true prompt's error inside the region to be the lower (the demo model's UNet
         # ignores the kind under the plain loss; with this it followed the kind but did not draw
-        # it: README, stage 16). 0: off
+        # it: docs/demo-model.md, stage 16). 0: off
         "caption_contrast": 0.0,
         # unet stage: inpaint examples of one entity whose caption names a shape kind are drawn at
         # timesteps in kind_timesteps, where the demo model consults the caption, and their x0
@@ -136,12 +136,12 @@ DEFAULTS = {
         # unet stage, with kind_loss: judge the model's own sample instead, the x0 a trailing DDIM
         # sampler of this many steps reaches from pure noise under the example's region and caption,
         # with gradients through every step (DRaFT, Clark et al. 2024). At one noised-truth timestep
-        # the x0 is a mean over the kinds the caption leaves open, so the judge grades a blur (README,
+        # the x0 is a mean over the kinds the caption leaves open, so the judge grades a blur (docs/demo-model.md,
         # stage 17); a sample commits to one outline. The judged examples' denoising loss stays at
-        # uniform timesteps. On the demo model the judge was gamed (README, stages 23-24). 0: off
+        # uniform timesteps. On the demo model the judge was gamed (docs/demo-model.md, stages 23-24). 0: off
         "kind_sampled_steps": 0,
         # with kind_sampled_steps: whether that term's gradient reaches a learning text encoder (stage
-        # 23 let it, and refer fell from 0.93 to 0.69 in 1,000 steps: README); false trains the UNet only
+        # 23 let it, and refer fell from 0.93 to 0.69 in 1,000 steps: docs/demo-model.md); false trains the UNet only
         "kind_loss_text_encoder": True,
         # unet stage: the learning rate of the caption pooling (model.caption_pooling_heads) and the
         # kind probe below: modules new to an already trained UNet; 0: train.lr
@@ -149,7 +149,8 @@ DEFAULTS = {
         # unet stage: a linear probe on the pooled caption (model.caption_pooling_heads) is asked the
         # shape kind the caption names (inpaint examples of one entity), cross-entropy at this weight:
         # the kind extracted from the caption before the UNet has learned to use it (a class label
-        # of the kind was learned where the plain caption was not: README). The probe is not saved
+        # of the kind was learned where the plain caption was not: docs/demo-model.md). The probe is
+        # saved beside the model (kind_probe.pt), and a stage started from that model goes on with it
         "caption_kind_loss": 0.0,
     },
 }

@@ -2,7 +2,7 @@
 
 Teacher-forced, the demo model reads an entity's shape from the noisy latent down to t ~ 700 and
 consults the caption only above it, where its x0 is a blurred mean (`unigs-bench teacher-forced`,
-README stage 17). This judge, trained on the shapes world's true entity masks cropped to their
+docs/demo-model.md stage 17). This judge, trained on the shapes world's true entity masks cropped to their
 coarse regions, scores the x0 colormap's entity mask at those timesteps, so the caption's kind
 gets a gradient of its own.
 """

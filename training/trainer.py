@@ -368,7 +368,7 @@ class Trainer:
         """The inputs a trailing sampler's later step sees, for the `later` examples: pure noise at
         t = T - 1, the model's own (no-grad) x0 prediction there, and the first-order move to t
         (DDIM, and DPM-Solver++'s first step, are this move for an x0 prediction). Trained on the
-        noised truth instead, the demo model's 2-step segment scored no better than 1 step (README)."""
+        noised truth instead, the demo model's 2-step segment scored no better than 1 step (docs/demo-model.md)."""
         if not later.any():
             return noisy
         if self.noise_schedule.config.prediction_type != "sample":

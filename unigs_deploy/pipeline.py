@@ -292,7 +292,7 @@ class UniGSPipeline:
         dichotomy.check_split(threshold, stop)
         decode_image = spec.decodes_image if decode_image is None else bool(decode_image)
         # a model may name its own per task: the demo model's tiny VAE saves no time at 128x128
-        # and scores segment lower than its VAE does (README, "The demo model")
+        # and scores segment lower than its VAE does (docs/demo-model.md)
         tiny_vae = self._tiny_vae(tiny_vae, model.get("tiny_vae"), notes)
         if steps < 1:
             raise ValueError(f"steps must be at least 1, got {steps}")
