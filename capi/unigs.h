@@ -75,7 +75,8 @@ typedef struct {
     const char *tiny_vae; /* "off", "colormap" (the tiny VAE decodes colormaps) or "all" */
     /* unigs_inpaint only (the other tasks ignore them) */
     const char *locate;   /* NULL = the model's default; "colormap" or "refer": where each region's entity is read */
-    int keep_unmasked;    /* 1: image_out keeps the input's pixels outside the regions; 0: the model's own image */
+    int keep_unmasked;    /* 1: image_out keeps the input's pixels outside the regions; -1: the model's own image
+                             everywhere; 0: the model's default (0.4 read 0 as -1) */
     int candidates;       /* draws (seeds seed, seed + 1, ...), the one whose entities agree most with the others'
                              kept; 0 = the model's default; progress then counts every draw's steps */
 } unigs_params;

@@ -118,15 +118,15 @@ def test_inpaint_from_c_equals_python(capi, tiny_engine, tmp_path):
         return subprocess.run([str(progs["inpaint"]), str(tiny_engine / "unigs.onnx"), str(ppm),
                                str(tmp_path / "mask.pgm"), "a red star", str(tmp_path / "out.ppm"), "2", "5", *extra],
                               capture_output=True, text=True)
-    for keep, locate in ((1, "colormap"), (0, "refer")):
+    for keep, locate in ((1, "colormap"), (-1, "refer"), (0, "refer")):  # the tiny model's default: redraw
         out = run(str(keep), locate)
         assert out.returncode == 0, out.stderr
         got = np.frombuffer((tmp_path / "out.ppm").read_bytes()[len(b"P6 40 32 255\n"):], np.uint8).reshape(32, 40, 3)
         labels = np.fromfile(tmp_path / "out.ppm.labels", np.int32).reshape(32, 40)
-        want = pipe.inpaint(image, [(region > 0, "a red star")], steps=2, seed=5, keep_unmasked=bool(keep),
+        want = pipe.inpaint(image, [(region > 0, "a red star")], steps=2, seed=5, keep_unmasked=keep == 1,
                             locate=locate)
         assert (got == want.image).all() and (labels == want.labels).all()
-        assert (got[region == 0] == image[region == 0]).all() == bool(keep)
+        assert (got[region == 0] == image[region == 0]).all() == (keep == 1)
     out = run("0", "-", "3")
     assert out.returncode == 0, out.stderr
     labels = np.fromfile(tmp_path / "out.ppm.labels", np.int32).reshape(32, 40)
@@ -134,7 +134,7 @@ def test_inpaint_from_c_equals_python(capi, tiny_engine, tmp_path):
     out = run("0", "-", "-1")
     assert out.returncode == 1 and "candidates -1 must be >= 1" in out.stderr
     out = run("2")
-    assert out.returncode == 1 and "keep_unmasked 2 must be 0 or 1" in out.stderr
+    assert out.returncode == 1 and "keep_unmasked 2 must be 1 (keep), -1 (redraw) or 0" in out.stderr
     out = run("0", "middle")
     assert out.returncode == 1 and "locate must be one of" in out.stderr
 

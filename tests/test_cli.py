@@ -132,7 +132,10 @@ def test_parameters_are_checked_before_any_model_work(tiny_engine, files):
     _error(["--engine", onnx, "--task", "inpaint", *img, "--mask", files / "mask.png", "--mask", files / "mask.png",
             "--prompt", "a star"], "2 masks but 1 prompts")
     _error(["--engine", onnx, "--task", "segment", *img, "--locate", "refer"], "--locate is for inpaint only")
-    _error(["--engine", onnx, "--task", "segment", *img, "--keep-unmasked"], "--keep-unmasked is for inpaint only")
+    _error(["--engine", onnx, "--task", "segment", *img, "--keep-unmasked"],
+           "--keep-unmasked/--redraw-unmasked is for inpaint only")
+    _error(["--engine", onnx, "--task", "segment", *img, "--redraw-unmasked"],
+           "--keep-unmasked/--redraw-unmasked is for inpaint only")
     _error(["--engine", onnx, "--task", "segment", *img, "--candidates", "2"], "--candidates is for inpaint only")
     blocker = files / "blocker"
     blocker.write_text("x")

@@ -183,6 +183,18 @@ def test_keep_unmasked_changes_only_the_image_outside_every_region(tiny_pipe, in
     assert kept.settings["keep_unmasked"] and not plain.settings["keep_unmasked"]
 
 
+def test_keep_unmasked_follows_the_model_default_where_the_image_is_decoded(tiny_pipe, inputs, monkeypatch):
+    image, mask = inputs
+    regions = [(mask, "a red star")]
+    monkeypatch.setitem(tiny_pipe.manifest.task_defaults, "inpaint", {"keep_unmasked": True})
+    res = tiny_pipe.inpaint(image, regions, steps=1)
+    assert res.settings["keep_unmasked"] and np.array_equal(res.image[~mask], image[~mask])
+    assert not tiny_pipe.inpaint(image, regions, steps=1, keep_unmasked=False).settings["keep_unmasked"]
+    # no image to paste into: the default gives way, where an explicit True is an error (above)
+    undecoded = tiny_pipe.inpaint(image, regions, steps=1, decode_image=False, locate="colormap")
+    assert undecoded.image is None and not undecoded.settings["keep_unmasked"]
+
+
 def test_inpaint_located_by_refer_labels_each_region_with_what_refer_finds(tiny_pipe, inputs, monkeypatch):
     """locate="refer": the same generation as "colormap"; label i is refer's answer on the generated
     image for region i and its text (earlier regions win overlaps); a region without text keeps the

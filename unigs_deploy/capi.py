@@ -229,9 +229,10 @@ def inpaint(ffi, hid, rgb, w, h, stride, masks, mask_stride, prompts, n, params,
             raise CError(TOO_SMALL, f"{what} holds {size} bytes, {required_size(kind, w, h)} are needed")
     kw = loop_params(ffi, params)
     if params != ffi.NULL:
-        if params.keep_unmasked not in (0, 1):
-            raise CError(INVALID, f"keep_unmasked {params.keep_unmasked} must be 0 or 1")
-        kw["keep_unmasked"] = bool(params.keep_unmasked)
+        if params.keep_unmasked not in (-1, 0, 1):
+            raise CError(INVALID, f"keep_unmasked {params.keep_unmasked} must be 1 (keep), -1 (redraw) or 0 (the "
+                                  "model's default)")
+        kw["keep_unmasked"] = {1: True, -1: False, 0: None}[params.keep_unmasked]
         kw["locate"] = ffi.string(params.locate).decode() if params.locate != ffi.NULL else None
         if params.candidates < 0:
             raise CError(INVALID, f"candidates {params.candidates} must be >= 1 (0: the model's default)")

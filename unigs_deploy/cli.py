@@ -123,9 +123,10 @@ Tasks and their inputs:
 @click.option("--locate", type=click.Choice(["colormap", "refer"]),
               help="inpaint: read each region's entity from the generated colormap, or find it in the generated "
                    "image with refer (one more refer pass a region) [default: the model's, else colormap].")
-@click.option("--keep-unmasked", is_flag=True,
+@click.option("--keep-unmasked/--redraw-unmasked", default=None,
               help="inpaint: image.png keeps the input's pixels outside the masks (the model redraws the whole "
-                   "image; this pastes the input back, with a hard seam at the masks' edge).")
+                   "image; this pastes the input back, with a hard seam at the masks' edge), or shows the model's "
+                   "own image everywhere [default: the model's, else redraw].")
 @click.option("--candidates", type=int,
               help="inpaint: draw this many (seeds SEED, SEED+1, ...) and keep the one whose entities agree most "
                    "with the others' [default: the model's, else 1].")
@@ -148,8 +149,9 @@ def main(engine, task, image, masks, colormap, prompts, negative_prompt, steps, 
     colormap.png, labels.png, masks.json (COCO results), panoptic.png + panoptic.json, image.png
     (inpaint, synthesize, or --decode-image), mask.png (refer, inpaint) and run.json (settings,
     seed, timings, notes) into OUT."""
-    for flag, given in (("--locate", locate), ("--keep-unmasked", keep_unmasked), ("--candidates", candidates)):
-        if given and task != "inpaint":
+    for flag, given in (("--locate", locate), ("--keep-unmasked/--redraw-unmasked", keep_unmasked),
+                        ("--candidates", candidates)):
+        if given is not None and task != "inpaint":
             raise ValueError(f"{flag} is for inpaint only; drop it for {task}")
     if candidates is not None and candidates < 1:
         raise ValueError(f"--candidates must be at least 1, got {candidates}")

@@ -361,7 +361,7 @@ class UniGSPipeline:
                       timings=timings, notes=notes, settings=settings, latents=np.concatenate([z_img, z_cmap], axis=1))
 
     def inpaint(self, image, regions: list[tuple[np.ndarray, str]], *, locate: str | None = None,
-                keep_unmasked: bool = False, candidates: int | None = None, **kw) -> Result:
+                keep_unmasked: bool | None = None, candidates: int | None = None, **kw) -> Result:
         """Multi-class, multi-region inpainting: every region is a coarse mask with its own text.
 
         One pass, as the model was trained: the union of the regions is inpainted with the texts
@@ -372,14 +372,18 @@ class UniGSPipeline:
         entity; one more refer pass a region). None: the model's default, else "colormap".
         keep_unmasked: the returned image takes the input's pixels outside the regions (the model
         redraws the whole image through its VAE; diffusers' apply_overlay), with a hard seam at
-        the regions' edge; entities are located before it, in the model's own image.
+        the regions' edge; entities are located before it, in the model's own image. None: the
+        model's default (where the image is decoded), else False.
         candidates: draw this many (seeds seed, seed + 1, ...) and return the one whose generated
         entities agree most with the others' (the largest mean mask IoU: a minimum-Bayes-risk choice,
         so the answer is a typical drawing, not an unlucky one; its settings' seed reproduces it with
         candidates=1). Costs one inpaint a candidate. None: the model's default, else 1.
         """
+        model = self.manifest.task_defaults.get("inpaint", {})
+        if keep_unmasked is None:  # a model's default, where it can apply
+            keep_unmasked = bool(model.get("keep_unmasked", False)) and kw.get("decode_image") is not False
         if candidates is None:
-            candidates = self.manifest.task_defaults.get("inpaint", {}).get("candidates", 1)
+            candidates = model.get("candidates", 1)
         if isinstance(candidates, bool) or not isinstance(candidates, int | np.integer) or candidates < 1:
             raise ValueError(f"candidates must be a whole number >= 1, got {candidates!r}")
         seed = kw.pop("seed", 0)

@@ -5,7 +5,8 @@
  *
  * IMAGE is a binary PPM (P6, 8-bit RGB), MASK a binary PGM (P5, 8-bit; non-zero = the region) of
  * the same size. OUT.ppm receives the image; OUT.ppm.labels the int32 label map (row-major).
- * KEEP_UNMASKED 1 keeps the input's pixels outside the region; LOCATE is "colormap" or "refer";
+ * KEEP_UNMASKED 1 keeps the input's pixels outside the region, -1 shows the model's own image
+ * there, 0 the model's default; LOCATE is "colormap" or "refer" ("-": the model's default);
  * CANDIDATES draws that many and keeps the most agreed-on (0: the model's default).
  * Build: gcc inpaint.c $(pkg-config --cflags --libs unigs) -o inpaint
  */
@@ -43,7 +44,7 @@ int main(int argc, char **argv) {
     unigs_params_init(&params);
     params.steps = argc > 6 ? atoi(argv[6]) : 0;  /* 0: the task's default */
     params.seed = argc > 7 ? strtoull(argv[7], NULL, 10) : 0;
-    params.keep_unmasked = argc > 8 ? atoi(argv[8]) : 0;
+    params.keep_unmasked = argc > 8 ? atoi(argv[8]) : 0;  /* 0: the model's default */
     params.locate = argc > 9 && strcmp(argv[9], "-") ? argv[9] : NULL;  /* NULL ("-"): the model's default */
     params.candidates = argc > 10 ? atoi(argv[10]) : 0;
     const uint8_t *masks[1] = {mask};
