@@ -26,7 +26,8 @@ extern "C" {
 #endif
 
 /* 0.3: unigs_params grew threshold, stop and tiny_vae at its end, so its size changed: rebuild
- * programs against this header (0.x makes no ABI promise; compare unigs_version() at start-up). */
+ * programs against this header (0.x makes no ABI promise; compare unigs_version() at start-up).
+ * 0.5: unigs_params grew candidates, and keep_unmasked's 0 became "the model's default". */
 #define UNIGS_VERSION_MAJOR 0
 #define UNIGS_VERSION_MINOR 5
 #define UNIGS_VERSION_STRING "0.5.0"
