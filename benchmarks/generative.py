@@ -40,8 +40,8 @@ def run(engine, *, n: int = 40, offset: int = 5000, steps=(25,), guidance=(3.0, 
     pipe = UniGSPipeline.from_engine(engine, threads=threads)
     size = held_out_size(pipe, size)
     examples = [held_out_example(offset + i, size) for i in range(n)]
-    inpaint_only = (lambda axis: axis) if "inpaint" in tasks else (lambda axis: (None,))
-    grid = list(itertools.product(steps, guidance, inpaint_only(locate), inpaint_only(candidates)))
+    inpaint_axes = (locate, candidates) if "inpaint" in tasks else ((None,), (None,))
+    grid = list(itertools.product(steps, guidance, *inpaint_axes))
     rows = []
     bar = tqdm(total=len(grid) * n, desc="generative", unit="image")
     for s, g, where, n_cand in grid:

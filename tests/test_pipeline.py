@@ -487,6 +487,19 @@ def test_inpaint_candidates_keep_the_one_that_agrees_most_with_the_others(tiny_p
 
     monkeypatch.setitem(tiny_pipe.manifest.task_defaults, "inpaint", {"candidates": 2})
     assert tiny_pipe.inpaint(image, regions, seed=7, **kw).settings["candidates"] == 2
+
+    # the tiny model draws the same mask for every seed, so the choice itself is checked on
+    # drawings made to differ: the middle one overlaps both others, the outer two one each
+    drawn = {}
+    for k, cols in enumerate(((4, 14), (12, 28), (20, 40))):
+        m = np.zeros_like(mask)
+        m[:, slice(*cols)] = True
+        drawn[7 + k] = m
+    monkeypatch.setattr(tiny_pipe, "_inpaint", lambda *a, seed, **kw: SimpleNamespace(
+        mask=drawn[seed], settings={"seed": seed}, timings={"total_s": 1.0}))
+    res = tiny_pipe.inpaint(image, regions, seed=7, candidates=3)
+    assert res.settings["seed"] == 8 and res.timings["total_s"] == 3.0
+    assert res.settings["agreement"] == pytest.approx([2 / 24 / 2, (2 / 24 + 8 / 28) / 2, 8 / 28 / 2], abs=1e-4)
     for bad in (0, 2.5, True):
         with pytest.raises(ValueError, match="candidates must be a whole number >= 1"):
             tiny_pipe.inpaint(image, regions, candidates=bad, **kw)

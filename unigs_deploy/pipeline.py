@@ -379,16 +379,31 @@ class UniGSPipeline:
         so the answer is a typical drawing, not an unlucky one; its settings' seed reproduces it with
         candidates=1). Costs one inpaint a candidate. None: the model's default, else 1.
         """
+        if not regions:
+            raise ValueError("inpaint needs at least one region (a mask and its text)")
         model = self.manifest.task_defaults.get("inpaint", {})
+        decoded = kw.get("decode_image") is None or bool(kw["decode_image"])  # inpaint decodes its image by default
         if keep_unmasked is None:  # a model's default, where it can apply
-            keep_unmasked = bool(model.get("keep_unmasked", False)) and kw.get("decode_image") is not False
+            keep_unmasked = bool(model.get("keep_unmasked", False)) and decoded
+        if keep_unmasked and not decoded:
+            raise ValueError("keep_unmasked pastes the input into the generated image: leave decode_image on, "
+                             "or drop keep_unmasked")
+        locate = locate or model.get("locate", "colormap")
+        if locate not in LOCATE:
+            raise ValueError(f"locate must be one of {', '.join(LOCATE)}, got {locate!r}")
+        if locate == "refer" and not decoded:
+            raise ValueError("locate='refer' reads the entities from the generated image: leave decode_image on, "
+                             "or use locate='colormap'")
         if candidates is None:
             candidates = model.get("candidates", 1)
         if isinstance(candidates, bool) or not isinstance(candidates, int | np.integer) or candidates < 1:
             raise ValueError(f"candidates must be a whole number >= 1, got {candidates!r}")
+        rgb, notes = self._prepare(image)
+        masks = [self._mask(m, rgb.shape[:2], f"mask {i + 1}") for i, (m, _) in enumerate(regions)]
+        texts = [p for _, p in regions]
         seed = kw.pop("seed", 0)
         if candidates == 1:
-            res = self._inpaint(image, regions, locate, keep_unmasked, seed=seed, **kw)
+            res = self._inpaint(rgb, notes, masks, texts, locate, keep_unmasked, seed=seed, **kw)
             res.settings["candidates"] = 1
             return res
         from tqdm.auto import tqdm
@@ -399,7 +414,8 @@ class UniGSPipeline:
             # one count over every candidate's steps, so a progress bar (or the C API's callback) runs once to the end
             step = None if callback is None else \
                 lambda i, n, t, z, k=k: callback(k * n + i, candidates * n, t, z)
-            runs.append(self._inpaint(image, regions, locate, keep_unmasked, seed=seed + k, callback=step, **kw))
+            runs.append(self._inpaint(rgb, list(notes), masks, texts, locate, keep_unmasked, seed=seed + k,
+                                      callback=step, **kw))
         agreement = [float(np.mean([metrics.mask_iou(a.mask, b.mask) for b in runs if b is not a])) for a in runs]
         res = runs[int(np.argmax(agreement))]
         res.timings["total_s"] = sum(r.timings["total_s"] for r in runs)
@@ -407,23 +423,10 @@ class UniGSPipeline:
         res.settings["agreement"] = [round(a, 4) for a in agreement]
         return res
 
-    def _inpaint(self, image, regions: list[tuple[np.ndarray, str]], locate: str | None, keep_unmasked: bool,
-                 **kw) -> Result:
-        if not regions:
-            raise ValueError("inpaint needs at least one region (a mask and its text)")
-        if keep_unmasked and kw.get("decode_image") is not None and not kw["decode_image"]:
-            raise ValueError("keep_unmasked pastes the input into the generated image: leave decode_image on, "
-                             "or drop keep_unmasked")
-        locate = locate or self.manifest.task_defaults.get("inpaint", {}).get("locate", "colormap")
-        if locate not in LOCATE:
-            raise ValueError(f"locate must be one of {', '.join(LOCATE)}, got {locate!r}")
-        if locate == "refer" and kw.get("decode_image") is not None and not kw["decode_image"]:
-            raise ValueError("locate='refer' reads the entities from the generated image: leave decode_image on, "
-                             "or use locate='colormap'")
-        rgb, notes = self._prepare(image)
-        masks = [self._mask(m, rgb.shape[:2], f"mask {i + 1}") for i, (m, _) in enumerate(regions)]
-        prompt = ", ".join(p for _, p in regions if p)
-        res = self._run("inpaint", rgb, masks, prompt, notes, **_loop_kw(kw))
+    def _inpaint(self, rgb: np.ndarray, notes: list, masks: list[np.ndarray], texts: list[str], locate: str,
+                 keep_unmasked: bool, **kw) -> Result:
+        """One drawing of inpaint's prepared inputs, its entities located."""
+        res = self._run("inpaint", rgb, masks, ", ".join(p for p in texts if p), notes, **_loop_kw(kw))
         region_of = np.zeros(res.labels.max() + 1, np.int32)
         for k in range(1, res.labels.max() + 1):
             overlap = [np.count_nonzero((res.labels == k) & m) for m in masks]
@@ -431,7 +434,7 @@ class UniGSPipeline:
         res.labels = np.where(region_of[res.labels] > 0, res.labels, 0).astype(np.int32)
         if locate == "refer":
             t0 = time.perf_counter()
-            res.labels = self._refer_back(res, masks, [p for _, p in regions], region_of, kw.get("seed", 0))
+            res.labels = self._refer_back(res, masks, texts, region_of, kw.get("seed", 0))
             res.timings["locate_s"] = time.perf_counter() - t0
             res.timings["total_s"] += res.timings["locate_s"]
         else:
@@ -441,7 +444,7 @@ class UniGSPipeline:
         res.mask = res.labels > 0
         if keep_unmasked:
             res.image = np.where(np.logical_or.reduce(masks)[..., None], res.image, rgb)
-        res.settings["regions"] = [p for _, p in regions]
+        res.settings["regions"] = texts
         res.settings["locate"] = locate
         res.settings["keep_unmasked"] = bool(keep_unmasked)
         return res
