@@ -551,9 +551,38 @@ def test_inpaint_reference_covers_both_region_branches():
         assert summary["estimated"] == len(rows)
         if rows:
             assert summary["perfect"] == pytest.approx(np.mean([x["perfect"] for x in rows]))
+        if rows:
+            assert summary["bayes"] == pytest.approx(np.mean([x["bayes"] for x in rows]))
+            assert summary["bayes_kind"] == pytest.approx(np.mean([x["bayes_kind"] for x in rows]))
     box = [x for x in r["rows"] if x["region"] == "box"]
     assert all(x["perfect"] == posterior.posterior_region_iou(x["image"], 64, draws=1500) for x in box)
-    assert "perfect inpainter" in report.RENDER["inpaint-reference"](r)
+    assert all((x["bayes"], x["bayes_kind"]) == posterior.bayes_answer(x["image"], 64, draws=1500) for x in box)
+    text = report.RENDER["inpaint-reference"](r)
+    assert "perfect inpainter" in text and "Bayes answer" in text
+
+
+def test_central_is_the_minimum_bayes_risk_mask():
+    """posterior.central: of three overlapping boxes in a row the middle one has the highest mean
+    IoU with all; enough weight on the left one makes it the answer."""
+    from unigs_deploy.benchmarks import posterior
+
+    boxes = [np.zeros((8, 16), bool) for _ in range(3)]
+    for k, m in enumerate(boxes):
+        m[2:6, 3 * k:3 * k + 6] = True
+    assert posterior.central(boxes, np.ones(3)) == 1
+    assert posterior.central(boxes, np.array([10.0, 1.0, 1.0])) == 0
+    assert posterior.central(boxes[::-1], np.ones(3)) == 1
+
+
+def test_bayes_answer_is_a_seeded_draw_of_the_asked_kind():
+    """On held-out 5 (a box region, an ellipse asked) the Bayes answer is seeded, judged the asked
+    kind and overlaps the truth; curved regions have none without abc, as the sample's reference."""
+    from unigs_deploy.benchmarks import posterior
+
+    iou, judged = posterior.bayes_answer(5, 128, draws=2000)
+    assert (iou, judged) == posterior.bayes_answer(5, 128, draws=2000)
+    assert judged and 0.5 < iou < 1
+    assert posterior.bayes_answer(0, 128, draws=100) is None  # held-out 0's region is curved
 
 
 def test_kind_means_judge_the_posterior_mean_per_kind():
