@@ -496,10 +496,21 @@ def test_inpaint_candidates_keep_the_one_that_agrees_most_with_the_others(tiny_p
         m[:, slice(*cols)] = True
         drawn[7 + k] = m
     monkeypatch.setattr(tiny_pipe, "_inpaint", lambda *a, seed, **kw: SimpleNamespace(
-        mask=drawn[seed], settings={"seed": seed}, timings={"total_s": 1.0}))
+        labels=drawn[seed].astype(np.int32), settings={"seed": seed, "locate": "refer"}, timings={"total_s": 1.0}))
     res = tiny_pipe.inpaint(image, regions, seed=7, candidates=3)
     assert res.settings["seed"] == 8 and res.timings["total_s"] == 3.0
     assert res.settings["agreement"] == pytest.approx([2 / 24 / 2, (2 / 24 + 8 / 28) / 2, 8 / 28 / 2], abs=1e-4)
+
+    # two regions: the first drawing swaps the regions' entities, the other two agree; their union is
+    # the same in all three, but region by region the first agrees with neither
+    left, right = np.zeros_like(mask), np.zeros_like(mask)
+    left[:, :20], right[:, 20:] = True, True
+    a, b = np.where(left, 1, 0) + np.where(right, 2, 0), np.where(left, 2, 0) + np.where(right, 1, 0)
+    drawn = {7: b, 8: a, 9: a}
+    monkeypatch.setattr(tiny_pipe, "_inpaint", lambda *a, seed, **kw: SimpleNamespace(
+        labels=drawn[seed].astype(np.int32), settings={"seed": seed, "locate": "refer"}, timings={"total_s": 1.0}))
+    res = tiny_pipe.inpaint(image, [(left, "a red star"), (right, "a blue ellipse")], seed=7, candidates=3)
+    assert res.settings["seed"] == 8 and res.settings["agreement"] == [0.0, 0.5, 0.5]
     for bad in (0, 2.5, True):
         with pytest.raises(ValueError, match="candidates must be a whole number >= 1"):
             tiny_pipe.inpaint(image, regions, candidates=bad, **kw)

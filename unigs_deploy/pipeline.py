@@ -375,9 +375,10 @@ class UniGSPipeline:
         the regions' edge; entities are located before it, in the model's own image. None: the
         model's default (where the image is decoded), else False.
         candidates: draw this many (seeds seed, seed + 1, ...) and return the one whose generated
-        entities agree most with the others' (the largest mean mask IoU: a minimum-Bayes-risk choice,
-        so the answer is a typical drawing, not an unlucky one; its settings' seed reproduces it with
-        candidates=1). Costs one inpaint a candidate. None: the model's default, else 1.
+        entities agree most with the others' (the largest mean mask IoU, region by region: a
+        minimum-Bayes-risk choice, so the answer is a typical drawing, not an unlucky one; its
+        settings' seed reproduces it with candidates=1). Costs one inpaint a candidate. None: the
+        model's default, else 1.
         """
         if not regions:
             raise ValueError("inpaint needs at least one region (a mask and its text)")
@@ -416,7 +417,9 @@ class UniGSPipeline:
                 lambda i, n, t, z, k=k: callback(k * n + i, candidates * n, t, z)
             runs.append(self._inpaint(rgb, list(notes), masks, texts, locate, keep_unmasked, seed=seed + k,
                                       callback=step, **kw))
-        agreement = [float(np.mean([metrics.mask_iou(a.mask, b.mask) for b in runs if b is not a])) for a in runs]
+        entities = [_entities_by_region(r, masks) for r in runs]
+        agreement = [float(np.mean([np.mean([metrics.mask_iou(x, y) for x, y in zip(a, b, strict=True)])
+                                    for b in entities if b is not a])) for a in entities]
         res = runs[int(np.argmax(agreement))]
         res.timings["total_s"] = sum(r.timings["total_s"] for r in runs)
         res.settings["candidates"] = candidates
@@ -427,10 +430,7 @@ class UniGSPipeline:
                  keep_unmasked: bool, **kw) -> Result:
         """One drawing of inpaint's prepared inputs, its entities located."""
         res = self._run("inpaint", rgb, masks, ", ".join(p for p in texts if p), notes, **_loop_kw(kw))
-        region_of = np.zeros(res.labels.max() + 1, np.int32)
-        for k in range(1, res.labels.max() + 1):
-            overlap = [np.count_nonzero((res.labels == k) & m) for m in masks]
-            region_of[k] = 1 + int(np.argmax(overlap)) if max(overlap) > 0 else 0
+        region_of = _region_of(res.labels, masks)
         res.labels = np.where(region_of[res.labels] > 0, res.labels, 0).astype(np.int32)
         if locate == "refer":
             t0 = time.perf_counter()
@@ -486,6 +486,25 @@ class UniGSPipeline:
         """Every entity of the image; background clusters are entities too (as in the paper)."""
         rgb, notes = self._prepare(image)
         return self._run("segment", rgb, [], prompt, notes, **_loop_kw(kw))
+
+
+def _region_of(labels: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
+    """Entity label -> the 1-based region it overlaps most (0: none)."""
+    region_of = np.zeros(labels.max() + 1, np.int32)
+    for k in range(1, labels.max() + 1):
+        overlap = [np.count_nonzero((labels == k) & m) for m in masks]
+        region_of[k] = 1 + int(np.argmax(overlap)) if max(overlap) > 0 else 0
+    return region_of
+
+
+def _entities_by_region(res: Result, masks: list[np.ndarray]) -> list[np.ndarray]:
+    """Each region's generated entity in an inpaint result: label i where located by refer, else the
+    colormap's entities that overlap region i most. Candidates agree region by region, so two
+    drawings that swap their regions' entities do not count as alike."""
+    if res.settings.get("locate") == "refer":
+        return [res.labels == i for i in range(1, len(masks) + 1)]
+    region_of = _region_of(res.labels, masks)
+    return [region_of[res.labels] == i for i in range(1, len(masks) + 1)]
 
 
 def _loop_kw(kw: dict) -> dict:
