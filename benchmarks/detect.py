@@ -30,9 +30,10 @@ def colour_name(image: np.ndarray, mask: np.ndarray) -> str:
     return names[int(np.argmin(d))]
 
 
-def shape_fit(mask: np.ndarray, hidden: np.ndarray | None = None) -> dict[str, float]:
-    """{kind: IoU of the best shape of that kind with `mask`}, over the pixels not `hidden`
-    (other entities that may cover it) and inside the image."""
+def fit_kind(mask: np.ndarray, kind: str, hidden: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+    """(IoU, (cx, cy, rx, ry, angle)) of the best shape of one kind with `mask`, over the pixels
+    not `hidden` (other entities that may cover it) and inside the image; `polygon(kind, *params)`
+    draws it."""
     from scipy.optimize import minimize
 
     if not mask.any():
@@ -44,23 +45,29 @@ def shape_fit(mask: np.ndarray, hidden: np.ndarray | None = None) -> dict[str, f
     r0 = max(2.0, float(np.sqrt(mask.sum() / np.pi)))
     canvas = np.zeros((3 * h, 3 * w), np.uint8)  # the image in the middle: room to leave it
 
-    def overlap(p, kind):
+    def overlap(p):
         canvas[:] = 0
         cv2.fillPoly(canvas, [polygon(kind, p[0] + w, p[1] + h, abs(p[2]), abs(p[3]), p[4])], 1)
         shape = canvas[h:2 * h, w:2 * w].astype(bool) & seen
         return (shape & target).sum() / max(1, (shape | target).sum())
 
-    fits = {}
-    for kind in KINDS:
-        best = 0.0
-        for angle in np.arange(_RESTARTS) * _SYMMETRY[kind] / _RESTARTS:
-            start = np.array([xs.mean(), ys.mean(), r0, r0, angle])
-            simplex = np.vstack([start, start + np.diag([r0 / 3, r0 / 3, r0 / 3, -r0 / 3, 0.4])])
-            res = minimize(lambda p, k=kind: -overlap(p, k), start, method="Nelder-Mead",
-                           options={"initial_simplex": simplex, "maxfev": _MAX_EVALS, "xatol": 0.3, "fatol": 1e-4})
-            best = max(best, -float(res.fun))
-        fits[kind] = best
-    return fits
+    best, params = -1.0, None
+    for angle in np.arange(_RESTARTS) * _SYMMETRY[kind] / _RESTARTS:
+        start = np.array([xs.mean(), ys.mean(), r0, r0, angle])
+        simplex = np.vstack([start, start + np.diag([r0 / 3, r0 / 3, r0 / 3, -r0 / 3, 0.4])])
+        res = minimize(lambda p: -overlap(p), start, method="Nelder-Mead",
+                       options={"initial_simplex": simplex, "maxfev": _MAX_EVALS, "xatol": 0.3, "fatol": 1e-4})
+        if -float(res.fun) > best:
+            best, params = -float(res.fun), np.array([res.x[0], res.x[1], abs(res.x[2]), abs(res.x[3]), res.x[4]])
+    return best, params
+
+
+def shape_fit(mask: np.ndarray, hidden: np.ndarray | None = None) -> dict[str, float]:
+    """{kind: IoU of the best shape of that kind with `mask`}, over the pixels not `hidden`
+    (other entities that may cover it) and inside the image."""
+    if not mask.any():
+        raise ValueError("empty mask: no entity to classify")
+    return {kind: fit_kind(mask, kind, hidden)[0] for kind in KINDS}
 
 
 def shape_kind(mask: np.ndarray, hidden: np.ndarray | None = None) -> str:

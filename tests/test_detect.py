@@ -56,3 +56,14 @@ def test_shapes_cut_by_the_border_or_covered_keep_their_kind(cut):
             right += detect.shape_kind(m, hidden) == kind
             total += 1
     assert total >= 30 and right / total >= 0.9
+
+
+def test_fit_kind_returns_the_shape_it_scores():
+    """fit_kind's parameters, drawn with polygon, overlap the mask by the IoU it reports; a true
+    star is refitted nearly exactly."""
+    m = shapes.draw_shape(96, 96, "star", 50, 44, 30, 24, 0.4)
+    iou, params = detect.fit_kind(m, "star")
+    drawn = shapes.draw_shape(96, 96, "star", *params)
+    assert iou > 0.9
+    assert (drawn & m).sum() / (drawn | m).sum() == pytest.approx(iou)
+    assert detect.shape_fit(m)["star"] == iou

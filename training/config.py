@@ -143,6 +143,11 @@ DEFAULTS = {
         # with kind_sampled_steps: whether that term's gradient reaches a learning text encoder (stage
         # 23 let it, and refer fell from 0.93 to 0.69 in 1,000 steps: docs/demo-model.md); false trains the UNet only
         "kind_loss_text_encoder": True,
+        # what kind_loss scores the drawn entity against: "judge", the classifier's cross-entropy with
+        # the asked kind (gamed on the demo model: stripes it rated a triangle, stages 23-24), or
+        # "fit", one minus the soft IoU with the asked kind's best-fitting shape (training/kind_fit.py),
+        # a concrete outline that a stripe or a fill does not match
+        "kind_target": "judge",
         # unet stage: the learning rate of the caption pooling (model.caption_pooling_heads) and the
         # kind probe below: modules new to an already trained UNet; 0: train.lr
         "caption_pooling_lr": 0.0,
@@ -221,6 +226,8 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
         raise ConfigError("train.kind_sampled_steps sets how train.kind_loss samples what it judges: set that too")
     if not isinstance(t["kind_loss_text_encoder"], bool):
         raise ConfigError(f"train.kind_loss_text_encoder must be true or false, not {t['kind_loss_text_encoder']!r}")
+    if t["kind_target"] not in ("judge", "fit"):
+        raise ConfigError(f"train.kind_target must be \"judge\" or \"fit\", not {t['kind_target']!r}")
     sa = t["stop_at"]
     if not (isinstance(sa, int) and not isinstance(sa, bool) and 0 <= sa <= t["steps"]):
         raise ConfigError(f"train.stop_at must be an integer in [0, train.steps = {t['steps']}] (0: train.steps), "

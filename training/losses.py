@@ -53,3 +53,11 @@ def caption_contrast(err_true: torch.Tensor, err_wrong: torch.Tensor) -> torch.T
     diffusion classifiers (Li et al. 2023), the error under a prompt scores how well it fits."""
     scale = CONTRAST_SCALE * ((err_true + err_wrong) / 2).detach().clamp(min=1e-8)
     return torch.nn.functional.softplus((err_true - err_wrong) / scale).mean()
+
+
+def soft_iou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """One minus the soft IoU of (B, 1, H, W) masks in [0, 1], averaged over the batch: unlike a
+    per-pixel loss it does not shrink as the entity does."""
+    inter = (pred * target).sum((1, 2, 3))
+    union = (pred + target - pred * target).sum((1, 2, 3))
+    return (1 - inter / union.clamp(min=1e-6)).mean()

@@ -22,7 +22,7 @@ from unigs_deploy import modeling
 from unigs_deploy.tasks import NAMES as TASKS
 
 from . import data as data_mod
-from . import kind_judge, losses
+from . import kind_fit, kind_judge, losses
 
 log = logging.getLogger("unigs.train")
 KIND_PROBE = "kind_probe.pt"  # train.caption_kind_loss's probe, beside a trained model (modeling.save does not ship it)
@@ -177,11 +177,13 @@ class Trainer:
         if max(t["onestep_timesteps"]) > last:
             raise ValueError(f"train.onestep_timesteps {t['onestep_timesteps']} exceed the schedule's last "
                              f"timestep {last}")
+        self.judges_kind = bool(t["kind_loss"]) and self.stage == "unet"
         self.kind_judge = None
-        if t["kind_loss"] and self.stage == "unet":
+        if self.judges_kind:
             if self.noise_schedule.config.prediction_type != "sample":
                 raise ValueError("train.kind_loss needs model.prediction_type = \"sample\" (an x0 prediction to judge)")
-            self.kind_judge = kind_judge.load_or_train(self.out / "kind_judge.pt", size=cfg["data"]["size"])
+            if t["kind_target"] == "judge":
+                self.kind_judge = kind_judge.load_or_train(self.out / "kind_judge.pt", size=cfg["data"]["size"])
         self.ema = EMAModel(self.trained[0].parameters(), decay=t["ema_decay"])
         prepared = self.accelerator.prepare(*self.trained, self.optimizer, self.lr_schedule)
         self.trained = list(prepared[: len(self.trained)])
@@ -264,7 +266,7 @@ class Trainer:
             if len(choices) > 1:
                 pick = choices[torch.randint(0, len(choices), (len(examples),), generator=gen)]
             timesteps = torch.where(onestep, pick, timesteps)
-        judged = torch.tensor([e.kind >= 0 for e in examples]) if self.kind_judge is not None else None
+        judged = torch.tensor([e.kind >= 0 for e in examples]) if self.judges_kind else None
         if judged is not None and judged.any() and not t["kind_sampled_steps"]:
             lo, hi = t["kind_timesteps"]
             timesteps = torch.where(judged, torch.randint(lo, hi + 1, (len(examples),), generator=gen), timesteps)
@@ -341,20 +343,23 @@ class Trainer:
         return torch.nn.functional.cross_entropy(self.kind_head(pooled), kinds)
 
     def _kind_loss(self, x0, target, region, examples, sel, *, sampled: bool = False) -> torch.Tensor:
-        """Cross-entropy of the kind judge on the x0 colormap's entity inside the region (the pixels
-        near the true entity's colour; in a sample, the pixels not background) against the kind the
-        caption asks for. x0, target, region: the `sel` examples'."""
+        """The x0 colormap's entity (the pixels near the true entity's colour; in a sample, the
+        pixels not background) scored against the kind the caption asks for: by the kind judge
+        inside the region, or (train.kind_target = "fit") by its soft IoU with the asked kind's
+        best-fitting shape over the whole image. x0, target, region: the `sel` examples'."""
         vae = self.model.vae
         rec = vae.decode(x0[:, -vae.config.latent_channels:] / vae.config.scaling_factor).sample
+        entity = (target > -1 + 1e-3).any(1, keepdim=True).to(target.dtype)  # the background is black
         if sampled:
-            soft = kind_judge.soft_foreground_mask(rec) * region
+            soft = kind_judge.soft_foreground_mask(rec)
         else:
-            entity = (target > -1 + 1e-3).any(1, keepdim=True).to(target.dtype)  # the background is black
             colours = (target * entity).sum((2, 3)) / entity.sum((2, 3)).clamp(min=1)
-            soft = kind_judge.soft_entity_mask(rec, colours) * region
-        logits = self.kind_judge(kind_judge.region_crops(soft, region))
-        kinds = torch.tensor([e.kind for e, s in zip(examples, sel.tolist(), strict=True) if s])
-        return torch.nn.functional.cross_entropy(logits, kinds)
+            soft = kind_judge.soft_entity_mask(rec, colours)
+        kinds = [e.kind for e, s in zip(examples, sel.tolist(), strict=True) if s]
+        if self.cfg["train"]["kind_target"] == "fit":
+            return losses.soft_iou(soft, kind_fit.fitted_targets(soft, region, kinds, entity))
+        logits = self.kind_judge(kind_judge.region_crops(soft * region, region))
+        return torch.nn.functional.cross_entropy(logits, torch.tensor(kinds))
 
     def _snr_weight(self, timesteps: torch.Tensor, kind: str) -> torch.Tensor:
         """Min-SNR-gamma: each example's loss becomes min(SNR, gamma) times its x0 error, whatever
