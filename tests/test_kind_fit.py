@@ -49,22 +49,24 @@ def test_soft_iou():
     assert losses.soft_iou(a[:1], a[:1] * 0.5).item() == pytest.approx(0.5)
 
 
-def test_kind_target_fit_scores_the_sample_against_its_fitted_shape(tmp_path, monkeypatch):
-    """No judge is trained or loaded; the term is one minus the soft IoU of the sampled colormap's
-    foreground with the fitted targets, and is linear in its weight."""
+@pytest.mark.parametrize("how", ["fit", "fit-image"])
+def test_kind_target_fit_scores_the_sample_against_its_fitted_shape(tmp_path, monkeypatch, how):
+    """No judge is trained or loaded; the term is one minus the soft IoU of the sample's drawn
+    entity (colormap: its foreground; image: the pixels near the caption's colour, inside the
+    region) with the fitted targets, and is linear in its weight."""
     from unigs_deploy.training.trainer import Trainer
 
     monkeypatch.setattr(kind_judge, "load_or_train", lambda *a, **k: pytest.fail("a judge was loaded"))
     seen = {}
 
     def fitted(drawn, regions, kinds, truths):
-        seen["drawn"], seen["kinds"] = drawn.detach(), kinds
+        seen["drawn"], seen["regions"], seen["kinds"] = drawn.detach(), regions, kinds
         return truths  # a known target: the true entity
 
     monkeypatch.setattr(kind_fit, "fitted_targets", fitted)
     base = ["train.batch_size=8", "data.size=32", "train.tasks={inpaint = 1.0}", "model.prediction_type=sample",
             f"train.output='{tmp_path}'", "train.cfg_dropout=0.0", "train.kind_sampled_steps=2",
-            "train.kind_target=fit"]
+            f"train.kind_target={how}"]
 
     def loss(weight):
         return Trainer(load_config(None, base + [f"train.kind_loss={weight}"]), progress=False).loss(0).item()
@@ -74,12 +76,19 @@ def test_kind_target_fit_scores_the_sample_against_its_fitted_shape(tmp_path, mo
     judged = [t.source.example(0, i) for i in range(8)]
     judged = [e for e in judged if e.kind >= 0]
     assert judged and seen["kinds"] == [e.kind for e in judged]
+    if how == "fit-image":
+        assert seen["drawn"][seen["regions"] < 0.5].abs().max() == 0
     truths = torch.stack([torch.from_numpy((e.colormap > 0).any(-1)).float()[None] for e in judged])
     term = losses.soft_iou(seen["drawn"], truths).item()
     assert two - one == pytest.approx(term, rel=1e-3)
     assert three - one == pytest.approx(2 * term, rel=1e-3)
 
 
+def test_caption_colours_are_the_named_rgb_in_unit_range():
+    c = kind_fit.caption_colours(["red", "white"])
+    assert torch.allclose(c, torch.tensor([[220, 40, 40], [245, 245, 245]]) / 127.5 - 1)
+
+
 def test_kind_target_is_checked():
-    with pytest.raises(ConfigError, match='kind_target must be "judge" or "fit"'):
+    with pytest.raises(ConfigError, match='kind_target must be "judge", "fit" or "fit-image"'):
         load_config(None, ["train.kind_target=fitted"])

@@ -146,7 +146,9 @@ DEFAULTS = {
         # what kind_loss scores the drawn entity against: "judge", the classifier's cross-entropy with
         # the asked kind (gamed on the demo model: stripes it rated a triangle, stages 23-24), or
         # "fit", one minus the soft IoU with the asked kind's best-fitting shape (training/kind_fit.py),
-        # a concrete outline that a stripe or a fill does not match
+        # a concrete outline that a stripe or a fill does not match (any colour counts as drawn in
+        # the colormap, and the image's colour went: stage 26), or "fit-image", the same inside the
+        # region on the image half's pixels near the caption's colour
         "kind_target": "judge",
         # unet stage: the learning rate of the caption pooling (model.caption_pooling_heads) and the
         # kind probe below: modules new to an already trained UNet; 0: train.lr
@@ -226,8 +228,8 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
         raise ConfigError("train.kind_sampled_steps sets how train.kind_loss samples what it judges: set that too")
     if not isinstance(t["kind_loss_text_encoder"], bool):
         raise ConfigError(f"train.kind_loss_text_encoder must be true or false, not {t['kind_loss_text_encoder']!r}")
-    if t["kind_target"] not in ("judge", "fit"):
-        raise ConfigError(f"train.kind_target must be \"judge\" or \"fit\", not {t['kind_target']!r}")
+    if t["kind_target"] not in ("judge", "fit", "fit-image"):
+        raise ConfigError(f"train.kind_target must be \"judge\", \"fit\" or \"fit-image\", not {t['kind_target']!r}")
     sa = t["stop_at"]
     if not (isinstance(sa, int) and not isinstance(sa, bool) and 0 <= sa <= t["steps"]):
         raise ConfigError(f"train.stop_at must be an integer in [0, train.steps = {t['steps']}] (0: train.steps), "

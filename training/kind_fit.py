@@ -6,6 +6,9 @@ stages 23-24). Here the drawn entity is instead pulled towards one concrete outl
 the asked kind that overlaps it most (the quality detector's own Nelder-Mead fit,
 benchmarks/detect.py), clipped to the region. A blob asked to be a star is pulled towards the star
 that covers it best, so arms grow and the rest is erased; a stripe or a fill fits no star.
+Fitted on the colormap half (`"fit"`), any colour counts as drawn, and on the demo model the image
+half's colour went (stage 26); `"fit-image"` fits the image half's pixels near the caption's
+colour, what `unigs-bench quality` locates and judges.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from unigs_deploy.benchmarks import detect
-from unigs_deploy.synthetic.shapes import KINDS, draw_shape
+from unigs_deploy.synthetic.shapes import COLOURS, KINDS, draw_shape
 
 MIN_PIXELS = 16  # a drawing smaller than this has no outline to fit: the truth is the target
 
@@ -35,3 +38,8 @@ def fitted_targets(drawn: torch.Tensor, regions: torch.Tensor, kinds: list[int],
         _, params = detect.fit_kind(mask, KINDS[k])
         out[i, 0] = torch.from_numpy(draw_shape(h, w, KINDS[k], *params) & region)
     return out
+
+
+def caption_colours(names: list[str]) -> torch.Tensor:
+    """Colour names ("red", ...) -> (B, 3) their RGB in [-1, 1], as soft_entity_mask takes them."""
+    return torch.tensor([COLOURS[n] for n in names], dtype=torch.float32) / 127.5 - 1

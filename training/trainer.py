@@ -346,17 +346,25 @@ class Trainer:
         """The x0 colormap's entity (the pixels near the true entity's colour; in a sample, the
         pixels not background) scored against the kind the caption asks for: by the kind judge
         inside the region, or (train.kind_target = "fit") by its soft IoU with the asked kind's
-        best-fitting shape over the whole image. x0, target, region: the `sel` examples'."""
+        best-fitting shape over the whole image; "fit-image" does that inside the region with the
+        image half's pixels near the caption's colour. x0, target, region: the `sel` examples'."""
         vae = self.model.vae
-        rec = vae.decode(x0[:, -vae.config.latent_channels:] / vae.config.scaling_factor).sample
+        how = self.cfg["train"]["kind_target"]
         entity = (target > -1 + 1e-3).any(1, keepdim=True).to(target.dtype)  # the background is black
+        kinds = [e.kind for e, s in zip(examples, sel.tolist(), strict=True) if s]
+        if how == "fit-image":
+            c = vae.config.latent_channels
+            rec = vae.decode(x0[:, :c] / vae.config.scaling_factor).sample
+            named = [e.prompt.split()[-2] for e, s in zip(examples, sel.tolist(), strict=True) if s]
+            soft = kind_judge.soft_entity_mask(rec, kind_fit.caption_colours(named)) * region
+            return losses.soft_iou(soft, kind_fit.fitted_targets(soft, region, kinds, entity))
+        rec = vae.decode(x0[:, -vae.config.latent_channels:] / vae.config.scaling_factor).sample
         if sampled:
             soft = kind_judge.soft_foreground_mask(rec)
         else:
             colours = (target * entity).sum((2, 3)) / entity.sum((2, 3)).clamp(min=1)
             soft = kind_judge.soft_entity_mask(rec, colours)
-        kinds = [e.kind for e, s in zip(examples, sel.tolist(), strict=True) if s]
-        if self.cfg["train"]["kind_target"] == "fit":
+        if how == "fit":
             return losses.soft_iou(soft, kind_fit.fitted_targets(soft, region, kinds, entity))
         logits = self.kind_judge(kind_judge.region_crops(soft * region, region))
         return torch.nn.functional.cross_entropy(logits, torch.tensor(kinds))
