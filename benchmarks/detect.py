@@ -65,8 +65,6 @@ def fit_kind(mask: np.ndarray, kind: str, hidden: np.ndarray | None = None) -> t
 def shape_fit(mask: np.ndarray, hidden: np.ndarray | None = None) -> dict[str, float]:
     """{kind: IoU of the best shape of that kind with `mask`}, over the pixels not `hidden`
     (other entities that may cover it) and inside the image."""
-    if not mask.any():
-        raise ValueError("empty mask: no entity to classify")
     return {kind: fit_kind(mask, kind, hidden)[0] for kind in KINDS}
 
 

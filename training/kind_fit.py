@@ -13,8 +13,10 @@ colour, what `unigs-bench quality` locates and judges.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
+from unigs_deploy import palette
 from unigs_deploy.benchmarks import detect
 from unigs_deploy.synthetic.shapes import COLOURS, KINDS, draw_shape
 
@@ -42,4 +44,4 @@ def fitted_targets(drawn: torch.Tensor, regions: torch.Tensor, kinds: list[int],
 
 def caption_colours(names: list[str]) -> torch.Tensor:
     """Colour names ("red", ...) -> (B, 3) their RGB in [-1, 1], as soft_entity_mask takes them."""
-    return torch.tensor([COLOURS[n] for n in names], dtype=torch.float32) / 127.5 - 1
+    return torch.from_numpy(palette.colormap_to_unit(np.array([COLOURS[n] for n in names], np.uint8)))

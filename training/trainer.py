@@ -351,11 +351,12 @@ class Trainer:
         vae = self.model.vae
         how = self.cfg["train"]["kind_target"]
         entity = (target > -1 + 1e-3).any(1, keepdim=True).to(target.dtype)  # the background is black
-        kinds = [e.kind for e, s in zip(examples, sel.tolist(), strict=True) if s]
+        chosen = [e for e, s in zip(examples, sel.tolist(), strict=True) if s]
+        kinds = [e.kind for e in chosen]
         if how == "fit-image":
             c = vae.config.latent_channels
             rec = vae.decode(x0[:, :c] / vae.config.scaling_factor).sample
-            named = [e.prompt.split()[-2] for e, s in zip(examples, sel.tolist(), strict=True) if s]
+            named = [e.prompt.split()[-2] for e in chosen]  # "a red star"
             soft = kind_judge.soft_entity_mask(rec, kind_fit.caption_colours(named)) * region
             return losses.soft_iou(soft, kind_fit.fitted_targets(soft, region, kinds, entity))
         rec = vae.decode(x0[:, -vae.config.latent_channels:] / vae.config.scaling_factor).sample
