@@ -681,10 +681,26 @@ def test_a_dataset_mix_serves_each_task_from_its_datasets(tmp_path):
     ("data.datasets=[{kind='coco', tasks={segment=1}, path='x'}]", "unknown key(s) path"),
     ("data.datasets=[{kind='coco'}]", "needs kind and tasks"),
     ("data.datasets=[{kind='coco', tasks={segment=1}}]", "no dataset in data.datasets serves inpaint, refer"),
+    ("data.datasets=[{kind='coco', tasks={segment=1}, entities=[1, 1]}]", "entities and upright shape the shapes"),
+    ("data.datasets=[{kind='shapes', tasks={segment=1}, entities=[2, 1]}]", "(unnamed).entities must be"),
+    ("data.datasets=[{kind='shapes', tasks={segment=1}, upright=2}]", "(unnamed).upright must be a share in"),
 ])
 def test_bad_mixes_are_one_clear_error(mix, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_config(None, [mix])
+
+
+def test_a_mix_of_shapes_worlds_keeps_each_worlds_entities():
+    """One-entity scenes for inpaint beside full scenes for every task (stage 30's interleave)."""
+    from unigs_deploy.training.trainer import _dataset
+
+    mix = ("data.datasets=[{name='one', kind='shapes', entities=[1, 1], tasks={inpaint=1}}, "
+           "{name='scenes', kind='shapes', entities=[3, 4], tasks={inpaint=1, segment=1, synthesize=1, refer=1}}]")
+    cfg = load_config(None, ["data.size=32", mix])
+    mixed = _dataset(cfg)
+    counts = {name: {len(ds.load(i)[1]) for i in range(8)} for name, ds, _ in mixed.named}
+    assert counts["one"] == {1}
+    assert counts["scenes"] <= {3, 4}
 
 
 def test_coco_panoptic_as_training_data(tmp_path):

@@ -234,13 +234,8 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
     if not (isinstance(sa, int) and not isinstance(sa, bool) and 0 <= sa <= t["steps"]):
         raise ConfigError(f"train.stop_at must be an integer in [0, train.steps = {t['steps']}] (0: train.steps), "
                           f"not {sa!r}")
-    for key in ("inpaint_one_entity", "upright"):
-        share = cfg["data"][key]
-        if not (isinstance(share, (int, float)) and not isinstance(share, bool) and 0.0 <= share <= 1.0):
-            raise ConfigError(f"data.{key} must be a share in [0, 1], not {share!r}")
-    en = cfg["data"]["entities"]
-    if not (isinstance(en, list) and len(en) == 2 and all(isinstance(v, int) for v in en) and 1 <= en[0] <= en[1]):
-        raise ConfigError(f"data.entities must be [fewest, most] integers with 1 <= fewest <= most, not {en!r}")
+    _check_share("data.inpaint_one_entity", cfg["data"]["inpaint_one_entity"])
+    _check_shapes_world("data", cfg["data"])
     tl = cfg["model"]["transformer_layers"]
     if not (isinstance(tl, list) and all(isinstance(v, int) and v >= 1 for v in tl)):
         raise ConfigError(f"model.transformer_layers must be a list of integers >= 1 (one per down block), not {tl!r}")
@@ -259,7 +254,23 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
     return cfg
 
 
-DATASET_KEYS = {"name", "kind", "annotations", "images", "masks", "classes", "tasks"}
+def _check_share(name: str, share) -> None:
+    if not (isinstance(share, (int, float)) and not isinstance(share, bool) and 0.0 <= share <= 1.0):
+        raise ConfigError(f"{name} must be a share in [0, 1], not {share!r}")
+
+
+def _check_shapes_world(where: str, d: dict) -> None:
+    """The shapes world's own keys, at the top of [data] or in one of its [[data.datasets]]."""
+    if "upright" in d:
+        _check_share(f"{where}.upright", d["upright"])
+    en = d.get("entities", ENTITIES)
+    if not (isinstance(en, (list, tuple)) and len(en) == 2 and all(isinstance(v, int) for v in en)
+            and 1 <= en[0] <= en[1]):
+        raise ConfigError(f"{where}.entities must be [fewest, most] integers with 1 <= fewest <= most, not {en!r}")
+
+
+# entities and upright shape the shapes world: a mix can hold one-entity scenes beside full ones
+DATASET_KEYS = {"name", "kind", "annotations", "images", "masks", "classes", "tasks", "entities", "upright"}
 
 
 def _check_mix(cfg: dict) -> None:
@@ -275,6 +286,10 @@ def _check_mix(cfg: dict) -> None:
         if "kind" not in d or not isinstance(d.get("tasks"), dict) or not d["tasks"]:
             raise ConfigError(f"{where} needs kind and tasks = {{task = weight, ...}}")
         _check_tasks(where, d["tasks"])
+        if d["kind"] != "shapes" and {"entities", "upright"} & set(d):
+            raise ConfigError(f"{where}: entities and upright shape the shapes world; kind = {d['kind']!r} "
+                              "draws its entities from its annotations")
+        _check_shapes_world(where, d)
     if mix:
         served = {t for d in mix for t, w in d["tasks"].items() if w > 0}
         wanted = {t for t, r in cfg["train"]["tasks"].items() if r > 0}
