@@ -263,9 +263,9 @@ def _check_shapes_world(where: str, d: dict) -> None:
     """The shapes world's own keys, at the top of [data] or in one of its [[data.datasets]]."""
     if "upright" in d:
         _check_share(f"{where}.upright", d["upright"])
-    en = d.get("entities", ENTITIES)
-    if not (isinstance(en, (list, tuple)) and len(en) == 2 and all(isinstance(v, int) for v in en)
-            and 1 <= en[0] <= en[1]):
+    en = d.get("entities")  # a mix entry without it inherits [data]'s, checked there
+    if en is not None and not (isinstance(en, list) and len(en) == 2 and all(isinstance(v, int) for v in en)
+                               and 1 <= en[0] <= en[1]):
         raise ConfigError(f"{where}.entities must be [fewest, most] integers with 1 <= fewest <= most, not {en!r}")
 
 
