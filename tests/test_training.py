@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,8 @@ from unigs_deploy import tasks  # noqa: E402
 from unigs_deploy.synthetic import coarse, shapes  # noqa: E402
 from unigs_deploy.training import data  # noqa: E402
 from unigs_deploy.training.config import ConfigError, load_config  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_coarse_masks_lie_around_their_entity():
@@ -71,6 +74,40 @@ def test_unknown_config_keys_fail_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match="unknown section"):
         load_config(None, ["bogus.x=1"])
     assert load_config(None, ["train.steps=7", "model.init=scale:tiny"])["train"]["steps"] == 7
+
+
+def test_a_config_changes_its_base(tmp_path):
+    """A stage config names the config it changes; its keys replace the base's whole."""
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "a.toml").write_text("[model]\ninit = 'scale:tiny'\n[train]\nsteps = 9\nlr = 0.5\n"
+                                     "output = 'runs/a'\ntasks = { inpaint = 1.0, segment = 1.0 }\n")
+    (tmp_path / "stages" / "b.toml").write_text("base = '../a.toml'\n[train]\nlr = 0.25\noutput = 'runs/b'\n"
+                                                "tasks = { refer = 1.0 }\n")
+    (tmp_path / "c.toml").write_text("base = 'stages/b.toml'\n[data]\nsize = 48\n[train]\noutput = 'runs/c'\n")
+    cfg = load_config(tmp_path / "c.toml", ["train.steps=11"])
+    assert cfg["model"]["init"] == "scale:tiny" and cfg["data"]["size"] == 48
+    assert (cfg["train"]["lr"], cfg["train"]["steps"], cfg["train"]["output"]) == (0.25, 11, "runs/c")
+    assert cfg["train"]["tasks"] == {"inpaint": 0.0, "synthesize": 0.0, "refer": 1.0, "segment": 0.0}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("base = 'nowhere.toml'\n[train]\noutput = 'x'\n", "base 'nowhere.toml' does not exist"),
+    ("base = 'self.toml'\n[train]\noutput = 'x'\n", "base chain loops (self.toml -> self.toml)"),
+    ("base = 3\n", "base must be the path of the config this one changes"),
+    ("base = 'a.toml'\n", "set train.output: without it this run would write into its base's run folder (runs/a)"),
+    ("[train]\nbase = 'a.toml'\n", "base goes at the top of the file"),
+])
+def test_a_bad_base_is_one_clear_error(tmp_path, text, message):
+    (tmp_path / "a.toml").write_text("[train]\noutput = 'runs/a'\n")
+    (tmp_path / "self.toml").write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(tmp_path / "self.toml")
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs").glob("*.toml")))
+def test_every_shipped_config_loads(name):
+    cfg = load_config(ROOT / "configs" / name)
+    assert cfg["train"]["output"].startswith("runs/")
 
 
 def test_coco_data_skips_bad_images(tmp_path):

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .config import ConfigError, load_config
+from .config import ConfigError, dump_config, load_config
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -20,7 +20,9 @@ from .config import ConfigError, load_config
               help="Train nothing: draw the curves of the RUN folders given (stages in order, joined "
                    "as one run) to PNG, e.g. --plot docs/training.png runs/stage-a runs/stage-b.")
 @click.option("--title", default="", help="With --plot: the figure's title.")
-def main(paths, overrides, resume, quiet, plot_to, title):
+@click.option("--print-config", "print_config", is_flag=True,
+              help="Train nothing: print the config as it resolves (its base chain, --set and every default).")
+def main(paths, overrides, resume, quiet, plot_to, title, print_config):
     """Train a UniGS model from a TOML CONFIG (see configs/). The result is a diffusers-format
     UniGS folder in <train.output>/model that `unigs-export --weights` takes."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -44,6 +46,9 @@ def main(paths, overrides, resume, quiet, plot_to, title):
     config = paths[0] if paths else None
     try:
         cfg = load_config(config, list(overrides))
+        if print_config:
+            click.echo(dump_config(cfg), nl=False)
+            return
         from .trainer import Trainer
 
         trainer = Trainer(cfg, resume=resume, progress=not quiet)

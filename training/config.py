@@ -6,6 +6,8 @@ Unknown keys are an error before any work starts (a typo must not silently train
 from __future__ import annotations
 
 import copy
+import json
+import re
 from pathlib import Path
 
 import tomllib
@@ -180,11 +182,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
-        try:
-            user = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path} is not valid TOML: {e}") from None
-        _merge(cfg, user, str(path))
+        _merge(cfg, _read_tables(path), str(path))
     for item in overrides:
         if "=" not in item or "." not in item.split("=", 1)[0]:
             raise ConfigError(f"override {item!r} must look like section.key=value")
@@ -254,6 +252,68 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
     return cfg
 
 
+def _read_tables(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    """A config file's tables laid over those of the config its top-level `base` names.
+
+    A stage that changes a few keys of another says so in a few lines, and its file still reads as
+    the record of what changed. A key it sets replaces the base's value whole (tasks and
+    datasets included); paths in `base` are relative to the file that names them.
+    """
+    try:
+        tables = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    base = tables.pop("base", None)
+    if base is None:
+        return tables
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: base must be the path of the config this one changes, not {base!r}")
+    base_path = path.parent / base
+    chain = (*chain, path.resolve())
+    if base_path.resolve() in chain:
+        loop = " -> ".join(p.name for p in (*chain, base_path.resolve()))
+        raise ConfigError(f"{path}: its base chain loops ({loop}): remove one of the base keys")
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: base {base!r} does not exist (paths are relative to {path.parent}/)")
+    merged = _read_tables(base_path, chain)
+    output = merged.get("train", {}).get("output")
+    if output is not None and "output" not in tables.get("train", {}):
+        raise ConfigError(f"{path}: set train.output: without it this run would write into its base's "
+                          f"run folder ({output})")
+    for section, values in tables.items():
+        if isinstance(values, dict) and isinstance(merged.get(section), dict):
+            merged[section] = {**merged[section], **values}
+        else:
+            merged[section] = values
+    return merged
+
+
+def dump_config(cfg: dict) -> str:
+    """The resolved config as TOML: what a stage and its chain of bases add up to, defaults spelled out."""
+    out = []
+    for section, values in cfg.items():
+        out.append(f"[{section}]")
+        out += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in values.items()]
+        out.append("")
+    return "\n".join(out)
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float, str)):
+        return json.dumps(v) if isinstance(v, str) else repr(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(f"no TOML form for {v!r}")
+
+
 def _check_share(name: str, share) -> None:
     if not (isinstance(share, (int, float)) and not isinstance(share, bool) and 0.0 <= share <= 1.0):
         raise ConfigError(f"{name} must be a share in [0, 1], not {share!r}")
@@ -311,6 +371,8 @@ def _merge(cfg: dict, user: dict, where: str) -> None:
         if not isinstance(values, dict):
             raise ConfigError(f"{where}: [{section}] must be a table")
         for k, v in values.items():
+            if k == "base":
+                raise ConfigError(f"{where}: {section}.base: base goes at the top of the file, before any [table]")
             if k not in cfg[section]:
                 raise ConfigError(f"{where}: unknown key {section}.{k} (known: {', '.join(cfg[section])})")
             if k == "tasks":
