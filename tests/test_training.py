@@ -16,7 +16,7 @@ pytest.importorskip("accelerate")
 from unigs_deploy import tasks  # noqa: E402
 from unigs_deploy.synthetic import coarse, shapes  # noqa: E402
 from unigs_deploy.training import data  # noqa: E402
-from unigs_deploy.training.config import ConfigError, load_config  # noqa: E402
+from unigs_deploy.training.config import ConfigError, dump_config, load_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,6 +88,8 @@ def test_a_config_changes_its_base(tmp_path):
     assert cfg["model"]["init"] == "scale:tiny" and cfg["data"]["size"] == 48
     assert (cfg["train"]["lr"], cfg["train"]["steps"], cfg["train"]["output"]) == (0.25, 11, "runs/c")
     assert cfg["train"]["tasks"] == {"inpaint": 0.0, "synthesize": 0.0, "refer": 1.0, "segment": 0.0}
+    (tmp_path / "printed.toml").write_text(dump_config(cfg))  # what unigs-train --print-config shows
+    assert load_config(tmp_path / "printed.toml") == cfg
 
 
 @pytest.mark.parametrize("text, message", [
@@ -96,18 +98,22 @@ def test_a_config_changes_its_base(tmp_path):
     ("base = 3\n", "base must be the path of the config this one changes"),
     ("base = 'a.toml'\n", "set train.output: without it this run would write into its base's run folder (runs/a)"),
     ("[train]\nbase = 'a.toml'\n", "base goes at the top of the file"),
+    ("base = 'typo.toml'\n[train]\noutput = 'x'\n", "typo.toml: unknown key train.stepz"),
 ])
 def test_a_bad_base_is_one_clear_error(tmp_path, text, message):
     (tmp_path / "a.toml").write_text("[train]\noutput = 'runs/a'\n")
+    (tmp_path / "typo.toml").write_text("[train]\nstepz = 3\n")
     (tmp_path / "self.toml").write_text(text)
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(tmp_path / "self.toml")
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs").glob("*.toml")))
-def test_every_shipped_config_loads(name):
+def test_every_shipped_config_loads(name, tmp_path):
     cfg = load_config(ROOT / "configs" / name)
     assert cfg["train"]["output"].startswith("runs/")
+    (tmp_path / name).write_text(dump_config(cfg))
+    assert load_config(tmp_path / name) == cfg
 
 
 def test_coco_data_skips_bad_images(tmp_path):

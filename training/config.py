@@ -264,6 +264,7 @@ def _read_tables(path: Path, chain: tuple[Path, ...] = ()) -> dict:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path} is not valid TOML: {e}") from None
     base = tables.pop("base", None)
+    _merge(copy.deepcopy(DEFAULTS), tables, str(path))  # a typo is named in the file that has it
     if base is None:
         return tables
     if not isinstance(base, str):
