@@ -232,27 +232,32 @@ def _symmetric_lab():
     return lab
 
 
-def _within_sum_of_squares(cm, lab) -> float:
-    x, lab = cm.reshape(-1, 3).astype(np.float64), lab.ravel()
-    return sum(float(((x[lab == k] - x[lab == k].mean(0)) ** 2).sum()) for k in np.unique(lab))
+def _near_tied_init_lab():
+    """Found by hypothesis: three one-pixel colours (0, 64, 128), (0, 128, 64), (64, 128, 128) are
+    equidistant from their mean, so the 2-means init ties; rounding the mean differently once sent
+    the tie to another colour, the leaves came out in another order and a later exact tie in the
+    k-means step went another way (within-cluster sums of squares 5461.3 against 6144.0)."""
+    lab = np.full((20, 22), 2, np.int32)
+    for r, c, k in [(0, 0, 8), (0, 1, 0), (1, 8, 5), (1, 12, 9), (2, 8, 6), (3, 4, 7), (11, 0, 5), (12, 16, 3),
+                    (15, 12, 4), (18, 10, 1)]:
+        lab[r, c] = k
+    return lab
 
 
 @settings(max_examples=40, deadline=None)
 @given(label_maps())
 @example(_tied_lab())
 @example(_symmetric_lab())
+@example(_near_tied_init_lab())
 def test_reference_equals_product_with_the_papers_stop_rule(lab):
-    """Equal, except where two merges are exactly tied: the product sums with reassociation (for
-    vectorised 2-means), so rounding may break a tie the other way. Then the two partitions have
-    as many clusters and the same within-cluster sum of squares."""
+    """Equal, the near-ties too: the product sums with reassociation (for vectorised 2-means), so
+    its rounding differs from the reference's, and both treat init scores within TIE_REL as a tie
+    (3,000 hypothesis examples equal when this was written)."""
     ids = [k for k in np.unique(lab) if k]
     masks = np.stack([lab == k for k in ids]) if ids else np.zeros((0,) + lab.shape, bool)
     cm = palette.encode_colormap(masks)
     kw = dict(min_area=0, stop="spread", threshold=8.0)
-    ref, prod = reference.decode_colormap(cm, **kw), dichotomy.decode_colormap(cm, **kw)
-    if not (ref == prod).all():
-        assert ref.max() == prod.max()
-        assert _within_sum_of_squares(cm, ref) == pytest.approx(_within_sum_of_squares(cm, prod), rel=1e-9)
+    np.testing.assert_array_equal(reference.decode_colormap(cm, **kw), dichotomy.decode_colormap(cm, **kw))
 
 
 def test_the_papers_stop_rule_misses_a_small_entity_in_a_large_one():

@@ -37,6 +37,7 @@ _LLOYD_ITERS = 50
 _EDGE_TOL = 24
 _CORE_RADIUS = 2  # a core pixel's label reaches this far in all four directions
 _SAMPLE_MIN_AREA = 16
+TIE_REL = 1e-9  # init scores this close (relative) are a tie: rounding, not the colours, made them differ
 # reassociating sums lets LLVM vectorise the 2-means loops (2x); no fast-math on NaN or inf
 _SUMS = {"reassoc", "contract", "nsz", "arcp"}
 
@@ -264,6 +265,19 @@ def _nearest_to_colour(r, g, b, centres):
     return bk
 
 
+@njit(cache=True, nogil=True)
+def _first_near_max(v):
+    """The first index whose value is within TIE_REL of the maximum. Points are in histogram-bin
+    order, so a tie goes to the lowest bin; symmetric colours tie exactly in exact arithmetic but
+    not after rounding, which differs between summation orders (and from the reference's)."""
+    top = v.max()
+    cut = top - TIE_REL * abs(top)
+    for t in range(v.size):
+        if v[t] >= cut:
+            return t
+    return 0
+
+
 @njit(cache=True, nogil=True, fastmath=_SUMS)
 def _split(pts, wts, idx, lo, hi, thr2, min_w, stop):
     """2-means of idx[lo:hi]; True and idx partitioned (side 0 first) -> mid, if the cluster may
@@ -292,24 +306,17 @@ def _split(pts, wts, idx, lo, hi, thr2, min_w, stop):
             return -1
     # deterministic init, k-means++ made greedy: the bin with the largest weight * squared
     # distance from the centre, then the same from that one (a lone noisy bin cannot win)
-    best = -1.0
-    a = 0
+    score = np.empty(m)
     for t in range(m):
-        d = pw[t] * ((p0[t] - m0) ** 2 + (p1[t] - m1) ** 2 + (p2[t] - m2) ** 2)
-        if d > best:
-            best = d
-            a = t
+        score[t] = pw[t] * ((p0[t] - m0) ** 2 + (p1[t] - m1) ** 2 + (p2[t] - m2) ** 2)
+    a = _first_near_max(score)
     a0, a1, a2 = p0[a], p1[a], p2[a]
-    best = -1.0
     diam = 0.0
-    b = 0
     for t in range(m):
         d2 = (p0[t] - a0) ** 2 + (p1[t] - a1) ** 2 + (p2[t] - a2) ** 2
         diam = max(diam, d2)
-        d = pw[t] * d2
-        if d > best:
-            best = d
-            b = t
+        score[t] = pw[t] * d2
+    b = _first_near_max(score)
     if stop == 0 and diam < thr2:  # the halves' distance cannot exceed the diameter
         return -1
     b0, b1, b2 = p0[b], p1[b], p2[b]

@@ -17,6 +17,7 @@ from .dichotomy import (
     DEFAULT_MAX_DEPTH,
     DEFAULT_MIN_AREA,
     DEFAULT_THRESHOLD,
+    TIE_REL,
     _check,
     check_split,
 )
@@ -109,9 +110,10 @@ def init_pair(p: np.ndarray, score_w: np.ndarray, threshold: float):
 
 
 def _first_max(v: np.ndarray, p: np.ndarray) -> int:
-    """argmax, an exact tie going to the colour of the lowest histogram bin: the product scans
-    bins in that order (symmetric colours tie exactly, and raster order would pick another)."""
-    top = np.flatnonzero(v == v.max())
+    """argmax, a tie (within TIE_REL of the maximum: rounding differs from the product's) going
+    to the colour of the lowest histogram bin: the product scans bins in that order (symmetric
+    colours tie exactly, and raster order would pick another)."""
+    top = np.flatnonzero(v >= v.max() - TIE_REL * abs(v.max()))
     return int(top[np.argmin(_bins(p[top]))])
 
 
