@@ -74,3 +74,6 @@ def test_cli_writes_the_mixed_model_and_will_not_overwrite(tmp_path, capsys):
     assert not list(tmp_path.glob(".*tmp"))
     assert soup.main(argv) == 2
     assert "exists: pass --overwrite" in capsys.readouterr().err
+    assert soup.main(argv[:3] + ["2", "--out", str(tmp_path / "new")]) == 2
+    assert "alpha must be in [0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()

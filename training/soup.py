@@ -22,13 +22,17 @@ from unigs_deploy import modeling
 MIXED = ("unet", "text_encoder")
 
 
+def check_alpha(alpha: float) -> None:
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1] (0 keeps A, 1 takes B), got {alpha}")
+
+
 def soup(a: modeling.UniGSModel, b: modeling.UniGSModel, alpha: float, *, only: str | None = None) -> int:
     """Move a's UNet and text encoder alpha of the way to b's, in place; the number of weights moved.
     Everything is checked before a is touched."""
     import torch
 
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1] (0 keeps A, 1 takes B), got {alpha}")
+    check_alpha(alpha)
     try:
         pattern = re.compile(only) if only else None
     except re.error as e:
@@ -67,9 +71,10 @@ def main(argv=None) -> int:
     try:
         if out.exists() and not args.overwrite:
             raise ValueError(f"{out} exists: pass --overwrite to replace it")
+        check_alpha(args.alpha)  # before loading two models
         a, b = modeling.load(args.a), modeling.load(args.b)
         moved = soup(a, b, args.alpha, only=args.only)
-    except (ValueError, modeling.ModelError) as e:
+    except ValueError as e:  # modeling.ModelError too
         print(f"error: {e}", file=sys.stderr)
         return 2
     tmp = out.with_name(f".{out.name}.tmp")
