@@ -113,7 +113,8 @@ def _first_max(v: np.ndarray, p: np.ndarray) -> int:
     """argmax, a tie (within TIE_REL of the maximum: rounding differs from the product's) going
     to the colour of the lowest histogram bin: the product scans bins in that order (symmetric
     colours tie exactly, and raster order would pick another)."""
-    top = np.flatnonzero(v >= v.max() - TIE_REL * abs(v.max()))
+    best = v.max()
+    top = np.flatnonzero(v >= best - TIE_REL * abs(best))
     return int(top[np.argmin(_bins(p[top]))])
 
 
