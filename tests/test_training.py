@@ -281,6 +281,10 @@ def test_lr_schedules():
     ("train.kind_loss_text_encoder=1", "kind_loss_text_encoder must be true or false"),
     ("train.stop_at=200", "train.stop_at must be an integer in [0, train.steps = 100]"),
     ("train.stop_at=-1", "train.stop_at must be an integer in [0, train.steps = 100]"),
+    ("train.teacher='runs/x/model'", "train.teacher and train.teacher_loss go together"),
+    ("train.teacher_loss=1.0", "train.teacher and train.teacher_loss go together"),
+    ("train.teacher_loss=-1", "teacher_loss must be >= 0"),
+    ("train.teacher_tasks=['inpant']", "train.teacher_tasks: unknown task(s) inpant"),
 ])
 def test_new_training_options_are_checked(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -885,3 +889,58 @@ def test_zero_terminal_snr_reaches_the_runtime_schedule(tmp_path):
     assert np.allclose(runtime.alphas_cumprod, zero.noise_schedule.alphas_cumprod.numpy(), rtol=1e-5, atol=1e-7)
     with pytest.raises(ValueError, match=re.escape('model.zero_terminal_snr needs model.prediction_type = "sample"')):
         Trainer(load_config(None, ["model.prediction_type=epsilon", "model.zero_terminal_snr=true"]), progress=False)
+
+
+def test_a_teacher_pulls_its_tasks_predictions_toward_its_own(tmp_path):
+    """train.teacher: the init as its own teacher adds exactly nothing (same weights, same input,
+    same prediction); a teacher whose UNet differs adds a term linear in train.teacher_loss, only
+    when examples of train.teacher_tasks are in the batch; a teacher with another VAE (another
+    latent space) or another UNet shape is one clear error before any step."""
+    import torch
+
+    from unigs_deploy import modeling
+    from unigs_deploy.training.trainer import Trainer
+
+    same = modeling.build("tiny", task_embedding=True, seed=0)
+    modeling.save(same, tmp_path / "same")
+    with torch.no_grad():
+        same.unet.conv_out.bias.add_(0.05)
+    modeling.save(same, tmp_path / "moved")
+    modeling.save(modeling.build("tiny", task_embedding=True, seed=1), tmp_path / "other-vae")
+    modeling.save(modeling.build("tiny", task_embedding=False, seed=0), tmp_path / "no-labels")
+    base = ["train.batch_size=6", "data.size=32", "train.tasks={inpaint = 1.0, segment = 1.0}"]
+
+    def loss(*extra, teacher=None, weight=1.0):
+        more = [f"train.teacher={tmp_path / teacher}", f"train.teacher_loss={weight}"] if teacher else []
+        return Trainer(load_config(None, base + more + list(extra)), progress=False).loss(0).item()
+
+    plain = loss()
+    assert loss(teacher="same") == plain
+    one, two = loss(teacher="moved"), loss(teacher="moved", weight=2.0)
+    assert one - plain > 1e-4
+    assert two - plain == pytest.approx(2 * (one - plain), rel=1e-4)
+    segment_only = ["train.tasks={segment = 1.0}"]
+    assert loss(*segment_only, teacher="moved") == loss(*segment_only)
+    with pytest.raises(modeling.ModelError, match="VAE differs from the student's"):
+        loss(teacher="other-vae")
+    with pytest.raises(modeling.ModelError, match="num_class_embeds None, the student's 4"):
+        loss(teacher="no-labels")
+
+
+def test_quiet_training_says_once_what_it_runs(tmp_path):
+    """--quiet has no bar, so one line on stderr names the steps and the output before the first
+    step (a 128x128 stage writes nothing for its first ~20 minutes)."""
+    from click.testing import CliRunner
+
+    from unigs_deploy.training.cli import main
+
+    out = tmp_path / "run"
+    common = ["--set", f"train.output={out}", "--set", "train.checkpoint_every=2", "--set", "train.batch_size=2",
+              "--set", "data.size=32", "--quiet"]
+    first = CliRunner().invoke(main, ["--set", "train.steps=4", "--set", "train.stop_at=2", *common])
+    assert first.exit_code == 0, first.output
+    assert first.stderr.splitlines()[0] == (f"training steps 0-2 into {out} (checkpoints every 2 steps; "
+                                            "no progress bar: --quiet)")
+    again = CliRunner().invoke(main, ["--set", "train.steps=4", "--resume", *common])
+    assert again.exit_code == 0, again.output
+    assert f"training steps 2-4 into {out}" in again.stderr

@@ -52,6 +52,10 @@ def main(paths, overrides, resume, quiet, plot_to, title, print_config):
         from .trainer import Trainer
 
         trainer = Trainer(cfg, resume=resume, progress=not quiet)
+        if quiet:  # no bar: say once what runs, or a long run looks hung until its first checkpoint
+            t = cfg["train"]
+            click.echo(f"training steps {trainer.step}-{t['stop_at'] or t['steps']} into {t['output']} "
+                       f"(checkpoints every {t['checkpoint_every']} steps; no progress bar: --quiet)", err=True)
         out = trainer.train()
     except (ConfigError, ValueError) as e:
         click.echo(f"unigs-train: error: {e}", err=True)

@@ -161,6 +161,14 @@ DEFAULTS = {
         # of the kind was learned where the plain caption was not: docs/demo-model.md). The probe is
         # saved beside the model (kind_probe.pt), and a stage started from that model goes on with it
         "caption_kind_loss": 0.0,
+        # unet stage: learning without forgetting (Li & Hoiem 2017). A model folder (a trained UniGS with
+        # its own text encoder) whose prediction on the same noisy input, mask, control and prompt
+        # the student's is pulled toward (MSE at teacher_loss) for examples of teacher_tasks: what a
+        # model learned on one world (probe K: the asked shape kind) kept while the mix trains the
+        # rest (stages 29-30 and probe L lost it under the plain loss: docs/demo-model.md)
+        "teacher": "",
+        "teacher_loss": 0.0,
+        "teacher_tasks": ["inpaint"],
     },
 }
 
@@ -209,7 +217,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
     if not (isinstance(t["eval_steps"], int) and t["eval_steps"] >= 1):
         raise ConfigError(f"train.eval_steps must be an integer >= 1, not {t['eval_steps']!r}")
     for key in ("l1_weight", "colormap_pixel_loss", "entity_separation_loss", "snr_gamma", "caption_contrast",
-                "kind_loss", "caption_pooling_lr", "caption_kind_loss"):
+                "kind_loss", "caption_pooling_lr", "caption_kind_loss", "teacher_loss"):
         if t[key] < 0:
             raise ConfigError(f"train.{key} must be >= 0, not {t[key]}")
     for key in ("colormap_pixel_loss", "entity_separation_loss"):
@@ -232,6 +240,15 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
     if not (isinstance(sa, int) and not isinstance(sa, bool) and 0 <= sa <= t["steps"]):
         raise ConfigError(f"train.stop_at must be an integer in [0, train.steps = {t['steps']}] (0: train.steps), "
                           f"not {sa!r}")
+    _check_tasks("train.teacher_tasks", t["teacher_tasks"])
+    if bool(t["teacher"]) != bool(t["teacher_loss"]):
+        raise ConfigError("train.teacher and train.teacher_loss go together: set both (a model folder and a weight "
+                          "> 0) or neither")
+    if t["teacher"] and not t["teacher_tasks"]:
+        raise ConfigError("train.teacher_tasks is empty: name the tasks whose examples the teacher guides "
+                          "(e.g. [\"inpaint\"])")
+    if t["teacher"] and t["stage"] != "unet":
+        raise ConfigError(f"train.teacher distils the UNet: it needs train.stage = \"unet\", not {t['stage']!r}")
     _check_share("data.inpaint_one_entity", cfg["data"]["inpaint_one_entity"])
     _check_shapes_world("data", cfg["data"])
     tl = cfg["model"]["transformer_layers"]

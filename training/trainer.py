@@ -162,6 +162,7 @@ class Trainer:
         if t["gradient_checkpointing"] and self.stage == "unet":
             self.model.unet.enable_gradient_checkpointing()
         self.kind_head = self._kind_head(t)
+        self.teacher = self._teacher(t["teacher"]) if t["teacher"] else None
         self.optimizer = torch.optim.AdamW(self._param_groups(t), lr=t["lr"], weight_decay=t["weight_decay"])
         self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, functools.partial(_lr_factor, warm=max(1, t["warmup_steps"]), total=t["steps"],
@@ -310,6 +311,14 @@ class Trainer:
             loss = loss + t["caption_contrast"] * losses.caption_contrast(*err)
         if self.kind_head is not None:
             loss = loss + t["caption_kind_loss"] * self._caption_kind_loss(unet, hidden, examples, drop)
+        guided = torch.tensor([e.task in t["teacher_tasks"] for e in examples]) if self.teacher is not None else None
+        if guided is not None and guided.any():
+            with torch.no_grad():
+                said = self.teacher.text_encoder(ids[guided])[0]
+                taught = self.teacher.unet(torch.cat([noisy, m, z_ctrl], 1)[guided], timesteps[guided], said,
+                                           class_labels=tasks[guided] if self.teacher.unet.config.num_class_embeds
+                                           else None).sample
+            loss = loss + t["teacher_loss"] * torch.nn.functional.mse_loss(pred[guided], taught)
         if judged is not None and (judged & ~drop).any():
             sel = judged & ~drop
             if t["kind_sampled_steps"]:
@@ -470,6 +479,28 @@ class Trainer:
             head.weight.copy_(torch.randn(head.weight.shape, generator=g) / math.sqrt(width))
             head.bias.zero_()
         return head.train()
+
+    def _teacher(self, path: str) -> modeling.UniGSModel:
+        """train.teacher's model, checked to answer in the student's terms: the same UNet inputs and
+        outputs, task labels and prediction type, and the same VAE (its latents are what both predict)."""
+        teacher = modeling.load(path)
+        mine, theirs = self.model.unet.config, teacher.unet.config
+        for key in ("in_channels", "out_channels", "sample_size", "num_class_embeds"):
+            if mine[key] != theirs[key]:
+                raise modeling.ModelError(f"train.teacher: {path}'s UNet has {key} {theirs[key]}, the student's "
+                                          f"{mine[key]}: a teacher must be a UniGS model of the same shape")
+        kind = self.model.scheduler_config.get("prediction_type", "epsilon")
+        if teacher.scheduler_config.get("prediction_type", "epsilon") != kind:
+            raise modeling.ModelError(f"train.teacher: {path} predicts "
+                                      f"{teacher.scheduler_config.get('prediction_type', 'epsilon')!r}, the student "
+                                      f"{kind!r}: distil between models that predict the same thing")
+        ours, its = self.model.vae.state_dict(), teacher.vae.state_dict()
+        if ours.keys() != its.keys() or any(not torch.equal(ours[k], its[k]) for k in ours):
+            raise modeling.ModelError(f"train.teacher: {path}'s VAE differs from the student's, so its predictions "
+                                      "live in another latent space: use a teacher trained with the student's VAE")
+        for m in (teacher.unet, teacher.text_encoder):
+            m.requires_grad_(False).eval()
+        return teacher
 
     def _param_groups(self, t) -> list[dict]:
         """One group at train.lr; with train.caption_pooling_lr, the caption pooling's (and the kind
