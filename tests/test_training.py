@@ -925,6 +925,8 @@ def test_a_teacher_pulls_its_tasks_predictions_toward_its_own(tmp_path):
         loss(teacher="other-vae")
     with pytest.raises(modeling.ModelError, match="num_class_embeds None, the student's 4"):
         loss(teacher="no-labels")
+    with pytest.raises(modeling.ModelError, match="distil between models that predict the same thing"):
+        loss("model.prediction_type=sample", teacher="same")
 
 
 def test_quiet_training_says_once_what_it_runs(tmp_path):
@@ -944,3 +946,8 @@ def test_quiet_training_says_once_what_it_runs(tmp_path):
     again = CliRunner().invoke(main, ["--set", "train.steps=4", "--resume", *common])
     assert again.exit_code == 0, again.output
     assert f"training steps 2-4 into {out}" in again.stderr
+    none = CliRunner().invoke(main, ["--set", "train.steps=1", "--set", "train.checkpoint_every=0",
+                                     "--set", f"train.output={tmp_path / 'bare'}", "--set", "train.batch_size=2",
+                                     "--set", "data.size=32", "--quiet"])
+    assert none.exit_code == 0, none.output
+    assert "(no checkpoints; no progress bar: --quiet)" in none.stderr

@@ -54,8 +54,9 @@ def main(paths, overrides, resume, quiet, plot_to, title, print_config):
         trainer = Trainer(cfg, resume=resume, progress=not quiet)
         if quiet:  # no bar: say once what runs, or a long run looks hung until its first checkpoint
             t = cfg["train"]
+            every = f"checkpoints every {t['checkpoint_every']} steps" if t["checkpoint_every"] else "no checkpoints"
             click.echo(f"training steps {trainer.step}-{t['stop_at'] or t['steps']} into {t['output']} "
-                       f"(checkpoints every {t['checkpoint_every']} steps; no progress bar: --quiet)", err=True)
+                       f"({every}; no progress bar: --quiet)", err=True)
         out = trainer.train()
     except (ConfigError, ValueError) as e:
         click.echo(f"unigs-train: error: {e}", err=True)
