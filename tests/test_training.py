@@ -951,3 +951,13 @@ def test_quiet_training_says_once_what_it_runs(tmp_path):
                                      "--set", "data.size=32", "--quiet"])
     assert none.exit_code == 0, none.output
     assert "(no checkpoints; no progress bar: --quiet)" in none.stderr
+
+
+def test_a_resume_keeps_the_evaluation_of_its_checkpoint_step(tmp_path):
+    """The step a run stops and checkpoints at is evaluated before the checkpoint is written, so a
+    resumed run's curve still has that point (probe M's curve lost step 500 on its resume)."""
+    common = ["--set", "train.eval_every=2", "--set", "train.eval_images=1", "--set", "train.checkpoint_every=2"]
+    _train(tmp_path / "run", 4, "--set", "train.stop_at=2", *common)
+    _train(tmp_path / "run", 4, "--resume", *common)
+    curves = json.loads((tmp_path / "run" / "curves.json").read_text())
+    assert [e["step"] for e in curves["eval"]] == [0, 2, 4]

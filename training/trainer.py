@@ -542,15 +542,16 @@ class Trainer:
                 rate = seen / (time.perf_counter() - t0)
                 bar.set_postfix(loss=f"{np.mean(self.losses[-t['log_every']:]):.4f}", img_s=f"{rate:.1f}")
                 bar.update(1)
-                if t["checkpoint_every"] and self.step % t["checkpoint_every"] == 0:
-                    self.save_checkpoint()
-                if t["sample_every"] and self.step % t["sample_every"] == 0 and self.accelerator.is_main_process:
-                    self.write_samples()
+                # evaluated before the checkpoint, so a run resumed from this step keeps this step's point
                 if t["eval_every"] and self.step % t["eval_every"] == 0 and self.accelerator.is_main_process:
                     self.evals.append(self.evaluate())
                     bar.write(f"step {self.step}: " + ", ".join(f"{k} {v:.3f}" for k, v in self.evals[-1].items()
                                                                  if isinstance(v, float)))
                     self.write_curves()
+                if t["checkpoint_every"] and self.step % t["checkpoint_every"] == 0:
+                    self.save_checkpoint()
+                if t["sample_every"] and self.step % t["sample_every"] == 0 and self.accelerator.is_main_process:
+                    self.write_samples()
         except KeyboardInterrupt:
             bar.close()
             path = self.save_checkpoint()
