@@ -286,7 +286,8 @@ class Trainer:
         if t["onestep_unroll"]:
             noisy = self._unrolled(unet, noisy, noise, onestep & (timesteps < last), last, timesteps,
                                    torch.cat([m, z_ctrl], 1), hidden, labels)
-        pred = unet(torch.cat([noisy, m, z_ctrl], 1), timesteps, hidden, class_labels=labels).sample
+        inputs = torch.cat([noisy, m, z_ctrl], 1)
+        pred = unet(inputs, timesteps, hidden, class_labels=labels).sample
         kind = self.noise_schedule.config.prediction_type
         target = {"epsilon": noise, "sample": target_latent}.get(kind)
         if target is None:
@@ -302,8 +303,7 @@ class Trainer:
             hidden_neg = text_encoder(torch.from_numpy(self._tokenize(wrong)))[0]
             if only and "inpaint" not in only:
                 hidden_neg = hidden_neg.detach()
-            inputs = torch.cat([noisy, m, z_ctrl], 1)[contrast]
-            pred_neg = unet(inputs, timesteps[contrast], hidden_neg,
+            pred_neg = unet(inputs[contrast], timesteps[contrast], hidden_neg,
                             class_labels=None if labels is None else labels[contrast]).sample
             region = m[contrast]
             err = [(region * (p - target[contrast]) ** 2).sum((1, 2, 3)) / (region.sum((1, 2, 3)) * p.shape[1])
@@ -315,7 +315,7 @@ class Trainer:
         if guided is not None and guided.any():
             with torch.no_grad():
                 said = self.teacher.text_encoder(ids[guided])[0]
-                taught = self.teacher.unet(torch.cat([noisy, m, z_ctrl], 1)[guided], timesteps[guided], said,
+                taught = self.teacher.unet(inputs[guided], timesteps[guided], said,
                                            class_labels=tasks[guided] if self.teacher.unet.config.num_class_embeds
                                            else None).sample
             loss = loss + t["teacher_loss"] * torch.nn.functional.mse_loss(pred[guided], taught)
@@ -498,6 +498,7 @@ class Trainer:
         if ours.keys() != its.keys() or any(not torch.equal(ours[k], its[k]) for k in ours):
             raise modeling.ModelError(f"train.teacher: {path}'s VAE differs from the student's, so its predictions "
                                       "live in another latent space: use a teacher trained with the student's VAE")
+        teacher.vae = None  # compared above, never run: not held for the whole run
         for m in (teacher.unet, teacher.text_encoder):
             m.requires_grad_(False).eval()
         return teacher
