@@ -48,6 +48,51 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
 
 
+def test_atomic_dir_replaces_a_folder_whole_or_not_at_all(tmp_path):
+    """A failed block leaves the old folder as it was and no temporary folder; a finished one
+    replaces it (the old folder's files gone) with mkdir's permissions, not mkdtemp's 0700."""
+    import os
+    import stat
+
+    target = tmp_path / "model"
+    with io.atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("old")
+        (tmp / "stale.txt").write_text("old")
+    with pytest.raises(RuntimeError), io.atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("half")
+        raise RuntimeError("interrupted")
+    assert sorted(p.name for p in target.iterdir()) == ["a.txt", "stale.txt"]
+    assert (target / "a.txt").read_text() == "old"
+    with io.atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("new")
+    assert sorted(p.name for p in target.iterdir()) == ["a.txt"] and (target / "a.txt").read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o777 & ~umask
+
+
+def test_replace_dir_puts_the_old_folder_back_if_the_swap_fails(tmp_path, monkeypatch):
+    import os
+
+    old, new = tmp_path / "ckpt", tmp_path / ".new"
+    old.mkdir()
+    (old / "state").write_text("old")
+    new.mkdir()
+    real = os.replace
+
+    def fail_on_the_new_folder(src, dst):
+        if str(src) == str(new):
+            raise KeyboardInterrupt
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", fail_on_the_new_folder)
+    with pytest.raises(KeyboardInterrupt):
+        io.replace_dir(new, old)
+    assert (old / "state").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".new", "ckpt"]
+
+
 def test_bad_paths_and_arrays(tmp_path):
     with pytest.raises(ValueError, match="cannot read an image"):
         io.read_image(tmp_path / "missing.png")

@@ -12,7 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
-from unigs_deploy import modeling
+from unigs_deploy import io, modeling
 
 
 def ship(model_dir: str | Path, *, tiny_vae: str | Path | None = None, task_defaults: str | Path | None = None,
@@ -25,18 +25,15 @@ def ship(model_dir: str | Path, *, tiny_vae: str | Path | None = None, task_defa
     if task_defaults:
         model.task_defaults = json.loads(Path(task_defaults).read_text())
     dest = modeling.demo_weights_dir()
-    tmp = dest.with_name(".demo-tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    modeling.save(model, tmp, half=True)
-    info = Path(model_dir) / "training.json"
-    if info.is_file():
-        data = json.loads(info.read_text())
-        (tmp / "training.json").write_text(json.dumps({"config": data["config"], "steps": data["steps"],
-                                                       "final_loss": sum(data["losses"][-50:]) / 50}, indent=1))
-    for f in extra_files:  # e.g. the earlier stages' records
-        shutil.copy(f, tmp / Path(f).name)
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
+    with io.atomic_dir(dest) as tmp:
+        modeling.save(model, tmp, half=True)
+        info = Path(model_dir) / "training.json"
+        if info.is_file():
+            data = json.loads(info.read_text())
+            (tmp / "training.json").write_text(json.dumps({"config": data["config"], "steps": data["steps"],
+                                                           "final_loss": sum(data["losses"][-50:]) / 50}, indent=1))
+        for f in extra_files:  # e.g. the earlier stages' records
+            shutil.copy(f, tmp / Path(f).name)
     size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
     print(f"shipped {model_dir} -> {dest} ({size / 1e6:.1f} MB)")
     return dest

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import re
-import shutil
 import sys
 from pathlib import Path
 
-from unigs_deploy import modeling
+from unigs_deploy import io, modeling
 
 MIXED = ("unet", "text_encoder")
 
@@ -77,11 +76,8 @@ def main(argv=None) -> int:
     except ValueError as e:  # modeling.ModelError too
         print(f"error: {e}", file=sys.stderr)
         return 2
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    modeling.save(a, tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with io.atomic_dir(out) as tmp:
+        modeling.save(a, tmp)
     print(f"{out}: {args.a} + {args.alpha:g} x ({args.b} - {args.a}), {moved:,} weights moved")
     return 0
 

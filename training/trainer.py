@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from unigs_deploy import modeling
+from unigs_deploy import io, modeling
 from unigs_deploy.tasks import NAMES as TASKS
 
 from . import data as data_mod
@@ -214,8 +214,7 @@ class Trainer:
         if self.accelerator.is_main_process:
             (tmp / "trainer.json").write_text(json.dumps({"step": self.step, "losses": self.losses,
                                                           "evals": self.evals}))
-            shutil.rmtree(final, ignore_errors=True)
-            tmp.rename(final)
+            io.replace_dir(tmp, final)
             for old in sorted(self._ckpt_dir().glob("step-*"))[:-2]:  # keep the last two
                 shutil.rmtree(old, ignore_errors=True)
         self.accelerator.wait_for_everyone()
@@ -608,15 +607,12 @@ class Trainer:
         """Save the EMA model as a diffusers-format UniGS folder (what unigs-export --weights takes)."""
         final = self.out / "model"
         if self.accelerator.is_main_process:
-            tmp = self.out / ".tmp-model"
-            shutil.rmtree(tmp, ignore_errors=True)
-            modeling.save(self.final_model(), tmp)
-            (tmp / "training.json").write_text(json.dumps({"config": self.cfg, "steps": self.step,
-                                                           "losses": self.losses}, indent=1))
-            if self.kind_head is not None:
-                torch.save(self.accelerator.unwrap_model(self.kind_head).state_dict(), tmp / KIND_PROBE)
-            shutil.rmtree(final, ignore_errors=True)
-            tmp.rename(final)
+            with io.atomic_dir(final) as tmp:
+                modeling.save(self.final_model(), tmp)
+                (tmp / "training.json").write_text(json.dumps({"config": self.cfg, "steps": self.step,
+                                                               "losses": self.losses}, indent=1))
+                if self.kind_head is not None:
+                    torch.save(self.accelerator.unwrap_model(self.kind_head).state_dict(), tmp / KIND_PROBE)
         self.accelerator.wait_for_everyone()
         return final
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -32,6 +33,52 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike):
+    """Yield a new empty folder beside `path`; it replaces `path` only if the block succeeds.
+
+    A model folder, an engine folder or a checkpoint is whole or absent, never half-written: a
+    failed block removes its folder and leaves the old one as it was (`replace_dir` swaps them).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's folder is private (0700); give it mkdir's mode
+        replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def replace_dir(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Move the folder `src` onto `dst`, replacing whatever is there.
+
+    POSIX cannot rename a folder onto a non-empty one, so the old `dst` is first renamed aside
+    and removed only once `src` has taken its place: if this is interrupted between the two
+    renames, the old folder is put back (or, after a hard kill, waits whole beside `dst` as
+    `.<name>.old-*`); it is never deleted before its replacement is in place.
+    """
+    src, dst = Path(src), Path(dst)
+    old = None
+    if dst.exists() or dst.is_symlink():
+        old = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.old-"))
+        old.rmdir()  # a unique free name to rename onto
+        os.replace(dst, old)
+    try:
+        os.replace(src, dst)
+    except BaseException:
+        if old is not None and not dst.exists():
+            os.replace(old, dst)
+        raise
+    if old is not None:
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink()
 
 
 def _umask() -> int:
