@@ -111,6 +111,36 @@ def quality(engine, images, steps, guidance, tiny_vae, size, threads, json_path)
 
 
 @main.command()
+@click.argument("a", type=click.Path(exists=True, dir_okay=False))
+@click.argument("b", type=click.Path(exists=True, dir_okay=False))
+@click.option("--names", help="What to call the two runs in the table, e.g. stage21,probeM [default: the files' "
+                               "names].")
+@click.option("--resamples", default=10_000, show_default=True, help="Bootstrap resamples.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results as JSON.")
+def compare(a, b, names, resamples, seed, json_path):
+    """Two `unigs-bench quality --json` runs on the same images: B - A for every metric, with a
+    paired-bootstrap 95% interval (is the difference more than the images' noise?)."""
+    from . import compare as bench
+
+    stems = [Path(a).stem, Path(b).stem]
+    labels = [t.strip() for t in names.split(",")] if names else stems if stems[0] != stems[1] else ["A", "B"]
+    if len(labels) != 2 or not all(labels):
+        raise click.BadParameter(f"{names!r}: give two names, e.g. stage21,probeM", param_hint="--names")
+    runs = []
+    for path in (a, b):
+        try:
+            runs.append(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            raise click.ClickException(f"{path}: not a readable JSON result ({e})") from None
+    try:
+        result = bench.compare(*runs, resamples=resamples, seed=seed, names=tuple(labels))
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    _emit(result, json_path)
+
+
+@main.command()
 @click.option("--engine", default="engines/unigs.onnx", show_default=True, type=click.Path(),
               help="The exported demo model.")
 @click.option("--images", default=40, show_default=True, help="Held-out images.")

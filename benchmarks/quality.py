@@ -23,11 +23,19 @@ from . import detect, posterior
 from .common import held_out_size, machine
 
 
-def _add(acc, pred: np.ndarray, truth: np.ndarray) -> None:
-    """One image into a dataset-level PQ (unigs_deploy.evaluation, as unigs-eval scores)."""
+def _totals(acc) -> list[float]:
+    return [sum(getattr(st, k) for st in acc.stats.values()) for k in ("iou", "tp", "fp", "fn")]
+
+
+def _add(acc, pred: np.ndarray, truth: np.ndarray) -> list[float]:
+    """One image into a dataset-level PQ (unigs_deploy.evaluation, as unigs-eval scores); returns
+    the image's own share, [matched IoU sum, tp, fp, fn], from which any subset's PQ is computed
+    (`unigs-bench compare` resamples images)."""
     from unigs_deploy.evaluation.panoptic import labels_to_panoptic
 
+    before = _totals(acc)
     acc.add(*labels_to_panoptic(truth), *labels_to_panoptic(pred))
+    return [float(a - b) for a, b in zip(_totals(acc), before, strict=True)]
 
 
 def segment_pq(engine, *, n: int = 100, size: int | None = None, threads: int = 0, **kw) -> float:
@@ -140,6 +148,7 @@ def run(engine, *, n: int = 100, steps: int | None = None, guidance: float | Non
     seg_acc, syn_acc = PQAccumulator(), PQAccumulator()
     ceiling = {"vae": PQAccumulator(), **({"tiny_vae": PQAccumulator()} if pipe.has_tiny_vae else {})}
     seg_preds, seg_truths, refer_iou, inp_iou, inp_colour, inp_kind = [], [], [], [], [], []
+    seg_share, syn_share = [], []
     # the references: the detector on the truth, the region filled, a perfect inpainter (box regions)
     truth_kind, region_iou, perfect, on_box = [], [], [], []
     times = {t: [] for t in ("segment", "refer", "inpaint", "synthesize")}
@@ -157,7 +166,7 @@ def run(engine, *, n: int = 100, steps: int | None = None, guidance: float | Non
         res = keep(pipe.segment(image, **kw))
         times["segment"].append(time.perf_counter() - t0)
         truth = _truth(masks, with_background=True)
-        _add(seg_acc, res.labels, truth)
+        seg_share.append(_add(seg_acc, res.labels, truth))
         for decoder, labels in vae_round_trip(pipe, palette.encode_colormap(masks)).items():
             _add(ceiling[decoder], labels, truth)
         seg_preds.append(res.labels)
@@ -186,7 +195,7 @@ def run(engine, *, n: int = 100, steps: int | None = None, guidance: float | Non
         res = keep(pipe.synthesize(cmap, ", ".join(captions), **kw))
         seg = pipe.segment(res.image, **kw)
         times["synthesize"].append(time.perf_counter() - t0)
-        _add(syn_acc, seg.labels, _truth(masks, with_background=True))
+        syn_share.append(_add(syn_acc, seg.labels, _truth(masks, with_background=True)))
 
     rows = [
         {"task": "segment", "metric": "PQ", "value": seg_acc.result()["all"]["pq"], "target": 0.80},
@@ -222,6 +231,11 @@ def run(engine, *, n: int = 100, steps: int | None = None, guidance: float | Non
                 "region_iou_of_the_region": float(np.mean(region_iou)),
                 "box_region_images": len(perfect),
                 "region_iou_of_a_perfect_inpainter_on_box_regions": float(np.mean(perfect)) if perfect else None,
-                "region_iou_on_box_regions": float(np.mean(on_box)) if on_box else None,
-                "region_iou_per_image": [float(v) for v in inp_iou]},
+                "region_iou_on_box_regions": float(np.mean(on_box)) if on_box else None},
+            # each image's scores (seed = index), so two runs on the same images can be compared
+            # image by image (`unigs-bench compare`); PQ rows as [matched IoU sum, tp, fp, fn]
+            "per_image": {"segment": seg_share, "refer": [float(v) for v in refer_iou],
+                          "inpaint_region_iou": [float(v) for v in inp_iou],
+                          "inpaint_colour": [bool(v) for v in inp_colour],
+                          "inpaint_kind": [bool(v) for v in inp_kind], "synthesize": syn_share},
             "seconds_per_image": {k: float(np.mean(v)) for k, v in times.items()}}

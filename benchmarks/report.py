@@ -189,15 +189,22 @@ def teacher_forced(r: dict) -> str:
     return render(r)
 
 
-RENDER = {"gpu-check": gpu_check, "stop-rules": stop_rules, "thresholds": thresholds, "generative": generative,
-          "kinds": kinds, "teacher-forced": teacher_forced,
+def compare(r: dict) -> str:
+    from .compare import render
+
+    return render(r)
+
+
+RENDER = {"compare": compare, "gpu-check": gpu_check, "stop-rules": stop_rules, "thresholds": thresholds,
+          "generative": generative, "kinds": kinds, "teacher-forced": teacher_forced,
           "inpaint-reference": inpaint_reference, "kind-means": kind_means,
           "precision": precision, "fast": fast, "memory": memory, "steps": steps, "decoder": decoder, "capi": capi,
           "table1": table1, "backends": backends, "components": components, "scaling": scaling, "quality": quality}
 TITLES = {"table1": "Table 1 on our machinery", "backends": "One UNet step and a whole image, per backend",
           "scaling": "Cost vs resolution and steps", "components": "Where one run's time goes",
           "decoder": "Progressive dichotomy decoder (one core)", "capi": "C boundary",
-          "quality": "Demo model quality", "steps": "Quality vs steps per scheduler",
+          "quality": "Demo model quality", "compare": "Two quality runs, image by image",
+          "steps": "Quality vs steps per scheduler",
           "thresholds": "Decoder threshold on a model's own colormaps",
           "generative": "Inpaint and synthesize vs steps and guidance",
           "kinds": "Does the caption's shape kind steer inpainting",

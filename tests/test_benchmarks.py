@@ -385,13 +385,21 @@ def test_quality_bench_reports_what_its_inpaint_metrics_can_reach(tiny_engine):
     assert boxes and ref["box_region_images"] == len(boxes)
     want = np.mean([perfect[i] for i in boxes])
     assert ref["region_iou_of_a_perfect_inpainter_on_box_regions"] == pytest.approx(want)
-    per_image = ref["region_iou_per_image"]
+    per_image = r["per_image"]["inpaint_region_iou"]
     assert r["rows"][3]["value"] == pytest.approx(np.mean(per_image))
     assert ref["region_iou_on_box_regions"] == pytest.approx(np.mean([per_image[i] for i in boxes]))
     assert "inpaint references" in report.RENDER["quality"](r) and "perfect inpainter" in report.RENDER["quality"](r)
     assert r["pq_breakdown"]["segment"]["pq"] == r["rows"][0]["value"]
     assert r["pq_breakdown"]["synthesize"]["pq"] == r["rows"][-1]["value"]
     assert "segment PQ" in report.RENDER["quality"](r) and "missed" in report.RENDER["quality"](r)
+    # the per-image record gives back every per-image row (PQ from its [IoU sum, tp, fp, fn] shares)
+    from unigs_deploy.benchmarks import compare
+
+    per = r["per_image"]
+    for (task, metric, key, how), row in zip(compare.METRICS, [r["rows"][i] for i in (0, 2, 3, 4, 5, 6)],
+                                             strict=True):
+        assert (row["task"], row["metric"]) == (task, metric)
+        assert compare._score(np.asarray(per[key], dtype=float), how) == pytest.approx(row["value"])
 
 
 def test_quality_benchmarks_draw_images_at_the_models_training_side(tiny_engine, tiny_pipe, tmp_path):
@@ -600,3 +608,90 @@ def test_kind_means_judge_the_posterior_mean_per_kind():
     assert "judged its own kind 0.25" in report.RENDER["kind-means"](rotated)
     assert posterior.kind_means(n=1, offset=5000)["regions"] == 0  # 5000's region is curved
     assert posterior.posterior_region_iou(5, 128, draws=2000) == pytest.approx(0.8140189907077156, abs=1e-12)
+
+
+def _quality_run(per_image: dict, n: int, size: int = 128) -> dict:
+    return {"benchmark": "quality", "images": n, "size": size, "engine": "x", "per_image": per_image}
+
+
+def _per_image(kind, segment, refer=None):
+    n = len(kind)
+    return {"segment": segment, "refer": refer if refer is not None else [0.5] * n,
+            "inpaint_region_iou": [0.5] * n, "inpaint_colour": [True] * n, "inpaint_kind": kind,
+            "synthesize": segment}
+
+
+def test_compare_tells_a_consistent_gain_from_the_images_noise():
+    """B right on the same images as A plus 12 more of 100 is apart; the same 12 against 10 the
+    other way is not. PQ is recomputed from the images' shares, as panopticapi sums them."""
+    from unigs_deploy.benchmarks import compare
+
+    rng = np.random.default_rng(0)
+    kind_a = list(rng.random(100) < 0.35)
+    off = [i for i in range(100) if not kind_a[i]]
+    on = [i for i in range(100) if kind_a[i]]
+    gained = [kind_a[i] or i in off[:12] for i in range(100)]
+    traded = [(kind_a[i] or i in off[:12]) and i not in on[:10] for i in range(100)]
+    seg = [[0.9, 1, 0, 1]] * 50 + [[1.8, 2, 1, 0]] * 50
+    seg_b = [[0.9, 1, 0, 1]] * 50 + [[2.7, 3, 0, 0]] * 50
+    a = _quality_run(_per_image(kind_a, seg), 100)
+
+    r = compare.compare(a, _quality_run(_per_image(gained, seg_b), 100), resamples=2000, names=("s21", "m"))
+    rows = {row["metric"]: row for row in r["rows"]}
+    kind = rows["shape-kind match"]
+    assert kind["difference"] == pytest.approx(0.12) and (kind["only_a"], kind["only_b"]) == (0, 12)
+    assert kind["apart"] and kind["low"] > 0
+    pq = rows["PQ"]
+    assert pq["a"] == pytest.approx(135 / (150 + 0.5 * 100)) and pq["b"] == pytest.approx(180 / (200 + 0.5 * 50))
+    assert pq["apart"]
+    assert not rows["mIoU"]["apart"] and rows["mIoU"]["difference"] == 0
+    assert "m better" in report.RENDER["compare"](r) and "12" in report.RENDER["compare"](r)
+
+    r = compare.compare(a, _quality_run(_per_image(traded, seg), 100), resamples=2000)
+    kind = next(row for row in r["rows"] if row["metric"] == "shape-kind match")
+    assert (kind["only_a"], kind["only_b"]) == (10, 12) and kind["difference"] == pytest.approx(0.02)
+    assert not kind["apart"] and kind["low"] < 0 < kind["high"]
+
+
+def test_compare_says_in_one_line_what_it_cannot_compare(tmp_path):
+    from click.testing import CliRunner
+
+    from unigs_deploy.benchmarks import cli
+
+    seg = [[0.9, 1, 0, 1]] * 3
+    ok = _quality_run(_per_image([True, False, True], seg), 3)
+    cases = {"old": ({k: v for k, v in ok.items() if k != "per_image"},
+                     "old.json has no per-image scores (a quality run from before they were recorded): "
+                     "run `unigs-bench quality --json` again"),
+             "other": ({**ok, "size": 64},
+                       "other.json scored images at 64 px and ok.json at 128 px: compare runs at the same size "
+                       "(unigs-bench quality --size S)"),
+             "kinds": ({"benchmark": "kinds"}, "kinds.json is a 'kinds' result, not unigs-bench quality's")}
+    (tmp_path / "ok.json").write_text(json.dumps(ok))
+    for name, (run, message) in cases.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(run))
+        res = CliRunner().invoke(cli.main, ["compare", str(tmp_path / f"{name}.json"), str(tmp_path / "ok.json"),
+                                            "--names", f"{name}.json,ok.json"])
+        assert res.exit_code == 1
+        assert res.output.strip().splitlines() == [f"Error: {message}"]
+    res = CliRunner().invoke(cli.main, ["compare", str(tmp_path / "ok.json"), str(tmp_path / "ok.json"),
+                                        "--names", "one"])
+    assert res.exit_code == 2 and "give two names" in res.output
+    out = tmp_path / "c.json"
+    res = CliRunner().invoke(cli.main, ["compare", str(tmp_path / "ok.json"), str(tmp_path / "ok.json"),
+                                        "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.read_text())["rows"][0]["difference"] == 0
+
+
+def test_compare_reads_runs_of_different_lengths_on_their_common_images():
+    """Held-out image i is the same in every run: 3 images against 5 compares images 0..2."""
+    from unigs_deploy.benchmarks import compare
+
+    seg = [[0.9, 1, 0, 1]] * 5
+    short = _quality_run(_per_image([True, False, True], seg[:3], refer=[0.2, 0.4, 0.6]), 3)
+    long = _quality_run(_per_image([True, True, True, False, False], seg, refer=[0.5] * 5), 5)
+    r = compare.compare(short, long, resamples=100)
+    rows = {row["metric"]: row for row in r["rows"]}
+    assert r["images"] == 3 and rows["shape-kind match"]["b"] == 1.0 and rows["mIoU"]["a"] == pytest.approx(0.4)
+    assert "images 0..2" in report.RENDER["compare"](r)
