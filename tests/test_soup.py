@@ -44,8 +44,8 @@ def test_alpha_one_on_only_the_caption_path_takes_exactly_those_weights():
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(alpha=1.5), r"alpha must be in \[0, 1\]"),
-    (dict(alpha=0.5, only="no-such-weight"), "matches no UNet weight"),
-    (dict(alpha=0.5, only="attn2("), "is not a regular expression"),
+    (dict(alpha=0.5, only="no-such-weight"), "^only='no-such-weight' matches no UNet weight"),
+    (dict(alpha=0.5, only="attn2("), r"^only='attn2\(' is not a regular expression"),
 ])
 def test_bad_settings_are_one_clear_error_and_change_nothing(kwargs, message):
     a, b = _pair()
@@ -76,4 +76,10 @@ def test_cli_writes_the_mixed_model_and_will_not_overwrite(tmp_path, capsys):
     assert "exists: pass --overwrite" in capsys.readouterr().err
     assert soup.main(argv[:3] + ["2", "--out", str(tmp_path / "new")]) == 2
     assert "alpha must be in [0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+    assert soup.main(argv[:4] + ["--out", str(tmp_path / "new"), "--only", "attn2("]) == 2
+    # checked before either model is loaded: the error is all it prints
+    assert capsys.readouterr().err.startswith("error: --only 'attn2(' is not a regular expression")
+    assert soup.main(argv[:4] + ["--out", str(tmp_path / "new"), "--only", "no-such-weight"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith("error: --only 'no-such-weight' matches no UNet weight")
     assert not (tmp_path / "new").exists()

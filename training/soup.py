@@ -26,16 +26,22 @@ def check_alpha(alpha: float) -> None:
         raise ValueError(f"alpha must be in [0, 1] (0 keeps A, 1 takes B), got {alpha}")
 
 
-def soup(a: modeling.UniGSModel, b: modeling.UniGSModel, alpha: float, *, only: str | None = None) -> int:
+def check_only(only: str | None, *, option: str = "only=") -> re.Pattern | None:
+    """`only` compiled; `option` is how errors name it (the command line's is '--only ')."""
+    try:
+        return re.compile(only) if only else None
+    except re.error as e:
+        raise ValueError(f"{option}{only!r} is not a regular expression: {e}") from None
+
+
+def soup(a: modeling.UniGSModel, b: modeling.UniGSModel, alpha: float, *, only: str | None = None,
+         option: str = "only=") -> int:
     """Move a's UNet and text encoder alpha of the way to b's, in place; the number of weights moved.
-    Everything is checked before a is touched."""
+    Everything is checked before a is touched; `option` names `only` in errors."""
     import torch
 
     check_alpha(alpha)
-    try:
-        pattern = re.compile(only) if only else None
-    except re.error as e:
-        raise ValueError(f"--only {only!r} is not a regular expression: {e}") from None
+    pattern = check_only(only, option=option)
     states = {name: (getattr(a, name).state_dict(), getattr(b, name).state_dict()) for name in MIXED}
     for name, (sa, sb) in states.items():
         if sa.keys() != sb.keys() or any(sa[k].shape != sb[k].shape for k in sa):
@@ -44,7 +50,7 @@ def soup(a: modeling.UniGSModel, b: modeling.UniGSModel, alpha: float, *, only: 
                     and (name != "unet" or pattern is None or pattern.search(k))]
              for name, (sa, _) in states.items()}
     if not mixed["unet"]:
-        raise ValueError(f"--only {only!r} matches no UNet weight (names look like "
+        raise ValueError(f"{option}{only!r} matches no UNet weight (names look like "
                          f"'{next(iter(states['unet'][0]))}')")
     moved = 0
     with torch.no_grad():
@@ -71,8 +77,9 @@ def main(argv=None) -> int:
         if out.exists() and not args.overwrite:
             raise ValueError(f"{out} exists: pass --overwrite to replace it")
         check_alpha(args.alpha)  # before loading two models
+        check_only(args.only, option="--only ")
         a, b = modeling.load(args.a), modeling.load(args.b)
-        moved = soup(a, b, args.alpha, only=args.only)
+        moved = soup(a, b, args.alpha, only=args.only, option="--only ")
     except ValueError as e:  # modeling.ModelError too
         print(f"error: {e}", file=sys.stderr)
         return 2
