@@ -127,13 +127,10 @@ def compare(a, b, names, resamples, seed, json_path):
     labels = [t.strip() for t in names.split(",")] if names else stems if stems[0] != stems[1] else ["A", "B"]
     if len(labels) != 2 or not all(labels):
         raise click.BadParameter(f"{names!r}: give two names, e.g. stage21,probeM", param_hint="--names")
-    runs = []
-    for path in (a, b):
-        try:
-            runs.append(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError) as e:
-            raise click.ClickException(f"{path}: not a readable JSON result ({e})") from None
+    from unigs_deploy.evaluation.datasets import read_json
+
     try:
+        runs = [read_json(path, "quality result") for path in (a, b)]
         result = bench.compare(*runs, resamples=resamples, seed=seed, names=tuple(labels))
     except ValueError as e:
         raise click.ClickException(str(e)) from None

@@ -674,6 +674,10 @@ def test_compare_says_in_one_line_what_it_cannot_compare(tmp_path):
                                             "--names", f"{name}.json,ok.json"])
         assert res.exit_code == 1
         assert res.output.strip().splitlines() == [f"Error: {message}"]
+    (tmp_path / "cut.json").write_text('{"benchmark": "quality", ')
+    res = CliRunner().invoke(cli.main, ["compare", str(tmp_path / "cut.json"), str(tmp_path / "ok.json")])
+    assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1
+    assert res.output.startswith(f"Error: quality result {tmp_path / 'cut.json'} is not valid JSON")
     res = CliRunner().invoke(cli.main, ["compare", str(tmp_path / "ok.json"), str(tmp_path / "ok.json"),
                                         "--names", "one"])
     assert res.exit_code == 2 and "give two names" in res.output

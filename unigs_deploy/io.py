@@ -39,8 +39,9 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
 def atomic_dir(path: str | os.PathLike):
     """Yield a new empty folder beside `path`; it replaces `path` only if the block succeeds.
 
-    A model folder, an engine folder or a checkpoint is whole or absent, never half-written: a
-    failed block removes its folder and leaves the old one as it was (`replace_dir` swaps them).
+    A model folder (a trained model, a soup, the shipped demo) is whole or absent, never
+    half-written: a failed block removes its folder and leaves the old one as it was
+    (`replace_dir` swaps them).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
