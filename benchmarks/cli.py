@@ -113,24 +113,44 @@ def quality(engine, images, steps, guidance, tiny_vae, size, threads, json_path)
 @main.command()
 @click.argument("a", type=click.Path(exists=True, dir_okay=False))
 @click.argument("b", type=click.Path(exists=True, dir_okay=False))
+@click.option("--rows", help="Which row of each file, e.g. 0,2: a generative run has one per setting (a quality "
+                             "run one, 0) [default: each file's only row].")
 @click.option("--names", help="What to call the two runs in the table, e.g. stage21,probeM [default: the files' "
-                               "names].")
+                               "names, or the settings two generative rows differ in].")
 @click.option("--resamples", default=10_000, show_default=True, help="Bootstrap resamples.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results as JSON.")
-def compare(a, b, names, resamples, seed, json_path):
-    """Two `unigs-bench quality --json` runs on the same images: B - A for every metric, with a
-    paired-bootstrap 95% interval (is the difference more than the images' noise?)."""
-    from . import compare as bench
-
-    stems = [Path(a).stem, Path(b).stem]
-    labels = [t.strip() for t in names.split(",")] if names else stems if stems[0] != stems[1] else ["A", "B"]
-    if len(labels) != 2 or not all(labels):
-        raise click.BadParameter(f"{names!r}: give two names, e.g. stage21,probeM", param_hint="--names")
+def compare(a, b, rows, names, resamples, seed, json_path):
+    """Two runs on the same images (`unigs-bench quality --json`, or rows of `unigs-bench
+    generative --json`): B - A for every metric, with a paired-bootstrap 95% interval (is the
+    difference more than the images' noise?)."""
     from unigs_deploy.evaluation.datasets import read_json
 
+    from . import compare as bench
+
+    picks = [None, None]
+    if rows:
+        try:
+            picks = [int(t) for t in rows.split(",")]
+        except ValueError:
+            picks = []
+        if len(picks) != 2:
+            raise click.BadParameter(f"{rows!r}: give two row numbers, e.g. 0,2", param_hint="--rows")
+    stems = [Path(a).stem, Path(b).stem]
+    if stems[0] == stems[1]:
+        stems = ["A", "B"] if picks[0] == picks[1] else [f"{stems[0]}[{p}]" for p in picks]
     try:
-        runs = [read_json(path, "quality result") for path in (a, b)]
+        runs = [bench.select(read_json(path, "benchmark result"), pick, Path(path).name)
+                for path, pick in zip((a, b), picks, strict=True)]
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    if names:
+        labels = [t.strip() for t in names.split(",")]
+        if len(labels) != 2 or not all(labels):
+            raise click.BadParameter(f"{names!r}: give two names, e.g. stage21,probeM", param_hint="--names")
+    else:
+        labels = bench.default_names(runs, stems)
+    try:
         result = bench.compare(*runs, resamples=resamples, seed=seed, names=tuple(labels))
     except ValueError as e:
         raise click.ClickException(str(e)) from None

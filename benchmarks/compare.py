@@ -1,7 +1,8 @@
-"""`unigs-bench compare`: two `unigs-bench quality` runs on the same images, told apart image by image.
+"""`unigs-bench compare`: two scored runs on the same images, told apart image by image.
 
-Held-out image i (and its seed) is the same in every quality run, so runs of 100 and 300 images
-are compared on images 0..99.
+A run is a `unigs-bench quality` result or one row (one set of sampler settings) of a
+`unigs-bench generative` result. Held-out image i (and its seed) is the same in every run, so runs
+of 100 and 300 images are compared on images 0..99; generative runs start at their `offset`.
 
 Two models scored on the same held-out images with the same seeds differ far less from each other
 than either does from its own mean: a shape-kind match of 0.34 on 100 images is +-0.09 (95%) on
@@ -35,29 +36,71 @@ def _score(values: np.ndarray, how: str) -> np.ndarray:
     return np.divide(iou, denom, out=np.zeros_like(iou), where=denom > 0)
 
 
-def _per_image(run: dict, name: str) -> dict:
-    if "per_image" not in run:
-        raise ValueError(f"{name} has no per-image scores (a quality run from before they were recorded): "
-                         f"run `unigs-bench quality --json` again")
-    return run["per_image"]
+SETTINGS = ("steps", "guidance", "locate", "candidates")  # what tells a generative run's rows apart
+
+
+def select(result: dict, row: int | None, name: str) -> dict:
+    """The run to compare: a quality result as it is (its one row, 0), or row `row` of a
+    generative result (None: its only row)."""
+    kind = result.get("benchmark") if isinstance(result, dict) else None
+    if kind == "generative row":  # selected already
+        return result
+    if kind == "quality":
+        if row not in (None, 0):
+            raise ValueError(f"{name} is a quality run, which has one row (0), not row {row}")
+        if "per_image" not in result:
+            raise ValueError(f"{name} has no per-image scores (a quality run from before they were recorded): "
+                             f"run `unigs-bench quality --json` again")
+        return {**result, "offset": 0}
+    if kind != "generative":
+        raise ValueError(f"{name} is a {kind!r} result, not unigs-bench quality's or generative's")
+    rows = result["rows"]
+    if row is None and len(rows) > 1:
+        raise ValueError(f"{name} has {len(rows)} rows (one per setting): pick one of each file with --rows, "
+                         f"e.g. --rows 0,1")
+    row = row or 0
+    if not 0 <= row < len(rows):
+        raise ValueError(f"{name} has rows 0..{len(rows) - 1}, not row {row}")
+    if "per_image" not in rows[row]:
+        raise ValueError(f"{name} has no per-image scores (a generative run from before they were recorded): "
+                         f"run `unigs-bench generative --json` again")
+    return {"benchmark": "generative row", "images": result["images"], "size": result["size"],
+            "offset": result["offset"], "engine": result.get("engine"), "per_image": rows[row]["per_image"],
+            "settings": {k: rows[row][k] for k in SETTINGS if k in rows[row]}}
+
+
+def default_names(runs: list[dict], stems: list[str]) -> list[str]:
+    """Two rows of generative runs are named by the settings they differ in (guidance 3 /
+    guidance 7.5); anything else by its file's name."""
+    settings = [run.get("settings") if run["benchmark"] == "generative row" else None for run in runs]
+    if None not in settings:
+        differ = [k for k in SETTINGS if settings[0].get(k) != settings[1].get(k)]
+        if differ and stems[0].split("[")[0] == stems[1].split("[")[0]:
+            return [", ".join(f"{k} {s.get(k)}" for k in differ) for s in settings]
+    return stems
 
 
 def compare(a: dict, b: dict, *, resamples: int = 10_000, seed: int = 0, names: tuple[str, str] = ("A", "B"),
             level: float = 0.95) -> dict:
-    """B - A for every per-image metric, with a paired-bootstrap interval and, for the yes/no
-    metrics, the images where only one of the two got it right."""
-    for run, name in zip((a, b), names, strict=True):
-        if run.get("benchmark") != "quality":
-            raise ValueError(f"{name} is a {run.get('benchmark')!r} result, not unigs-bench quality's")
-    pa, pb = _per_image(a, names[0]), _per_image(b, names[1])
+    """B - A for every per-image metric both runs scored (`select`ed runs, or quality results),
+    with a paired-bootstrap interval and, for the yes/no metrics, the images where only one of
+    the two got it right."""
+    a, b = (select(run, None, name) for run, name in zip((a, b), names, strict=True))
+    pa, pb = a["per_image"], b["per_image"]
     if a["size"] != b["size"]:
         raise ValueError(f"{names[0]} scored images at {a['size']} px and {names[1]} at {b['size']} px: "
                          f"compare runs at the same size (unigs-bench quality --size S)")
-    n = min(a["images"], b["images"])  # held-out image i is the same in every run: compare 0..n-1
+    if a["offset"] != b["offset"]:
+        raise ValueError(f"{names[0]} scored held-out images from {a['offset']} and {names[1]} from {b['offset']}: "
+                         f"compare runs on the same images (unigs-bench generative --offset N)")
+    metrics = [m for m in METRICS if m[2] in pa and m[2] in pb]
+    if not metrics:
+        raise ValueError(f"{names[0]} and {names[1]} scored no task in common: nothing to compare")
+    n = min(a["images"], b["images"])  # held-out image i is the same in every run: compare the first n
     idx = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
     lo_q, hi_q = (1 - level) / 2, 1 - (1 - level) / 2
     rows = []
-    for task, metric, key, how in METRICS:
+    for task, metric, key, how in metrics:
         va, vb = (np.asarray(p[key][:n], dtype=np.float64) for p in (pa, pb))
         value_a, value_b = float(_score(va, how)), float(_score(vb, how))
         diffs = _score(vb[idx], how) - _score(va[idx], how)
@@ -69,7 +112,8 @@ def compare(a: dict, b: dict, *, resamples: int = 10_000, seed: int = 0, names: 
             row["only_b"] = int(np.sum((vb > 0) & (va == 0)))
         rows.append(row)
     return {"benchmark": "compare", "a": a.get("engine"), "b": b.get("engine"), "names": list(names),
-            "images": n, "size": a["size"], "resamples": resamples, "level": level, "rows": rows}
+            "settings": [a.get("settings"), b.get("settings")], "images": n, "offset": a["offset"],
+            "size": a["size"], "resamples": resamples, "level": level, "rows": rows}
 
 
 def render(r: dict) -> str:
@@ -83,5 +127,7 @@ def render(r: dict) -> str:
     table = markdown_table(rows, [("task", "task"), ("metric", "metric"), ("a", a), ("b", b),
                                   ("difference", f"{b} - {a}"), ("interval", f"{level} interval (paired)"),
                                   ("verdict", "verdict"), ("split", f"right only under {a} / {b}")])
-    return (f"Held-out images 0..{r['images'] - 1} at {r['size']} px, paired bootstrap ({r['resamples']:,} resamples). "
+    first = r.get("offset", 0)
+    return (f"Held-out images {first}..{first + r['images'] - 1} at {r['size']} px, "
+            f"paired bootstrap ({r['resamples']:,} resamples). "
             f"{a}: `{r['a']}`; {b}: `{r['b']}`.\n\n{table}\n")

@@ -47,7 +47,7 @@ def run(engine, *, n: int = 40, offset: int = 5000, steps=(25,), guidance=(3.0, 
     for s, g, where, n_cand in grid:
         kw = dict(steps=int(s), guidance=float(g), scheduler=scheduler, spacing=spacing)
         row = {"steps": int(s), "guidance": float(g)}
-        inp, syn, seconds = [], PQAccumulator(), {t: [] for t in tasks}
+        inp, syn, syn_share, seconds = [], PQAccumulator(), [], {t: [] for t in tasks}
         for i, (image, masks, captions, region, j) in enumerate(examples):
             if "inpaint" in tasks:
                 t0 = time.perf_counter()
@@ -60,15 +60,22 @@ def run(engine, *, n: int = 40, offset: int = 5000, steps=(25,), guidance=(3.0, 
                 t0 = time.perf_counter()
                 res = pipe.synthesize(palette.encode_colormap(masks), ", ".join(captions), seed=i, **kw)
                 seconds["synthesize"].append(time.perf_counter() - t0)
-                _add(syn, pipe.segment(res.image, seed=i).labels, _truth(masks, with_background=True))
+                syn_share.append(_add(syn, pipe.segment(res.image, seed=i).labels, _truth(masks, with_background=True)))
                 row["synthesize_scheduler"] = res.settings["scheduler"]
             bar.update(1)
+        per_image = {}
         if inp:
             iou, colour, kind = np.mean(np.asarray(inp, float), axis=0)
             row.update(inpaint_iou=float(iou), colour_match=float(colour), shape_kind=float(kind))
+            per_image.update(inpaint_region_iou=[float(v[0]) for v in inp], inpaint_colour=[bool(v[1]) for v in inp],
+                             inpaint_kind=[bool(v[2]) for v in inp])
         if "synthesize" in tasks:
             row["synthesize_pq"] = syn.result()["all"]["pq"]
+            per_image["synthesize"] = syn_share
         row.update({f"{t}_s": float(np.median(v)) for t, v in seconds.items()})
+        # quality's per-image record for the same tasks, so `unigs-bench compare` can tell two
+        # settings (two rows) apart image by image
+        row["per_image"] = per_image
         rows.append(row)
     bar.close()
     return {"benchmark": "generative", "machine": machine(threads=threads or None), "images": n, "offset": offset,

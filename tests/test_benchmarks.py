@@ -271,7 +271,7 @@ def test_generative_bench_scores_every_steps_guidance_pair_as_quality_does(tiny_
     from click.testing import CliRunner
 
     from unigs_deploy import palette
-    from unigs_deploy.benchmarks import generative, quality
+    from unigs_deploy.benchmarks import compare, generative, quality
     from unigs_deploy.benchmarks.cli import main
     from unigs_deploy.synthetic.shapes import held_out_example
 
@@ -286,6 +286,10 @@ def test_generative_bench_scores_every_steps_guidance_pair_as_quality_does(tiny_
     assert [row["inpaint_iou"], row["colour_match"], row["shape_kind"]] == pytest.approx(
         np.mean(np.asarray(scores, float), axis=0).tolist(), abs=1e-12)
     assert 0.0 <= row["synthesize_pq"] <= 1.0
+    per = row["per_image"]  # quality's per-image record, for unigs-bench compare
+    assert per["inpaint_region_iou"] == [float(s[0]) for s in scores]
+    assert per["inpaint_kind"] == [bool(s[2]) for s in scores] and len(per["synthesize"]) == 2
+    assert compare._score(np.asarray(per["synthesize"], float), "pq") == pytest.approx(row["synthesize_pq"])
     assert row["inpaint_scheduler"] == res.settings["scheduler"]
     assert row["synthesize_scheduler"] == tiny_pipe.synthesize(
         palette.encode_colormap(masks), ", ".join(captions), seed=1, steps=2, guidance=3.0).settings["scheduler"]
@@ -666,7 +670,8 @@ def test_compare_says_in_one_line_what_it_cannot_compare(tmp_path):
              "other": ({**ok, "size": 64},
                        "other.json scored images at 64 px and ok.json at 128 px: compare runs at the same size "
                        "(unigs-bench quality --size S)"),
-             "kinds": ({"benchmark": "kinds"}, "kinds.json is a 'kinds' result, not unigs-bench quality's")}
+             "kinds": ({"benchmark": "kinds"},
+                       "kinds.json is a 'kinds' result, not unigs-bench quality's or generative's")}
     (tmp_path / "ok.json").write_text(json.dumps(ok))
     for name, (run, message) in cases.items():
         (tmp_path / f"{name}.json").write_text(json.dumps(run))
@@ -677,7 +682,7 @@ def test_compare_says_in_one_line_what_it_cannot_compare(tmp_path):
     (tmp_path / "cut.json").write_text('{"benchmark": "quality", ')
     res = CliRunner().invoke(cli.main, ["compare", str(tmp_path / "cut.json"), str(tmp_path / "ok.json")])
     assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1
-    assert res.output.startswith(f"Error: quality result {tmp_path / 'cut.json'} is not valid JSON")
+    assert res.output.startswith(f"Error: benchmark result {tmp_path / 'cut.json'} is not valid JSON")
     res = CliRunner().invoke(cli.main, ["compare", str(tmp_path / "ok.json"), str(tmp_path / "ok.json"),
                                         "--names", "one"])
     assert res.exit_code == 2 and "give two names" in res.output
@@ -699,3 +704,69 @@ def test_compare_reads_runs_of_different_lengths_on_their_common_images():
     rows = {row["metric"]: row for row in r["rows"]}
     assert r["images"] == 3 and rows["shape-kind match"]["b"] == 1.0 and rows["mIoU"]["a"] == pytest.approx(0.4)
     assert "images 0..2" in report.RENDER["compare"](r)
+
+
+def _generative_run(kinds: list[list[bool]], offset: int = 5000, guidance=(3.0, 7.5)) -> dict:
+    n = len(kinds[0])
+    return {"benchmark": "generative", "images": n, "offset": offset, "size": 128, "engine": "x",
+            "rows": [{"steps": 25, "guidance": g, "locate": "refer", "candidates": 1,
+                      "per_image": {"inpaint_region_iou": [0.5] * n, "inpaint_colour": [True] * n,
+                                    "inpaint_kind": k}}
+                     for g, k in zip(guidance, kinds, strict=True)]}
+
+
+def test_compare_reads_two_rows_of_a_generative_run(tmp_path):
+    """Two settings scored on the same images: --rows picks them, the table names them by the
+    setting they differ in and compares the tasks both scored, on the run's own images."""
+    from click.testing import CliRunner
+
+    from unigs_deploy.benchmarks import cli
+
+    kinds = [[i % 3 == 0 for i in range(30)], [i % 3 == 0 or i % 3 == 1 for i in range(30)]]
+    path = tmp_path / "cal.json"
+    path.write_text(json.dumps(_generative_run(kinds)))
+    out = tmp_path / "c.json"
+    res = CliRunner().invoke(cli.main, ["compare", str(path), str(path), "--rows", "0,1", "--resamples", "500",
+                                        "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    r = json.loads(out.read_text())
+    assert r["names"] == ["guidance 3.0", "guidance 7.5"] and r["offset"] == 5000 and r["images"] == 30
+    assert [row["metric"] for row in r["rows"]] == ["region IoU", "colour match", "shape-kind match"]
+    kind = r["rows"][2]
+    assert (kind["a"], kind["b"], kind["only_a"], kind["only_b"]) == (pytest.approx(1 / 3), pytest.approx(2 / 3), 0, 10)
+    assert kind["apart"]
+    assert "Held-out images 5000..5029" in report.RENDER["compare"](r)
+
+
+def test_compare_says_which_generative_row_it_cannot_read(tmp_path):
+    from click.testing import CliRunner
+
+    from unigs_deploy.benchmarks import cli
+
+    kinds = [[True, False, True], [True, True, True]]
+    (tmp_path / "cal.json").write_text(json.dumps(_generative_run(kinds)))
+    (tmp_path / "one.json").write_text(json.dumps(_generative_run(kinds[:1], offset=0, guidance=(3.0,))))
+    seg = [[0.9, 1, 0, 1]] * 3
+    quality_run = _quality_run(_per_image([True, False, True], seg), 3)
+    (tmp_path / "q.json").write_text(json.dumps(quality_run))
+    synth_only = _generative_run(kinds[:1], offset=0, guidance=(1.0,))
+    synth_only["rows"][0]["per_image"] = {"synthesize": seg}
+    (tmp_path / "syn.json").write_text(json.dumps({**synth_only}))
+    cases = [(["cal.json", "cal.json"], "cal.json has 2 rows (one per setting): pick one of each file with --rows, "
+                                        "e.g. --rows 0,1"),
+             (["cal.json", "cal.json", "--rows", "0,2"], "cal.json has rows 0..1, not row 2"),
+             (["q.json", "cal.json", "--rows", "1,0"], "q.json is a quality run, which has one row (0), not row 1"),
+             (["q.json", "cal.json", "--rows", "0,1"], "q scored held-out images from 0 and cal from 5000: compare "
+                                                     "runs on the same images (unigs-bench generative --offset N)"),
+             (["syn.json", "one.json"], "syn and one scored no task in common: nothing to compare")]
+    for args, message in cases:
+        res = CliRunner().invoke(cli.main, ["compare", *(str(tmp_path / a) if a.endswith(".json") else a
+                                                         for a in args)])
+        assert res.exit_code == 1, res.output
+        assert res.output.strip().splitlines() == [f"Error: {message}"]
+    res = CliRunner().invoke(cli.main, ["compare", str(tmp_path / "q.json"), str(tmp_path / "one.json"), "--rows",
+                                        "0,x"])
+    assert res.exit_code == 2 and "give two row numbers" in res.output
+    res = CliRunner().invoke(cli.main, ["compare", str(tmp_path / "q.json"), str(tmp_path / "one.json")])
+    assert res.exit_code == 0, res.output
+    assert "shape-kind match" in res.output and "PQ" not in res.output
