@@ -48,8 +48,11 @@ endif
 # learning too, 9 and 10: an entity-separation term on the decoded one-step colormaps, 11 and 12:
 # those losses also on segment's second step, fed the model's own first step, 13 and 14: the same
 # with stage 10's text encoder, frozen, 20: a pooled caption and a probe asking it for the shape kind,
-# 21: the same with the text encoder learning from inpaint examples, most filling one region), then ship it
-# with its measured task defaults (unigs-bench thresholds/steps/generative).
+# 21: the same with the text encoder learning from inpaint examples, most filling one region), shipped;
+# then probe K (from the shipped stage 21: one-entity inpainting at 128, the kind learned) and probe M
+# (stage 21's mix again from probe K, with probe K as the teacher of its inpaint predictions), shipped
+# with its measured task defaults (unigs-bench thresholds/steps/generative). Probe K and M stop and
+# resume where they did (training resumes exactly).
 demo-model: $(VENV)/.dev
 	$(VENV)/bin/unigs-train configs/demo-vae.toml
 	$(VENV)/bin/unigs-train configs/demo.toml
@@ -68,6 +71,12 @@ demo-model: $(VENV)/.dev
 	$(VENV)/bin/unigs-train configs/demo-128-pooled.toml
 	$(VENV)/bin/unigs-train configs/demo-128-kind-text.toml
 	$(PY) -m unigs_deploy.training.ship runs/demo-128-kind-text/model --tiny-vae runs/demo-tiny-vae/model \
+		--task-defaults configs/demo-task-defaults.json
+	$(VENV)/bin/unigs-train configs/probe-kind-128.toml
+	$(VENV)/bin/unigs-train configs/probe-kind-128.toml --resume --set train.stop_at=1500
+	$(VENV)/bin/unigs-train configs/probe-teacher.toml --set train.stop_at=500
+	$(VENV)/bin/unigs-train configs/probe-teacher.toml --resume
+	$(PY) -m unigs_deploy.training.ship runs/probe-teacher/model --tiny-vae runs/demo-tiny-vae/model \
 		--task-defaults configs/demo-task-defaults.json
 
 test: $(VENV)/.dev
