@@ -113,8 +113,8 @@ def quality(engine, images, steps, guidance, tiny_vae, size, threads, json_path)
 @main.command()
 @click.argument("a", type=click.Path(exists=True, dir_okay=False))
 @click.argument("b", type=click.Path(exists=True, dir_okay=False))
-@click.option("--rows", help="Which row of each file, e.g. 0,2: a generative run has one per setting (a quality "
-                             "run one, 0) [default: each file's only row].")
+@click.option("--rows", help="Which row of each file, e.g. 0,2: a generative or thresholds run has one per setting "
+                             "(a quality run one, 0) [default: each file's only row].")
 @click.option("--names", help="What to call the two runs in the table, e.g. stage21,probeM [default: the files' "
                                "names, or the settings two generative rows differ in].")
 @click.option("--resamples", default=10_000, show_default=True, help="Bootstrap resamples.")
@@ -122,8 +122,8 @@ def quality(engine, images, steps, guidance, tiny_vae, size, threads, json_path)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results as JSON.")
 def compare(a, b, rows, names, resamples, seed, json_path):
     """Two runs on the same images (`unigs-bench quality --json`, or rows of `unigs-bench
-    generative --json`): B - A for every metric, with a paired-bootstrap 95% interval (is the
-    difference more than the images' noise?)."""
+    generative --json` or `thresholds --json`): B - A for every metric, with a paired-bootstrap 95%
+    interval (is the difference more than the images' noise?)."""
     from unigs_deploy.evaluation.datasets import read_json
 
     from . import compare as bench

@@ -1,7 +1,7 @@
 """`unigs-bench compare`: two scored runs on the same images, told apart image by image.
 
-A run is a `unigs-bench quality` result or one row (one set of sampler settings) of a
-`unigs-bench generative` result. Held-out image i (and its seed) is the same in every run, so runs
+A run is a `unigs-bench quality` result or one row (one setting) of a `unigs-bench generative` or
+`unigs-bench thresholds` result. Held-out image i (and its seed) is the same in every run, so runs
 of 100 and 300 images are compared on images 0..99; generative runs start at their `offset`.
 
 Two models scored on the same held-out images with the same seeds differ far less from each other
@@ -36,14 +36,16 @@ def _score(values: np.ndarray, how: str) -> np.ndarray:
     return np.divide(iou, denom, out=np.zeros_like(iou), where=denom > 0)
 
 
-SETTINGS = ("steps", "guidance", "locate", "candidates")  # what tells a generative run's rows apart
+# what tells a generative or thresholds run's rows apart
+SETTINGS = ("steps", "guidance", "locate", "candidates", "stop", "threshold")
+ROWED = ("generative", "thresholds")  # results with one row per setting
 
 
 def select(result: dict, row: int | None, name: str) -> dict:
     """The run to compare: a quality result as it is (its one row, 0), or row `row` of a
-    generative result (None: its only row)."""
+    generative or thresholds result (None: its only row)."""
     kind = result.get("benchmark") if isinstance(result, dict) else None
-    if kind == "generative row":  # selected already
+    if kind == "row":  # selected already
         return result
     if kind == "quality":
         if row not in (None, 0):
@@ -52,8 +54,8 @@ def select(result: dict, row: int | None, name: str) -> dict:
             raise ValueError(f"{name} has no per-image scores (a quality run from before they were recorded): "
                              f"run `unigs-bench quality --json` again")
         return {**result, "offset": 0}
-    if kind != "generative":
-        raise ValueError(f"{name} is a {kind!r} result, not unigs-bench quality's or generative's")
+    if kind not in ROWED:
+        raise ValueError(f"{name} is a {kind!r} result, not unigs-bench quality's, generative's or thresholds'")
     rows = result["rows"]
     if row is None and len(rows) > 1:
         raise ValueError(f"{name} has {len(rows)} rows (one per setting): pick one of each file with --rows, "
@@ -62,21 +64,25 @@ def select(result: dict, row: int | None, name: str) -> dict:
     if not 0 <= row < len(rows):
         raise ValueError(f"{name} has rows 0..{len(rows) - 1}, not row {row}")
     if "per_image" not in rows[row]:
-        raise ValueError(f"{name} has no per-image scores (a generative run from before they were recorded): "
-                         f"run `unigs-bench generative --json` again")
-    return {"benchmark": "generative row", "images": result["images"], "size": result["size"],
+        raise ValueError(f"{name} has no per-image scores (a {kind} run from before they were recorded): "
+                         f"run `unigs-bench {kind} --json` again")
+    return {"benchmark": "row", "of": kind, "images": result["images"], "size": result["size"],
             "offset": result["offset"], "engine": result.get("engine"), "per_image": rows[row]["per_image"],
             "settings": {k: rows[row][k] for k in SETTINGS if k in rows[row]}}
 
 
+def _setting(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def default_names(runs: list[dict], stems: list[str]) -> list[str]:
-    """Two rows of generative runs are named by the settings they differ in (guidance 3 /
-    guidance 7.5); anything else by its file's name."""
-    settings = [run.get("settings") if run["benchmark"] == "generative row" else None for run in runs]
+    """Two rows of one file are named by the settings they differ in (guidance 3 / guidance 7.5);
+    anything else by its file's name."""
+    settings = [run.get("settings") if run["benchmark"] == "row" else None for run in runs]
     if None not in settings:
         differ = [k for k in SETTINGS if settings[0].get(k) != settings[1].get(k)]
         if differ and stems[0].split("[")[0] == stems[1].split("[")[0]:
-            return [", ".join(f"{k} {s.get(k)}" for k in differ) for s in settings]
+            return [", ".join(f"{k} {_setting(s.get(k))}" for k in differ) for s in settings]
     return stems
 
 

@@ -20,6 +20,7 @@ from unigs_deploy.labels import dominant_in, masks_to_labels
 from unigs_deploy.synthetic.shapes import held_out_example
 
 from .common import held_out_size, machine
+from .quality import _add
 
 TASKS = ("segment", "refer", "inpaint")
 METRICS = {"segment": "segment_pq", "refer": "refer_miou", "inpaint": "inpaint_iou"}
@@ -32,7 +33,7 @@ def run(engine, *, n: int = 60, offset: int = 5000, thresholds=(16, 20, 24, 28, 
     most of the time)."""
     from tqdm.auto import tqdm
 
-    from unigs_deploy.evaluation.panoptic import PQAccumulator, labels_to_panoptic
+    from unigs_deploy.evaluation.panoptic import PQAccumulator
     from unigs_deploy.pipeline import UniGSPipeline
 
     unknown = set(tasks) - set(TASKS)
@@ -42,13 +43,14 @@ def run(engine, *, n: int = 60, offset: int = 5000, thresholds=(16, 20, 24, 28, 
     size = held_out_size(pipe, size)
     grid = [(s, float(t)) for s in stops for t in thresholds]
     pq = {g: PQAccumulator() for g in grid}
+    pq_share = {g: [] for g in grid}  # each image's [matched IoU sum, tp, fp, fn], for unigs-bench compare
     iou = {g: [] for g in grid}
     inp = {g: [] for g in grid}
     min_area = dichotomy.min_area_for(size, size)
     keep_bg = {t: task_specs.get(t).keep_background for t in TASKS}
     for i in tqdm(range(n), desc="thresholds", unit="image"):
         image, masks, captions, region, j = held_out_example(offset + i, size)
-        truth = labels_to_panoptic(masks_to_labels(masks, background=len(masks) + 1))
+        truth = masks_to_labels(masks, background=len(masks) + 1)
         # at the image's own size, so the colormap is the one the pipeline decoded (the model's native side)
         run = dict(seed=i, resolution="input", steps=steps, tiny_vae=tiny_vae)
         seg = pipe.segment(image, **run).colormap if "segment" in tasks else None
@@ -58,7 +60,7 @@ def run(engine, *, n: int = 60, offset: int = 5000, thresholds=(16, 20, 24, 28, 
             kw = dict(min_area=min_area, threshold=thr, stop=stop)
             if seg is not None:
                 labels = dichotomy.decode_colormap(seg, keep_background=keep_bg["segment"], **kw)
-                pq[stop, thr].add(*truth, *labels_to_panoptic(labels))
+                pq_share[stop, thr].append(_add(pq[stop, thr], labels, truth))
             if ref is not None:
                 labels = dichotomy.decode_colormap(ref, keep_background=keep_bg["refer"], **kw)
                 iou[stop, thr].append(metrics.mask_iou(dominant_in(labels, region), masks[j]))
@@ -67,13 +69,18 @@ def run(engine, *, n: int = 60, offset: int = 5000, thresholds=(16, 20, 24, 28, 
                 inp[stop, thr].append(metrics.mask_iou(dominant_in(labels, region), masks[j]))
     rows = []
     for s, t in grid:
-        row = {"stop": s, "threshold": t}
+        row, per_image = {"stop": s, "threshold": t}, {}
         if "segment" in tasks:
             row["segment_pq"] = pq[s, t].result()["all"]["pq"]
+            per_image["segment"] = pq_share[s, t]
         if "refer" in tasks:
             row["refer_miou"] = float(np.mean(iou[s, t]))
+            per_image["refer"] = [float(v) for v in iou[s, t]]
         if "inpaint" in tasks:
             row["inpaint_iou"] = float(np.mean(inp[s, t]))
+            per_image["inpaint_region_iou"] = [float(v) for v in inp[s, t]]
+        # quality's per-image record (its keys), so `unigs-bench compare --rows` can pair two settings
+        row["per_image"] = per_image
         rows.append(row)
     best = {METRICS[t]: max(rows, key=lambda r: r[METRICS[t]]) for t in TASKS if t in tasks}
     return {"benchmark": "thresholds", "machine": machine(threads=threads or None), "images": n, "offset": offset,

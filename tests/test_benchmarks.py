@@ -237,7 +237,7 @@ def test_vae_round_trip_reads_the_encoders_mean_and_decodes_like_the_pipeline():
 def test_thresholds_bench_decodes_like_the_pipeline(tiny_engine):
     """Its (centres, 32) row, the pipeline's own defaults, equals unigs-bench quality's segment PQ
     on the same images: one run per image re-decoded is the pipeline's decode."""
-    from unigs_deploy.benchmarks import quality, thresholds
+    from unigs_deploy.benchmarks import compare, quality, thresholds
 
     r = thresholds.run(tiny_engine, n=3, offset=0, thresholds=(16, 32), size=32, threads=1)
     assert [(row["stop"], row["threshold"]) for row in r["rows"]] == [
@@ -247,8 +247,14 @@ def test_thresholds_bench_decodes_like_the_pipeline(tiny_engine):
                                                                                 resolution="input"), abs=1e-12)
     assert r["best"]["segment_pq"]["segment_pq"] == max(row["segment_pq"] for row in r["rows"])
     assert "Best: segment_pq" in report.RENDER["thresholds"](r)
+    for row in r["rows"]:  # quality's per-image record, for unigs-bench compare --rows
+        per = {k: np.asarray(v, float) for k, v in row["per_image"].items()}
+        assert compare._score(per["segment"], "pq") == pytest.approx(row["segment_pq"], abs=1e-12)
+        assert per["refer"].mean() == pytest.approx(row["refer_miou"], abs=1e-12)
+        assert per["inpaint_region_iou"].mean() == pytest.approx(row["inpaint_iou"], abs=1e-12)
     only = thresholds.run(tiny_engine, n=3, offset=0, thresholds=(16, 32), size=32, threads=1, tasks=("segment",))
-    assert only["rows"] == [{k: row[k] for k in ("stop", "threshold", "segment_pq")} for row in r["rows"]]
+    assert only["rows"] == [{**{k: row[k] for k in ("stop", "threshold", "segment_pq")},
+                             "per_image": {"segment": row["per_image"]["segment"]}} for row in r["rows"]]
     assert list(only["best"]) == ["segment_pq"] and "refer mIoU" not in report.RENDER["thresholds"](only)
     with pytest.raises(ValueError, match="unknown task"):
         thresholds.run(tiny_engine, n=1, tasks=("synthesize",))
@@ -671,7 +677,7 @@ def test_compare_says_in_one_line_what_it_cannot_compare(tmp_path):
                        "other.json scored images at 64 px and ok.json at 128 px: compare runs at the same size "
                        "(unigs-bench quality --size S)"),
              "kinds": ({"benchmark": "kinds"},
-                       "kinds.json is a 'kinds' result, not unigs-bench quality's or generative's")}
+                       "kinds.json is a 'kinds' result, not unigs-bench quality's, generative's or thresholds'")}
     (tmp_path / "ok.json").write_text(json.dumps(ok))
     for name, (run, message) in cases.items():
         (tmp_path / f"{name}.json").write_text(json.dumps(run))
@@ -730,12 +736,31 @@ def test_compare_reads_two_rows_of_a_generative_run(tmp_path):
                                         "--json", str(out)])
     assert res.exit_code == 0, res.output
     r = json.loads(out.read_text())
-    assert r["names"] == ["guidance 3.0", "guidance 7.5"] and r["offset"] == 5000 and r["images"] == 30
+    assert r["names"] == ["guidance 3", "guidance 7.5"] and r["offset"] == 5000 and r["images"] == 30
     assert [row["metric"] for row in r["rows"]] == ["region IoU", "colour match", "shape-kind match"]
     kind = r["rows"][2]
     assert (kind["a"], kind["b"], kind["only_a"], kind["only_b"]) == (pytest.approx(1 / 3), pytest.approx(2 / 3), 0, 10)
     assert kind["apart"]
     assert "Held-out images 5000..5029" in report.RENDER["compare"](r)
+
+
+def test_compare_names_two_thresholds_rows_by_their_setting(tmp_path):
+    from click.testing import CliRunner
+
+    from unigs_deploy.benchmarks import cli
+
+    seg_a, seg_b = [[0.9, 1, 0, 1]] * 20, [[0.9, 1, 0, 0]] * 20
+    run = {"benchmark": "thresholds", "images": 20, "offset": 5000, "size": 128, "engine": "x",
+           "rows": [{"stop": "centres", "threshold": t, "per_image": {"segment": seg, "refer": [0.5] * 20}}
+                    for t, seg in ((56.0, seg_a), (64.0, seg_b))]}
+    (tmp_path / "thr.json").write_text(json.dumps(run))
+    out = tmp_path / "c.json"
+    res = CliRunner().invoke(cli.main, ["compare", str(tmp_path / "thr.json"), str(tmp_path / "thr.json"),
+                                        "--rows", "0,1", "--resamples", "200", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    r = json.loads(out.read_text())
+    assert r["names"] == ["threshold 56", "threshold 64"] and [row["metric"] for row in r["rows"]] == ["PQ", "mIoU"]
+    assert (r["rows"][0]["a"], r["rows"][0]["b"]) == (pytest.approx(0.9 / 1.5), pytest.approx(0.9))
 
 
 def test_compare_says_which_generative_row_it_cannot_read(tmp_path):
