@@ -116,7 +116,7 @@ def quality(engine, images, steps, guidance, tiny_vae, size, threads, json_path)
 @click.option("--rows", help="Which row of each file, e.g. 0,2: a generative or thresholds run has one per setting "
                              "(a quality run one, 0) [default: each file's only row].")
 @click.option("--names", help="What to call the two runs in the table, e.g. stage21,probeM [default: the files' "
-                               "names, or the settings two generative rows differ in].")
+                               "names, or the settings two rows of one file differ in].")
 @click.option("--resamples", default=10_000, show_default=True, help="Bootstrap resamples.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results as JSON.")

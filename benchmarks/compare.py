@@ -98,7 +98,7 @@ def compare(a: dict, b: dict, *, resamples: int = 10_000, seed: int = 0, names: 
                          f"compare runs at the same size (unigs-bench quality --size S)")
     if a["offset"] != b["offset"]:
         raise ValueError(f"{names[0]} scored held-out images from {a['offset']} and {names[1]} from {b['offset']}: "
-                         f"compare runs on the same images (unigs-bench generative --offset N)")
+                         f"compare runs on the same images (--offset N of generative and thresholds)")
     metrics = [m for m in METRICS if m[2] in pa and m[2] in pb]
     if not metrics:
         raise ValueError(f"{names[0]} and {names[1]} scored no task in common: nothing to compare")

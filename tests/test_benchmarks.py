@@ -781,8 +781,9 @@ def test_compare_says_which_generative_row_it_cannot_read(tmp_path):
                                         "e.g. --rows 0,1"),
              (["cal.json", "cal.json", "--rows", "0,2"], "cal.json has rows 0..1, not row 2"),
              (["q.json", "cal.json", "--rows", "1,0"], "q.json is a quality run, which has one row (0), not row 1"),
-             (["q.json", "cal.json", "--rows", "0,1"], "q scored held-out images from 0 and cal from 5000: compare "
-                                                     "runs on the same images (unigs-bench generative --offset N)"),
+             (["q.json", "cal.json", "--rows", "0,1"],
+              "q scored held-out images from 0 and cal from 5000: compare runs on the same images "
+              "(--offset N of generative and thresholds)"),
              (["syn.json", "one.json"], "syn and one scored no task in common: nothing to compare")]
     for args, message in cases:
         res = CliRunner().invoke(cli.main, ["compare", *(str(tmp_path / a) if a.endswith(".json") else a
