@@ -136,6 +136,7 @@ def compare(a, b, rows, names, resamples, seed, json_path):
             picks = []
         if len(picks) != 2:
             raise click.BadParameter(f"{rows!r}: give two row numbers, e.g. 0,2", param_hint="--rows")
+    one_file = Path(a).resolve() == Path(b).resolve()
     stems = [Path(a).stem, Path(b).stem]
     if stems[0] == stems[1]:
         stems = ["A", "B"] if picks[0] == picks[1] else [f"{stems[0]}[{p}]" for p in picks]
@@ -149,7 +150,7 @@ def compare(a, b, rows, names, resamples, seed, json_path):
         if len(labels) != 2 or not all(labels):
             raise click.BadParameter(f"{names!r}: give two names, e.g. stage21,probeM", param_hint="--names")
     else:
-        labels = bench.default_names(runs, stems)
+        labels = bench.default_names(runs, stems, one_file=one_file)
     try:
         result = bench.compare(*runs, resamples=resamples, seed=seed, names=tuple(labels))
     except ValueError as e:

@@ -75,14 +75,14 @@ def _setting(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def default_names(runs: list[dict], stems: list[str]) -> list[str]:
+def default_names(runs: list[dict], stems: list[str], *, one_file: bool) -> list[str]:
     """Two rows of one file are named by the settings they differ in (guidance 3 / guidance 7.5);
     anything else by its file's name."""
-    settings = [run.get("settings") if run["benchmark"] == "row" else None for run in runs]
-    if None not in settings:
-        differ = [k for k in SETTINGS if settings[0].get(k) != settings[1].get(k)]
-        if differ and stems[0].split("[")[0] == stems[1].split("[")[0]:
-            return [", ".join(f"{k} {_setting(s.get(k))}" for k in differ) for s in settings]
+    if one_file and all(run["benchmark"] == "row" for run in runs):
+        first, second = (run["settings"] for run in runs)
+        differ = [k for k in SETTINGS if first.get(k) != second.get(k)]
+        if differ:
+            return [", ".join(f"{k} {_setting(s.get(k))}" for k in differ) for s in (first, second)]
     return stems
 
 

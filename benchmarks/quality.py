@@ -33,8 +33,13 @@ def _add(acc, pred: np.ndarray, truth: np.ndarray) -> list[float]:
     (`unigs-bench compare` resamples images)."""
     from unigs_deploy.evaluation.panoptic import labels_to_panoptic
 
+    return _add_panoptic(acc, labels_to_panoptic(pred), labels_to_panoptic(truth))
+
+
+def _add_panoptic(acc, pred: tuple, truth: tuple) -> list[float]:
+    """`_add` for labels already in panoptic form (one truth scored against many decodes)."""
     before = _totals(acc)
-    acc.add(*labels_to_panoptic(truth), *labels_to_panoptic(pred))
+    acc.add(*truth, *pred)
     return [float(a - b) for a, b in zip(_totals(acc), before, strict=True)]
 
 

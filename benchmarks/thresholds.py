@@ -20,7 +20,7 @@ from unigs_deploy.labels import dominant_in, masks_to_labels
 from unigs_deploy.synthetic.shapes import held_out_example
 
 from .common import held_out_size, machine
-from .quality import _add
+from .quality import _add_panoptic
 
 TASKS = ("segment", "refer", "inpaint")
 METRICS = {"segment": "segment_pq", "refer": "refer_miou", "inpaint": "inpaint_iou"}
@@ -33,7 +33,7 @@ def run(engine, *, n: int = 60, offset: int = 5000, thresholds=(16, 20, 24, 28, 
     most of the time)."""
     from tqdm.auto import tqdm
 
-    from unigs_deploy.evaluation.panoptic import PQAccumulator
+    from unigs_deploy.evaluation.panoptic import PQAccumulator, labels_to_panoptic
     from unigs_deploy.pipeline import UniGSPipeline
 
     unknown = set(tasks) - set(TASKS)
@@ -50,7 +50,7 @@ def run(engine, *, n: int = 60, offset: int = 5000, thresholds=(16, 20, 24, 28, 
     keep_bg = {t: task_specs.get(t).keep_background for t in TASKS}
     for i in tqdm(range(n), desc="thresholds", unit="image"):
         image, masks, captions, region, j = held_out_example(offset + i, size)
-        truth = masks_to_labels(masks, background=len(masks) + 1)
+        truth = labels_to_panoptic(masks_to_labels(masks, background=len(masks) + 1))
         # at the image's own size, so the colormap is the one the pipeline decoded (the model's native side)
         run = dict(seed=i, resolution="input", steps=steps, tiny_vae=tiny_vae)
         seg = pipe.segment(image, **run).colormap if "segment" in tasks else None
@@ -60,7 +60,7 @@ def run(engine, *, n: int = 60, offset: int = 5000, thresholds=(16, 20, 24, 28, 
             kw = dict(min_area=min_area, threshold=thr, stop=stop)
             if seg is not None:
                 labels = dichotomy.decode_colormap(seg, keep_background=keep_bg["segment"], **kw)
-                pq_share[stop, thr].append(_add(pq[stop, thr], labels, truth))
+                pq_share[stop, thr].append(_add_panoptic(pq[stop, thr], labels_to_panoptic(labels), truth))
             if ref is not None:
                 labels = dichotomy.decode_colormap(ref, keep_background=keep_bg["refer"], **kw)
                 iou[stop, thr].append(metrics.mask_iou(dominant_in(labels, region), masks[j]))
