@@ -281,8 +281,12 @@ def test_lr_schedules():
     ("train.kind_loss_text_encoder=1", "kind_loss_text_encoder must be true or false"),
     ("train.stop_at=200", "train.stop_at must be an integer in [0, train.steps = 100]"),
     ("train.stop_at=-1", "train.stop_at must be an integer in [0, train.steps = 100]"),
-    ("train.teacher='runs/x/model'", "train.teacher and train.teacher_loss go together"),
-    ("train.teacher_loss=1.0", "train.teacher and train.teacher_loss go together"),
+    ("train.teacher='runs/x/model'", "train.teacher (or train.teachers) and train.teacher_loss go together"),
+    ("train.teacher_loss=1.0", "train.teacher (or train.teachers) and train.teacher_loss go together"),
+    ("train.teachers={inpaint = 'runs/x/model'}", "train.teacher (or train.teachers) and train.teacher_loss go"),
+    ("train.teachers={inpant = 'runs/x/model'}", "train.teachers: unknown task(s) inpant"),
+    ("train.teachers=['runs/x/model']", "train.teachers must be a table of task = \"model folder\""),
+    ("train.teachers={inpaint = ''}", "train.teachers must be a table of task = \"model folder\""),
     ("train.teacher_loss=-1", "teacher_loss must be >= 0"),
     ("train.teacher_tasks=['inpant']", "train.teacher_tasks: unknown task(s) inpant"),
 ])
@@ -894,8 +898,9 @@ def test_zero_terminal_snr_reaches_the_runtime_schedule(tmp_path):
 def test_a_teacher_pulls_its_tasks_predictions_toward_its_own(tmp_path):
     """train.teacher: the init as its own teacher adds exactly nothing (same weights, same input,
     same prediction); a teacher whose UNet differs adds a term linear in train.teacher_loss, only
-    when examples of train.teacher_tasks are in the batch; a teacher with another VAE (another
-    latent space) or another UNet shape is one clear error before any step."""
+    when examples of train.teacher_tasks are in the batch; a teacher whose VAE is the student's
+    rounded to fp16 (a shipped copy) is accepted, one with another VAE (another latent space) or
+    another UNet shape is one clear error before any step."""
     import torch
 
     from unigs_deploy import modeling
@@ -906,6 +911,11 @@ def test_a_teacher_pulls_its_tasks_predictions_toward_its_own(tmp_path):
     with torch.no_grad():
         same.unet.conv_out.bias.add_(0.05)
     modeling.save(same, tmp_path / "moved")
+    rounded = modeling.build("tiny", task_embedding=True, seed=0)
+    with torch.no_grad():
+        for w in rounded.vae.parameters():
+            w.copy_(w.half().float())
+    modeling.save(rounded, tmp_path / "rounded")
     modeling.save(modeling.build("tiny", task_embedding=True, seed=1), tmp_path / "other-vae")
     modeling.save(modeling.build("tiny", task_embedding=False, seed=0), tmp_path / "no-labels")
     base = ["train.batch_size=6", "data.size=32", "train.tasks={inpaint = 1.0, segment = 1.0}"]
@@ -916,6 +926,7 @@ def test_a_teacher_pulls_its_tasks_predictions_toward_its_own(tmp_path):
 
     plain = loss()
     assert loss(teacher="same") == plain
+    assert loss(teacher="rounded") == plain  # a VAE shipped in fp16 is the same latent space
     one, two = loss(teacher="moved"), loss(teacher="moved", weight=2.0)
     assert one - plain > 1e-4
     assert two - plain == pytest.approx(2 * (one - plain), rel=1e-4)
@@ -927,6 +938,42 @@ def test_a_teacher_pulls_its_tasks_predictions_toward_its_own(tmp_path):
         loss(teacher="no-labels")
     with pytest.raises(modeling.ModelError, match="distil between models that predict the same thing"):
         loss("model.prediction_type=sample", teacher="same")
+
+
+def test_each_task_can_have_its_own_teacher(tmp_path):
+    """train.teachers = {task = folder}: a task's examples are pulled toward its own teacher only. One
+    teacher for inpaint is train.teacher's term exactly; with a second (unmoved) teacher on segment
+    the term is averaged over both tasks' examples, so the moved teacher's share shrinks by the
+    batch's inpaint count over the two; a task named by both keys is one clear error."""
+    import torch
+
+    from unigs_deploy import modeling
+    from unigs_deploy.training.trainer import Trainer
+
+    same = modeling.build("tiny", task_embedding=True, seed=0)
+    modeling.save(same, tmp_path / "same")
+    with torch.no_grad():
+        same.unet.conv_out.bias.add_(0.05)
+    modeling.save(same, tmp_path / "moved")
+    base = ["train.batch_size=6", "data.size=32", "train.tasks={inpaint = 1.0, segment = 1.0}",
+            "train.teacher_loss=1.0"]
+
+    def trainer(*extra):
+        return Trainer(load_config(None, base + list(extra)), progress=False)
+
+    plain = Trainer(load_config(None, base[:3]), progress=False).loss(0).item()
+    one = trainer(f"train.teacher={tmp_path / 'moved'}").loss(0).item()
+    assert trainer(f"train.teachers={{inpaint = '{tmp_path / 'moved'}'}}").loss(0).item() == one
+    both = trainer(f"train.teacher={tmp_path / 'moved'}", f"train.teachers={{segment = '{tmp_path / 'same'}'}}")
+    tasks = [both.source.example(0, i).task for i in range(6)]
+    assert 0 < tasks.count("inpaint") < 6
+    assert both.teachers["inpaint"] is not both.teachers["segment"]
+    expected = (one - plain) * tasks.count("inpaint") / 6
+    assert both.loss(0).item() - plain == pytest.approx(expected, rel=1e-4)
+    shared = trainer(f"train.teachers={{inpaint = '{tmp_path / 'moved'}', segment = '{tmp_path / 'moved'}'}}")
+    assert shared.teachers["inpaint"] is shared.teachers["segment"]
+    with pytest.raises(ConfigError, match="train.teachers and train.teacher both teach inpaint"):
+        trainer(f"train.teacher={tmp_path / 'moved'}", f"train.teachers={{inpaint = '{tmp_path / 'same'}'}}")
 
 
 def test_quiet_training_says_once_what_it_runs(tmp_path):

@@ -169,6 +169,11 @@ DEFAULTS = {
         "teacher": "",
         "teacher_loss": 0.0,
         "teacher_tasks": ["inpaint"],
+        # unet stage: a teacher per task, {task = model folder}, beside or instead of train.teacher (one
+        # model for all of teacher_tasks): each task kept from the model that did it best (probe M's
+        # return kept probe K's inpainting but lost stage 21's synthesize: docs/demo-model.md). The
+        # same teacher_loss weighs every teacher's term
+        "teachers": {},
     },
 }
 
@@ -241,13 +246,22 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
         raise ConfigError(f"train.stop_at must be an integer in [0, train.steps = {t['steps']}] (0: train.steps), "
                           f"not {sa!r}")
     _check_tasks("train.teacher_tasks", t["teacher_tasks"])
-    if bool(t["teacher"]) != bool(t["teacher_loss"]):
-        raise ConfigError("train.teacher and train.teacher_loss go together: set both (a model folder and a weight "
-                          "> 0) or neither")
+    tt = t["teachers"]
+    if not (isinstance(tt, dict) and all(isinstance(v, str) and v for v in tt.values())):
+        raise ConfigError(f"train.teachers must be a table of task = \"model folder\", not {tt!r}")
+    _check_tasks("train.teachers", tt)
+    taught = bool(t["teacher"] or tt)
+    if taught != bool(t["teacher_loss"]):
+        raise ConfigError("train.teacher (or train.teachers) and train.teacher_loss go together: set both (a model "
+                          "folder and a weight > 0) or neither")
     if t["teacher"] and not t["teacher_tasks"]:
         raise ConfigError("train.teacher_tasks is empty: name the tasks whose examples the teacher guides "
                           "(e.g. [\"inpaint\"])")
-    if t["teacher"] and t["stage"] != "unet":
+    both = sorted(set(tt) & set(t["teacher_tasks"])) if t["teacher"] else []
+    if both:
+        raise ConfigError(f"train.teachers and train.teacher both teach {', '.join(both)}: name each task's teacher "
+                          "once (drop it from train.teacher_tasks or from train.teachers)")
+    if taught and t["stage"] != "unet":
         raise ConfigError(f"train.teacher distils the UNet: it needs train.stage = \"unet\", not {t['stage']!r}")
     _check_share("data.inpaint_one_entity", cfg["data"]["inpaint_one_entity"])
     _check_shapes_world("data", cfg["data"])

@@ -162,7 +162,7 @@ class Trainer:
         if t["gradient_checkpointing"] and self.stage == "unet":
             self.model.unet.enable_gradient_checkpointing()
         self.kind_head = self._kind_head(t)
-        self.teacher = self._teacher(t["teacher"]) if t["teacher"] else None
+        self.teachers = self._teachers(t)
         self.optimizer = torch.optim.AdamW(self._param_groups(t), lr=t["lr"], weight_decay=t["weight_decay"])
         self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, functools.partial(_lr_factor, warm=max(1, t["warmup_steps"]), total=t["steps"],
@@ -310,14 +310,19 @@ class Trainer:
             loss = loss + t["caption_contrast"] * losses.caption_contrast(*err)
         if self.kind_head is not None:
             loss = loss + t["caption_kind_loss"] * self._caption_kind_loss(unet, hidden, examples, drop)
-        guided = torch.tensor([e.task in t["teacher_tasks"] for e in examples]) if self.teacher is not None else None
+        guided = torch.tensor([e.task in self.teachers for e in examples]) if self.teachers else None
         if guided is not None and guided.any():
+            taught = pred.detach().clone()
             with torch.no_grad():
-                said = self.teacher.text_encoder(ids[guided])[0]
-                taught = self.teacher.unet(inputs[guided], timesteps[guided], said,
-                                           class_labels=tasks[guided] if self.teacher.unet.config.num_class_embeds
-                                           else None).sample
-            loss = loss + t["teacher_loss"] * torch.nn.functional.mse_loss(pred[guided], taught)
+                for teacher in {id(m): m for m in self.teachers.values()}.values():
+                    sel = torch.tensor([self.teachers.get(e.task) is teacher for e in examples])
+                    if not sel.any():
+                        continue
+                    said = teacher.text_encoder(ids[sel])[0]
+                    taught[sel] = teacher.unet(inputs[sel], timesteps[sel], said,
+                                               class_labels=tasks[sel] if teacher.unet.config.num_class_embeds
+                                               else None).sample
+            loss = loss + t["teacher_loss"] * torch.nn.functional.mse_loss(pred[guided], taught[guided])
         if judged is not None and (judged & ~drop).any():
             sel = judged & ~drop
             if t["kind_sampled_steps"]:
@@ -479,6 +484,14 @@ class Trainer:
             head.bias.zero_()
         return head.train()
 
+    def _teachers(self, t) -> dict:
+        """{task: teacher model} from train.teacher (for each of train.teacher_tasks) and train.teachers,
+        each folder loaded once however many tasks it teaches."""
+        paths = {task: t["teacher"] for task in t["teacher_tasks"]} if t["teacher"] else {}
+        paths.update(t["teachers"])
+        loaded = {p: self._teacher(p) for p in dict.fromkeys(paths.values())}
+        return {task: loaded[p] for task, p in paths.items()}
+
     def _teacher(self, path: str) -> modeling.UniGSModel:
         """train.teacher's model, checked to answer in the student's terms: the same UNet inputs and
         outputs, task labels and prediction type, and the same VAE (its latents are what both predict)."""
@@ -494,7 +507,9 @@ class Trainer:
                                       f"{teacher.scheduler_config.get('prediction_type', 'epsilon')!r}, the student "
                                       f"{kind!r}: distil between models that predict the same thing")
         ours, its = self.model.vae.state_dict(), teacher.vae.state_dict()
-        if ours.keys() != its.keys() or any(not torch.equal(ours[k], its[k]) for k in ours):
+        # to fp16's rounding: a shipped (fp16) model and the run it was shipped from share a latent space
+        if ours.keys() != its.keys() or any(not torch.allclose(ours[k].float(), its[k].float(), rtol=1e-3, atol=1e-7)
+                                            for k in ours):
             raise modeling.ModelError(f"train.teacher: {path}'s VAE differs from the student's, so its predictions "
                                       "live in another latent space: use a teacher trained with the student's VAE")
         teacher.vae = None  # compared above, never run: not held for the whole run
