@@ -944,7 +944,8 @@ def test_each_task_can_have_its_own_teacher(tmp_path):
     """train.teachers = {task = folder}: a task's examples are pulled toward its own teacher only. One
     teacher for inpaint is train.teacher's term exactly; with a second (unmoved) teacher on segment
     the term is averaged over both tasks' examples, so the moved teacher's share shrinks by the
-    batch's inpaint count over the two; a task named by both keys is one clear error."""
+    batch's inpaint count over the two; a task named by both keys is one clear error, and a teacher's
+    error names the setting that gave its folder."""
     import torch
 
     from unigs_deploy import modeling
@@ -974,6 +975,9 @@ def test_each_task_can_have_its_own_teacher(tmp_path):
     assert shared.teachers["inpaint"] is shared.teachers["segment"]
     with pytest.raises(ConfigError, match="train.teachers and train.teacher both teach inpaint"):
         trainer(f"train.teacher={tmp_path / 'moved'}", f"train.teachers={{inpaint = '{tmp_path / 'same'}'}}")
+    modeling.save(modeling.build("tiny", task_embedding=True, seed=1), tmp_path / "other-vae")
+    with pytest.raises(modeling.ModelError, match=r"^train\.teachers\.segment: .*other-vae's VAE differs"):
+        trainer(f"train.teachers={{segment = '{tmp_path / 'other-vae'}'}}")
 
 
 def test_quiet_training_says_once_what_it_runs(tmp_path):

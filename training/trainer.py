@@ -489,28 +489,32 @@ class Trainer:
         each folder loaded once however many tasks it teaches."""
         paths = {task: t["teacher"] for task in t["teacher_tasks"]} if t["teacher"] else {}
         paths.update(t["teachers"])
-        loaded = {p: self._teacher(p) for p in dict.fromkeys(paths.values())}
+        named = {t["teacher"]: "train.teacher"} if t["teacher"] and t["teacher_tasks"] else {}
+        for task, p in t["teachers"].items():
+            named.setdefault(p, f"train.teachers.{task}")
+        loaded = {p: self._teacher(p, named[p]) for p in dict.fromkeys(paths.values())}
         return {task: loaded[p] for task, p in paths.items()}
 
-    def _teacher(self, path: str) -> modeling.UniGSModel:
-        """train.teacher's model, checked to answer in the student's terms: the same UNet inputs and
-        outputs, task labels and prediction type, and the same VAE (its latents are what both predict)."""
+    def _teacher(self, path: str, key: str = "train.teacher") -> modeling.UniGSModel:
+        """A teacher's model (`key` is the setting that named it, for the errors), checked to answer in
+        the student's terms: the same UNet inputs and outputs, task labels and prediction type, and the
+        same VAE (its latents are what both predict)."""
         teacher = modeling.load(path)
         mine, theirs = self.model.unet.config, teacher.unet.config
-        for key in ("in_channels", "out_channels", "sample_size", "num_class_embeds"):
-            if mine[key] != theirs[key]:
-                raise modeling.ModelError(f"train.teacher: {path}'s UNet has {key} {theirs[key]}, the student's "
-                                          f"{mine[key]}: a teacher must be a UniGS model of the same shape")
+        for name in ("in_channels", "out_channels", "sample_size", "num_class_embeds"):
+            if mine[name] != theirs[name]:
+                raise modeling.ModelError(f"{key}: {path}'s UNet has {name} {theirs[name]}, the student's "
+                                          f"{mine[name]}: a teacher must be a UniGS model of the same shape")
         kind = self.model.scheduler_config.get("prediction_type", "epsilon")
         if teacher.scheduler_config.get("prediction_type", "epsilon") != kind:
-            raise modeling.ModelError(f"train.teacher: {path} predicts "
+            raise modeling.ModelError(f"{key}: {path} predicts "
                                       f"{teacher.scheduler_config.get('prediction_type', 'epsilon')!r}, the student "
                                       f"{kind!r}: distil between models that predict the same thing")
         ours, its = self.model.vae.state_dict(), teacher.vae.state_dict()
         # to fp16's rounding: a shipped (fp16) model and the run it was shipped from share a latent space
         if ours.keys() != its.keys() or any(not torch.allclose(ours[k].float(), its[k].float(), rtol=1e-3, atol=1e-7)
                                             for k in ours):
-            raise modeling.ModelError(f"train.teacher: {path}'s VAE differs from the student's, so its predictions "
+            raise modeling.ModelError(f"{key}: {path}'s VAE differs from the student's, so its predictions "
                                       "live in another latent space: use a teacher trained with the student's VAE")
         teacher.vae = None  # compared above, never run: not held for the whole run
         for m in (teacher.unet, teacher.text_encoder):
