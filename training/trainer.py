@@ -487,15 +487,17 @@ class Trainer:
     def _teachers(self, t) -> dict:
         """{task: teacher model} from train.teacher (for each of train.teacher_tasks) and train.teachers,
         each folder loaded once however many tasks it teaches."""
-        paths = {task: t["teacher"] for task in t["teacher_tasks"]} if t["teacher"] else {}
-        paths.update(t["teachers"])
-        named = {t["teacher"]: "train.teacher"} if t["teacher"] and t["teacher_tasks"] else {}
+        paths, named = {}, {}  # named: each folder once, with the first setting that names it
+        for task in t["teacher_tasks"] if t["teacher"] else ():
+            paths[task] = t["teacher"]
+            named.setdefault(t["teacher"], "train.teacher")
         for task, p in t["teachers"].items():
+            paths[task] = p
             named.setdefault(p, f"train.teachers.{task}")
-        loaded = {p: self._teacher(p, named[p]) for p in dict.fromkeys(paths.values())}
+        loaded = {p: self._teacher(p, key) for p, key in named.items()}
         return {task: loaded[p] for task, p in paths.items()}
 
-    def _teacher(self, path: str, key: str = "train.teacher") -> modeling.UniGSModel:
+    def _teacher(self, path: str, key: str) -> modeling.UniGSModel:
         """A teacher's model (`key` is the setting that named it, for the errors), checked to answer in
         the student's terms: the same UNet inputs and outputs, task labels and prediction type, and the
         same VAE (its latents are what both predict)."""
