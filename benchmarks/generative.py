@@ -20,7 +20,7 @@ from unigs_deploy import palette
 from unigs_deploy.synthetic.shapes import ENTITIES, held_out_example
 
 from .common import held_out_size, machine
-from .quality import _add, _truth, inpaint_scores, others
+from .quality import add_image, inpaint_scores, others, truth_labels
 
 TASKS = ("inpaint", "synthesize")
 
@@ -60,7 +60,8 @@ def run(engine, *, n: int = 40, offset: int = 5000, steps=(25,), guidance=(3.0, 
                 t0 = time.perf_counter()
                 res = pipe.synthesize(palette.encode_colormap(masks), ", ".join(captions), seed=i, **kw)
                 seconds["synthesize"].append(time.perf_counter() - t0)
-                syn_share.append(_add(syn, pipe.segment(res.image, seed=i).labels, _truth(masks, with_background=True)))
+                truth = truth_labels(masks, with_background=True)
+                syn_share.append(add_image(syn, pipe.segment(res.image, seed=i).labels, truth))
                 row["synthesize_scheduler"] = res.settings["scheduler"]
             bar.update(1)
         per_image = {}

@@ -23,24 +23,12 @@ from . import detect, posterior
 from .common import held_out_size, machine
 
 
-def _totals(acc) -> list[float]:
-    return [sum(getattr(st, k) for st in acc.stats.values()) for k in ("iou", "tp", "fp", "fn")]
-
-
-def _add(acc, pred: np.ndarray, truth: np.ndarray) -> list[float]:
-    """One image into a dataset-level PQ (unigs_deploy.evaluation, as unigs-eval scores); returns
-    the image's own share, [matched IoU sum, tp, fp, fn], from which any subset's PQ is computed
-    (`unigs-bench compare` resamples images)."""
+def add_image(acc, pred: np.ndarray, truth: np.ndarray) -> list[float]:
+    """One image's labels into a dataset-level PQ (unigs_deploy.evaluation, as unigs-eval scores);
+    returns the image's share, which `unigs-bench compare` resamples."""
     from unigs_deploy.evaluation.panoptic import labels_to_panoptic
 
-    return _add_panoptic(acc, labels_to_panoptic(pred), labels_to_panoptic(truth))
-
-
-def _add_panoptic(acc, pred: tuple, truth: tuple) -> list[float]:
-    """`_add` for labels already in panoptic form (one truth scored against many decodes)."""
-    before = _totals(acc)
-    acc.add(*truth, *pred)
-    return [float(a - b) for a, b in zip(_totals(acc), before, strict=True)]
+    return acc.add(*labels_to_panoptic(truth), *labels_to_panoptic(pred))
 
 
 def segment_pq(engine, *, n: int = 100, size: int | None = None, threads: int = 0, **kw) -> float:
@@ -53,7 +41,7 @@ def segment_pq(engine, *, n: int = 100, size: int | None = None, threads: int = 
     acc = PQAccumulator()
     for i in range(n):
         image, masks, *_ = held_out_example(i, size)
-        _add(acc, pipe.segment(image, seed=i, **kw).labels, _truth(masks, with_background=True))
+        add_image(acc, pipe.segment(image, seed=i, **kw).labels, truth_labels(masks, with_background=True))
     return acc.result()["all"]["pq"]
 
 
@@ -79,7 +67,7 @@ def vae_round_trip(pipe, colormap: np.ndarray) -> dict:
             for name in ("vae", "tiny_vae") if name == "vae" or pipe.has_tiny_vae}
 
 
-def _truth(masks, with_background: bool) -> np.ndarray:
+def truth_labels(masks, with_background: bool) -> np.ndarray:
     return masks_to_labels(masks, background=len(masks) + 1 if with_background else 0)
 
 
@@ -170,10 +158,10 @@ def run(engine, *, n: int = 100, steps: int | None = None, guidance: float | Non
         t0 = time.perf_counter()
         res = keep(pipe.segment(image, **kw))
         times["segment"].append(time.perf_counter() - t0)
-        truth = _truth(masks, with_background=True)
-        seg_share.append(_add(seg_acc, res.labels, truth))
+        truth = truth_labels(masks, with_background=True)
+        seg_share.append(add_image(seg_acc, res.labels, truth))
         for decoder, labels in vae_round_trip(pipe, palette.encode_colormap(masks)).items():
-            _add(ceiling[decoder], labels, truth)
+            add_image(ceiling[decoder], labels, truth)
         seg_preds.append(res.labels)
         seg_truths.append(truth)
 
@@ -200,7 +188,7 @@ def run(engine, *, n: int = 100, steps: int | None = None, guidance: float | Non
         res = keep(pipe.synthesize(cmap, ", ".join(captions), **kw))
         seg = pipe.segment(res.image, **kw)
         times["synthesize"].append(time.perf_counter() - t0)
-        syn_share.append(_add(syn_acc, seg.labels, _truth(masks, with_background=True)))
+        syn_share.append(add_image(syn_acc, seg.labels, truth_labels(masks, with_background=True)))
 
     rows = [
         {"task": "segment", "metric": "PQ", "value": seg_acc.result()["all"]["pq"], "target": 0.80},

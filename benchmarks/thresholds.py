@@ -20,7 +20,6 @@ from unigs_deploy.labels import dominant_in, masks_to_labels
 from unigs_deploy.synthetic.shapes import held_out_example
 
 from .common import held_out_size, machine
-from .quality import _add_panoptic
 
 TASKS = ("segment", "refer", "inpaint")
 METRICS = {"segment": "segment_pq", "refer": "refer_miou", "inpaint": "inpaint_iou"}
@@ -60,7 +59,7 @@ def run(engine, *, n: int = 60, offset: int = 5000, thresholds=(16, 20, 24, 28, 
             kw = dict(min_area=min_area, threshold=thr, stop=stop)
             if seg is not None:
                 labels = dichotomy.decode_colormap(seg, keep_background=keep_bg["segment"], **kw)
-                pq_share[stop, thr].append(_add_panoptic(pq[stop, thr], labels_to_panoptic(labels), truth))
+                pq_share[stop, thr].append(pq[stop, thr].add(*truth, *labels_to_panoptic(labels)))
             if ref is not None:
                 labels = dichotomy.decode_colormap(ref, keep_background=keep_bg["refer"], **kw)
                 iou[stop, thr].append(metrics.mask_iou(dominant_in(labels, region), masks[j]))

@@ -197,14 +197,14 @@ def test_gpu_check_parts_run_here_up_to_the_gpu(tiny_pipe):
 def test_pq_breakdown_counts_a_merge_as_one_false_and_two_missed_segments():
     """Two halves predicted as one segment: neither half matches (IoU 0.5 is not > 0.5), so the
     merge costs 1 FP and 2 FN; an exact image beside it adds 2 TP at SQ 1."""
-    from unigs_deploy.benchmarks.quality import _add, breakdown
+    from unigs_deploy.benchmarks.quality import add_image, breakdown
     from unigs_deploy.evaluation.panoptic import PQAccumulator
 
     truth = np.ones((8, 8), np.int32)
     truth[:, 4:] = 2
     acc = PQAccumulator()
-    _add(acc, np.ones_like(truth), truth)
-    _add(acc, truth, truth)
+    add_image(acc, np.ones_like(truth), truth)
+    add_image(acc, truth, truth)
     got = breakdown(acc)
     assert (got["tp"], got["fp"], got["fn"]) == (2, 1, 2)
     assert got["sq"] == pytest.approx(1.0)
@@ -216,7 +216,7 @@ def test_vae_round_trip_reads_the_encoders_mean_and_decodes_like_the_pipeline():
     """With an identity autoencoder the ceiling is the dichotomy decoder on the true colormap
     (PQ 1 on a clean layout); the encoder's logvar half is never decoded."""
     from unigs_deploy import dichotomy, metrics, palette
-    from unigs_deploy.benchmarks.quality import _truth, vae_round_trip
+    from unigs_deploy.benchmarks.quality import truth_labels, vae_round_trip
     from unigs_deploy.synthetic.shapes import held_out_example
 
     class Identity:
@@ -231,7 +231,7 @@ def test_vae_round_trip_reads_the_encoders_mean_and_decodes_like_the_pipeline():
     cmap = palette.encode_colormap(masks)
     labels = vae_round_trip(Identity(), cmap)["vae"]
     assert np.array_equal(labels, dichotomy.decode_colormap(cmap, keep_background=True, min_area=2))
-    assert metrics.panoptic_quality(labels, _truth(masks, with_background=True))["pq"] == pytest.approx(1.0)
+    assert metrics.panoptic_quality(labels, truth_labels(masks, with_background=True))["pq"] == pytest.approx(1.0)
 
 
 def test_thresholds_bench_decodes_like_the_pipeline(tiny_engine):

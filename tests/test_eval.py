@@ -54,7 +54,7 @@ def test_pq_by_hand():
 
 def test_dataset_pq_sums_over_images_unlike_the_per_image_mean(rng):
     """One image: equal to the runtime's independent per-image PQ (metrics.py); two images:
-    the dataset-level sums, not the mean of the two."""
+    the dataset-level sums, not the mean of the two; `add` returns each image's share of them."""
     acc = PQAccumulator()
     per_image, sums = [], np.zeros(4)
     for _ in range(2):
@@ -67,9 +67,10 @@ def test_dataset_pq_sums_over_images_unlike_the_per_image_mean(rng):
         ref = metrics.panoptic_quality(p, t)
         assert one.result()["all"]["pq"] == pytest.approx(ref["pq"])
         per_image.append(ref["pq"])
-        acc.add(t, segs(t), p, segs(p))
+        share = acc.add(t, segs(t), p, segs(p))
         st = one.stats[1]
-        sums += [st.iou, st.tp, st.fp, st.fn]
+        assert share == pytest.approx([st.iou, st.tp, st.fp, st.fn])
+        sums += share
     assert acc.result()["all"]["pq"] == pytest.approx(sums[0] / (sums[1] + 0.5 * sums[2] + 0.5 * sums[3]))
 
 

@@ -54,9 +54,12 @@ class PQAccumulator:
         return AGNOSTIC if self.agnostic else int(c)
 
     def add(self, gt_ids: np.ndarray, gt_segments: list[dict], pred_ids: np.ndarray, pred_segments: list[dict],
-            *, image: str = "") -> None:
+            *, image: str = "") -> list[float]:
         """gt_ids / pred_ids: (H, W) segment-id maps (0 = void); *_segments: COCO panoptic
-        segments_info entries (id, category_id, iscrowd)."""
+        segments_info entries (id, category_id, iscrowd). Returns the image's own share of the
+        totals, [matched IoU sum, tp, fp, fn], from which any subset of images' PQ is computed
+        (a bootstrap over images resamples these)."""
+        before = self._totals()
         if gt_ids.shape != pred_ids.shape:
             raise ValueError(f"{image}: prediction is {pred_ids.shape[1]}x{pred_ids.shape[0]} but the ground truth "
                              f"is {gt_ids.shape[1]}x{gt_ids.shape[0]}: predict at the image's size")
@@ -98,6 +101,10 @@ class PQAccumulator:
                 continue
             self.stats[cat].fp += 1
         self.images += 1
+        return [float(a - b) for a, b in zip(self._totals(), before, strict=True)]
+
+    def _totals(self) -> list[float]:
+        return [sum(getattr(st, k) for st in self.stats.values()) for k in ("iou", "tp", "fp", "fn")]
 
     def result(self) -> dict:
         """{"all": {pq, sq, rq, n}, "things"/"stuff" (per-category mode), "per_category": {...}}."""
