@@ -49,10 +49,11 @@ endif
 # those losses also on segment's second step, fed the model's own first step, 13 and 14: the same
 # with stage 10's text encoder, frozen, 20: a pooled caption and a probe asking it for the shape kind,
 # 21: the same with the text encoder learning from inpaint examples, most filling one region), shipped;
-# then probe K (from the shipped stage 21: one-entity inpainting at 128, the kind learned) and probe M
-# (stage 21's mix again from probe K, with probe K as the teacher of its inpaint predictions), shipped
-# with its measured task defaults (unigs-bench thresholds/steps/generative). Probe K and M stop and
-# resume where they did (training resumes exactly).
+# then probe K (from the shipped stage 21: one-entity inpainting at 128, the kind learned, to step
+# 1,500, run on to 2,500 as probe-kind-long in a copy of its run folder) and probe O (stage 21's mix
+# again from probe K at 2,500, pulled at weight 4 toward probe K's inpaint and stage 21's synthesize
+# predictions), shipped with its measured task defaults (unigs-bench thresholds/steps/generative).
+# The probes stop and resume where they did (training resumes exactly).
 demo-model: $(VENV)/.dev
 	$(VENV)/bin/unigs-train configs/demo-vae.toml
 	$(VENV)/bin/unigs-train configs/demo.toml
@@ -74,9 +75,11 @@ demo-model: $(VENV)/.dev
 		--task-defaults configs/demo-task-defaults.json
 	$(VENV)/bin/unigs-train configs/probe-kind-128.toml
 	$(VENV)/bin/unigs-train configs/probe-kind-128.toml --resume --set train.stop_at=1500
-	$(VENV)/bin/unigs-train configs/probe-teacher.toml --set train.stop_at=500
-	$(VENV)/bin/unigs-train configs/probe-teacher.toml --resume
-	$(PY) -m unigs_deploy.training.ship runs/probe-teacher/model --tiny-vae runs/demo-tiny-vae/model \
+	rm -rf runs/probe-kind-long && cp -r runs/probe-kind-128 runs/probe-kind-long && rm -rf runs/probe-kind-long/model
+	$(VENV)/bin/unigs-train configs/probe-kind-long.toml --resume
+	$(VENV)/bin/unigs-train configs/probe-teachers-strong.toml --set train.stop_at=500
+	$(VENV)/bin/unigs-train configs/probe-teachers-strong.toml --resume
+	$(PY) -m unigs_deploy.training.ship runs/probe-teachers-strong/model --tiny-vae runs/demo-tiny-vae/model \
 		--task-defaults configs/demo-task-defaults.json
 
 test: $(VENV)/.dev
