@@ -57,8 +57,8 @@ class PQAccumulator:
             *, image: str = "") -> list[float]:
         """gt_ids / pred_ids: (H, W) segment-id maps (0 = void); *_segments: COCO panoptic
         segments_info entries (id, category_id, iscrowd). Returns the image's own share of the
-        totals, [matched IoU sum, tp, fp, fn], from which any subset of images' PQ is computed
-        (a bootstrap over images resamples these)."""
+        totals summed over categories, [matched IoU sum, tp, fp, fn]: any subset of images'
+        class-agnostic PQ is computed from these (a bootstrap over images resamples them)."""
         before = self._totals()
         if gt_ids.shape != pred_ids.shape:
             raise ValueError(f"{image}: prediction is {pred_ids.shape[1]}x{pred_ids.shape[0]} but the ground truth "
