@@ -40,6 +40,8 @@ def run(engine, *, n: int = 40, offset: int = 5000, steps=(25,), guidance=(3.0, 
     pipe = UniGSPipeline.from_engine(engine, threads=threads)
     size = held_out_size(pipe, size)
     examples = [held_out_example(offset + i, size) for i in range(n)]
+    # synthesize's input and truth per image, made once for every setting of the grid
+    layouts = [(palette.encode_colormap(ex[1]), truth_labels(ex[1], with_background=True)) for ex in examples]
     inpaint_axes = (locate, candidates) if "inpaint" in tasks else ((None,), (None,))
     grid = list(itertools.product(steps, guidance, *inpaint_axes))
     rows = []
@@ -58,9 +60,9 @@ def run(engine, *, n: int = 40, offset: int = 5000, steps=(25,), guidance=(3.0, 
                            candidates=res.settings["candidates"])
             if "synthesize" in tasks:
                 t0 = time.perf_counter()
-                res = pipe.synthesize(palette.encode_colormap(masks), ", ".join(captions), seed=i, **kw)
+                cmap, truth = layouts[i]
+                res = pipe.synthesize(cmap, ", ".join(captions), seed=i, **kw)
                 seconds["synthesize"].append(time.perf_counter() - t0)
-                truth = truth_labels(masks, with_background=True)
                 syn_share.append(add_image(syn, pipe.segment(res.image, seed=i).labels, truth))
                 row["synthesize_scheduler"] = res.settings["scheduler"]
             bar.update(1)

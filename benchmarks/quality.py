@@ -159,8 +159,9 @@ def run(engine, *, n: int = 100, steps: int | None = None, guidance: float | Non
         res = keep(pipe.segment(image, **kw))
         times["segment"].append(time.perf_counter() - t0)
         truth = truth_labels(masks, with_background=True)
+        cmap = palette.encode_colormap(masks)
         seg_share.append(add_image(seg_acc, res.labels, truth))
-        for decoder, labels in vae_round_trip(pipe, palette.encode_colormap(masks)).items():
+        for decoder, labels in vae_round_trip(pipe, cmap).items():
             add_image(ceiling[decoder], labels, truth)
         seg_preds.append(res.labels)
         seg_truths.append(truth)
@@ -184,11 +185,10 @@ def run(engine, *, n: int = 100, steps: int | None = None, guidance: float | Non
             on_box.append(inp_iou[-1])
 
         t0 = time.perf_counter()
-        cmap = palette.encode_colormap(masks)
         res = keep(pipe.synthesize(cmap, ", ".join(captions), **kw))
         seg = pipe.segment(res.image, **kw)
         times["synthesize"].append(time.perf_counter() - t0)
-        syn_share.append(add_image(syn_acc, seg.labels, truth_labels(masks, with_background=True)))
+        syn_share.append(add_image(syn_acc, seg.labels, truth))
 
     rows = [
         {"task": "segment", "metric": "PQ", "value": seg_acc.result()["all"]["pq"], "target": 0.80},

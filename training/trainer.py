@@ -508,10 +508,10 @@ class Trainer:
                 raise modeling.ModelError(f"{key}: {path}'s UNet has {name} {theirs[name]}, the student's "
                                           f"{mine[name]}: a teacher must be a UniGS model of the same shape")
         kind = self.model.scheduler_config.get("prediction_type", "epsilon")
-        if teacher.scheduler_config.get("prediction_type", "epsilon") != kind:
-            raise modeling.ModelError(f"{key}: {path} predicts "
-                                      f"{teacher.scheduler_config.get('prediction_type', 'epsilon')!r}, the student "
-                                      f"{kind!r}: distil between models that predict the same thing")
+        their_kind = teacher.scheduler_config.get("prediction_type", "epsilon")
+        if their_kind != kind:
+            raise modeling.ModelError(f"{key}: {path} predicts {their_kind!r}, the student {kind!r}: distil between "
+                                      "models that predict the same thing")
         ours, its = self.model.vae.state_dict(), teacher.vae.state_dict()
         # to fp16's rounding: a shipped (fp16) model and the run it was shipped from share a latent space
         if ours.keys() != its.keys() or any(not torch.allclose(ours[k].float(), its[k].float(), rtol=1e-3, atol=1e-7)
