@@ -30,6 +30,17 @@ def _emit(result: dict, json_path: str | None) -> None:
         click.echo(f"wrote {json_path}")
 
 
+def _switches(text: str) -> tuple:
+    """"on,off" -> (True, False); "" -> (None,): the model's default."""
+    if not text:
+        return (None,)
+    values = {"on": True, "off": False}
+    bad = [t for t in text.split(",") if t.strip() not in values]
+    if bad:
+        raise click.BadParameter(f"{', '.join(bad)}: give on and / or off, comma-separated")
+    return tuple(values[t.strip()] for t in text.split(","))
+
+
 def _ints(text: str) -> list[int]:
     try:
         return [int(s) for s in text.split(",") if s.strip()]
@@ -245,19 +256,21 @@ def thresholds(engine, images, offset, thresholds_, tasks_, steps, tiny_vae, siz
               "(colormap, refer) [default: the model's].")
 @click.option("--candidates", "candidate_counts", default="", help="inpaint: candidates drawn a region, "
               "comma-separated (the most agreed-on is kept) [default: the model's].")
+@click.option("--rerank", "reranks", default="", help="inpaint: choose among the candidates by the engine's "
+              "reranker, comma-separated on / off [default: the model's].")
 @click.option("--tasks", "tasks_", default="inpaint,synthesize", show_default=True)
 @click.option("--size", type=int, help="Held-out image side [default: the model's training side, its manifest].")
 @click.option("--threads", default=0, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results as JSON.")
-def generative(engine, images, offset, step_counts, guidances, scheduler, spacing, locates, candidate_counts, tasks_,
-               size, threads, json_path):
+def generative(engine, images, offset, step_counts, guidances, scheduler, spacing, locates, candidate_counts, reranks,
+               tasks_, size, threads, json_path):
     """Inpaint and synthesize quality for every steps x guidance pair: where a model's generative
     task defaults come from."""
     from . import generative as bench
 
     _emit(bench.run(engine, n=images, offset=offset, steps=_ints(step_counts), guidance=_floats(guidances),
                     scheduler=scheduler, spacing=spacing, locate=_locates(locates),
-                    candidates=_ints(candidate_counts) if candidate_counts else (None,),
+                    candidates=_ints(candidate_counts) if candidate_counts else (None,), rerank=_switches(reranks),
                     tasks=_tasks(tasks_, bench.TASKS), size=size, threads=threads),
           json_path)
 

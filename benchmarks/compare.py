@@ -37,7 +37,7 @@ def _score(values: np.ndarray, how: str) -> np.ndarray:
 
 
 # what tells a generative or thresholds run's rows apart
-SETTINGS = ("steps", "guidance", "locate", "candidates", "stop", "threshold")
+SETTINGS = ("steps", "guidance", "locate", "candidates", "rerank", "stop", "threshold")
 ROWED = ("generative", "thresholds")  # results with one row per setting
 
 

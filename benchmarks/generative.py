@@ -26,9 +26,9 @@ TASKS = ("inpaint", "synthesize")
 
 
 def run(engine, *, n: int = 40, offset: int = 5000, steps=(25,), guidance=(3.0, 7.5), scheduler: str | None = None,
-        spacing: str | None = None, locate=(None,), candidates=(None,), tasks=TASKS, size: int | None = None,
-        threads: int = 0) -> dict:
-    """scheduler / spacing / a locate or candidates of None: each task's default."""
+        spacing: str | None = None, locate=(None,), candidates=(None,), rerank=(None,), tasks=TASKS,
+        size: int | None = None, threads: int = 0) -> dict:
+    """scheduler / spacing / a locate, candidates or rerank of None: each task's default."""
     from tqdm.auto import tqdm
 
     from unigs_deploy.evaluation.panoptic import PQAccumulator
@@ -42,22 +42,23 @@ def run(engine, *, n: int = 40, offset: int = 5000, steps=(25,), guidance=(3.0, 
     examples = [held_out_example(offset + i, size) for i in range(n)]
     # synthesize's input and truth per image, made once for every setting of the grid
     layouts = [(palette.encode_colormap(ex[1]), truth_labels(ex[1], with_background=True)) for ex in examples]
-    inpaint_axes = (locate, candidates) if "inpaint" in tasks else ((None,), (None,))
+    inpaint_axes = (locate, candidates, rerank) if "inpaint" in tasks else ((None,), (None,), (None,))
     grid = list(itertools.product(steps, guidance, *inpaint_axes))
     rows = []
     bar = tqdm(total=len(grid) * n, desc="generative", unit="image")
-    for s, g, where, n_cand in grid:
+    for s, g, where, n_cand, ranked in grid:
         kw = dict(steps=int(s), guidance=float(g), scheduler=scheduler, spacing=spacing)
         row = {"steps": int(s), "guidance": float(g)}
         inp, syn, syn_share, seconds = [], PQAccumulator(), [], {t: [] for t in tasks}
         for i, (image, masks, captions, region, j) in enumerate(examples):
             if "inpaint" in tasks:
                 t0 = time.perf_counter()
-                res = pipe.inpaint(image, [(region, captions[j])], seed=i, locate=where, candidates=n_cand, **kw)
+                res = pipe.inpaint(image, [(region, captions[j])], seed=i, locate=where, candidates=n_cand,
+                                   rerank=ranked, **kw)
                 seconds["inpaint"].append(time.perf_counter() - t0)
                 inp.append(inpaint_scores(res, region, masks[j], captions[j]))
                 row.update(inpaint_scheduler=res.settings["scheduler"], locate=res.settings["locate"],
-                           candidates=res.settings["candidates"])
+                           candidates=res.settings["candidates"], rerank=bool(res.settings.get("rerank", False)))
             if "synthesize" in tasks:
                 t0 = time.perf_counter()
                 cmap, truth = layouts[i]
@@ -149,6 +150,7 @@ def render(r: dict) -> str:
     columns = [("steps", "steps"), ("guidance", "guidance")]
     if "inpaint" in r["tasks"]:
         columns += [("inpaint_scheduler", "inpaint scheduler"), ("locate", "located by"), ("candidates", "candidates"),
+                    ("rerank", "reranked"),
                     ("inpaint_iou", "inpaint region IoU"),
                     ("colour_match", "colour match"),
                     ("shape_kind", "shape-kind"), ("inpaint_s", "inpaint s")]

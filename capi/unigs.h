@@ -79,7 +79,9 @@ typedef struct {
     int keep_unmasked;    /* 1: image_out keeps the input's pixels outside the regions; -1: the model's own image
                              everywhere; 0: the model's default (0.4 read 0 as -1) */
     int candidates;       /* draws (seeds seed, seed + 1, ...), the one whose entities agree most with the others'
-                             kept; 0 = the model's default; progress then counts every draw's steps */
+                             kept, or, where the model's defaults rerank (the demo model's do), the one its
+                             reranker says matches the prompts best; 0 = the model's default; progress then
+                             counts every draw's steps */
 } unigs_params;
 
 typedef struct {

@@ -1,8 +1,9 @@
-"""The four exported components: torch wrappers, ONNX names (optimum's), example inputs."""
+"""The exported components (the four, and the optional tiny VAE and reranker): torch wrappers, ONNX
+names (optimum's), example inputs."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -78,6 +79,7 @@ class Spec:
     inputs: dict  # name -> (dtype str, symbolic shape list)
     outputs: dict
     latent_multiple: int  # spatial sizes must be multiples of this (in the component's own units)
+    extra: dict = field(default_factory=dict)  # more for the manifest's entry (what the runtime needs to call it)
 
     @property
     def dynamic_axes(self) -> dict:
@@ -118,7 +120,17 @@ def specs(model: UniGSModel) -> list[Spec]:
         Spec("vae_decoder", "vae_decoder.onnx", VAEDecoderWrapper(vae),
              {"latent_sample": ("float32", ["batch", lat, "latent_height", "latent_width"])},
              {"sample": ("float32", ["batch", 3, "height", "width"])}, 1),
-    ] + (tiny_vae_specs(model.tiny_vae) if model.tiny_vae is not None else [])
+    ] + (tiny_vae_specs(model.tiny_vae) if model.tiny_vae is not None else []) \
+      + ([reranker_spec(model.reranker)] if model.reranker is not None else [])
+
+
+def reranker_spec(ranker) -> Spec:
+    """The optional inpaint reranker: fixed-size crops -> its vocabulary's logits; the manifest
+    entry carries the vocabulary and crop size the runtime needs (extra)."""
+    shape = ["batch", len(ranker.config["channels"]), ranker.crop, ranker.crop]
+    return Spec("reranker", "reranker.onnx", ranker, {"crop": ("float32", shape)},
+                {"logits": ("float32", ["batch", sum(len(v) for v in ranker.groups.values())])}, 1,
+                extra={"groups": ranker.groups, "crop": ranker.crop, "channels": ranker.config["channels"]})
 
 
 def tiny_vae_specs(tiny) -> list[Spec]:

@@ -41,7 +41,7 @@ class TorchRunner:
 
 
 def pipeline(model, *, folder: str | Path | None = None) -> UniGSPipeline:
-    """A UniGSPipeline whose four components are `model`'s torch modules (weights shared, not copied).
+    """A UniGSPipeline whose components are `model`'s torch modules (weights shared, not copied).
 
     folder: where the tokenizer file and manifest go (default: a temporary folder that lives as
     long as the pipeline)."""
@@ -55,7 +55,7 @@ def pipeline(model, *, folder: str | Path | None = None) -> UniGSPipeline:
     comps_specs = specs(model)
     comps = {s.name: TorchRunner(s.name, s.module, s.inputs) for s in comps_specs}
     entries = {s.name: {"files": [s.file], "inputs": list(s.inputs), "outputs": list(s.outputs),
-                        "spatial_multiple": s.latent_multiple} for s in comps_specs}
+                        "spatial_multiple": s.latent_multiple, **s.extra} for s in comps_specs}
     manifest = _manifest(model, _model_info(model), entries, "fp32")
     manifest.folder = folder
     pipe = UniGSPipeline(comps, manifest, CLIPTokenizer(folder / "tokenizer.json",

@@ -122,6 +122,7 @@ def export_model(model, out: Path, *, fp16: bool = False, optimize: bool = False
                 spatial_multiple=spec.latent_multiple,
                 validation=[c.as_dict() for c in comp_checks],
                 validated_file=comp_checks[-1].stage,
+                **spec.extra,
             )
             entries[spec.name] = entry
             checks += comp_checks
@@ -148,7 +149,7 @@ def _release(model, spec, comps) -> None:
     """Drop the torch module behind `spec` from `model` unless a later component still needs it
     (the VAE serves both its encoder and its decoder)."""
     later = comps[comps.index(spec) + 1:]
-    for attr in ("unet", "vae", "text_encoder", "tiny_vae"):
+    for attr in ("unet", "vae", "text_encoder", "tiny_vae", "reranker"):
         module = getattr(model, attr)
         if module is None or not any(p is module for p in spec.module.modules()):
             continue

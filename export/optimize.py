@@ -23,7 +23,7 @@ from onnx.external_data_helper import _get_all_tensors, uses_external_data
 from .to_onnx import save_model, save_streaming
 
 MODEL_TYPE = {"unet": "unet", "vae_encoder": "vae", "vae_decoder": "vae", "text_encoder": "clip",
-              "tiny_vae_encoder": "vae", "tiny_vae_decoder": "vae"}
+              "tiny_vae_encoder": "vae", "tiny_vae_decoder": "vae", "reranker": "vae"}
 
 
 def optimize(src: Path, dst: Path, *, component: str, target: str = "cpu") -> dict:

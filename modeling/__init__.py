@@ -65,13 +65,14 @@ class UniGSModel:
     source: dict = field(default_factory=dict)
     task_defaults: dict = field(default_factory=dict)  # per task: steps, guidance, scheduler, spacing, threshold, stop
     tiny_vae: torch.nn.Module | None = None  # optional diffusers AutoencoderTiny: fast encode/decode
+    reranker: torch.nn.Module | None = None  # optional: chooses among inpaint candidates (modeling/reranker.py)
 
     @property
     def task_embedding(self) -> bool:
         return self.unet.config.num_class_embeds is not None
 
     def eval(self) -> UniGSModel:
-        for m in (self.unet, self.vae, self.text_encoder, self.tiny_vae):
+        for m in (self.unet, self.vae, self.text_encoder, self.tiny_vae, self.reranker):
             if m is not None:
                 m.eval().requires_grad_(False)
         return self
@@ -389,7 +390,10 @@ def _load_folder(path: Path, task_embedding) -> UniGSModel:
               "sha256": _hash_files(files)}
     defaults = json.loads((path / TASK_DEFAULTS).read_text()) if (path / TASK_DEFAULTS).is_file() else {}
     tiny = load_tiny_vae(path / TINY_VAE, vae) if (path / TINY_VAE).is_dir() else None
-    return UniGSModel(unet, vae, text, tok, sched, source, defaults, tiny).eval()
+    from . import reranker
+
+    ranker = reranker.load(path / reranker.FOLDER) if (path / reranker.FOLDER).is_dir() else None
+    return UniGSModel(unet, vae, text, tok, sched, source, defaults, tiny, ranker).eval()
 
 
 def _tokenizer_from_vocab(folder: Path):
@@ -505,6 +509,10 @@ def save(model: UniGSModel, folder: str | Path, *, half: bool = False) -> Path:
                          (TINY_VAE, model.tiny_vae)):
         if module is not None:
             (copy.deepcopy(module).half() if half else module).save_pretrained(folder / name)
+    if model.reranker is not None:
+        from . import reranker
+
+        reranker.save(model.reranker, folder / reranker.FOLDER)
     save_tokenizer_folder(model.tokenizer, folder / "tokenizer")
     (folder / "scheduler").mkdir(parents=True, exist_ok=True)
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(model.scheduler_config, indent=2))

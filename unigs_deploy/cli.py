@@ -130,6 +130,9 @@ Tasks and their inputs:
 @click.option("--candidates", type=int,
               help="inpaint: draw this many (seeds SEED, SEED+1, ...) and keep the one whose entities agree most "
                    "with the others' [default: the model's, else 1].")
+@click.option("--rerank/--no-rerank", default=None,
+              help="inpaint: choose among --candidates by the engine's reranker (how well each entity matches its "
+                   "text), not by agreement alone [default: the model's, where the engine has a reranker].")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("out"), show_default=True,
               help="Output folder; outputs of an earlier run there are replaced (other files are kept).")
 @click.option("--image-id", default=0, show_default=True, help="image_id written into masks.json (COCO results).")
@@ -143,14 +146,14 @@ Tasks and their inputs:
 @one_line_errors("unigs-run", (ValueError, MemoryError),
                  interrupted="interrupted; outputs already written are complete, the rest were not written")
 def main(engine, task, image, masks, colormap, prompts, negative_prompt, steps, guidance, seed, eta, scheduler, spacing,
-         resolution, decode_image, tiny_vae, threshold, stop, locate, keep_unmasked, candidates, out, image_id, threads,
-         provider, backend, int8, quiet):
+         resolution, decode_image, tiny_vae, threshold, stop, locate, keep_unmasked, candidates, rerank, out, image_id,
+         threads, provider, backend, int8, quiet):
     """Run UniGS with the lean runtime (no torch): inpaint, synthesize, refer or segment, and write
     colormap.png, labels.png, masks.json (COCO results), panoptic.png + panoptic.json, image.png
     (inpaint, synthesize, or --decode-image), mask.png (refer, inpaint) and run.json (settings,
     seed, timings, notes) into OUT."""
     for flag, given in (("--locate", locate), ("--keep-unmasked/--redraw-unmasked", keep_unmasked),
-                        ("--candidates", candidates)):
+                        ("--candidates", candidates), ("--rerank/--no-rerank", rerank)):
         if given is not None and task != "inpaint":
             raise ValueError(f"{flag} is for inpaint only; drop it for {task}")
     if candidates is not None and candidates < 1:
@@ -163,7 +166,7 @@ def main(engine, task, image, masks, colormap, prompts, negative_prompt, steps, 
               stop=stop, negative_prompt=negative_prompt, progress=not quiet)
     if task == "inpaint":
         res = pipe.inpaint(inputs["image"], list(zip(inputs["masks"], inputs["prompts"], strict=True)),
-                           locate=locate, keep_unmasked=keep_unmasked, candidates=candidates, **kw)
+                           locate=locate, keep_unmasked=keep_unmasked, candidates=candidates, rerank=rerank, **kw)
     elif task == "synthesize":
         res = pipe.synthesize(inputs["colormap"], " ".join(prompts), **kw)
     elif task == "refer":

@@ -17,7 +17,8 @@ FORMAT = "unigs-engines"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "unigs.json"
 COMPONENTS = ("unet", "text_encoder", "vae_encoder", "vae_decoder")
-OPTIONAL_COMPONENTS = ("tiny_vae_encoder", "tiny_vae_decoder")  # an AutoencoderTiny, where one was exported
+# an AutoencoderTiny, where one was exported; the inpaint reranker (rerank.py), where the model has one
+OPTIONAL_COMPONENTS = ("tiny_vae_encoder", "tiny_vae_decoder", "reranker")
 
 
 class ManifestError(ValueError):

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from . import dichotomy, memory, metrics, palette, tasks
+from . import rerank as rerank_mod
 from .io import to_rgb8
 from .labels import dominant_in
 from .manifest import Manifest
@@ -361,7 +362,8 @@ class UniGSPipeline:
                       timings=timings, notes=notes, settings=settings, latents=np.concatenate([z_img, z_cmap], axis=1))
 
     def inpaint(self, image, regions: list[tuple[np.ndarray, str]], *, locate: str | None = None,
-                keep_unmasked: bool | None = None, candidates: int | None = None, **kw) -> Result:
+                keep_unmasked: bool | None = None, candidates: int | None = None, rerank: bool | None = None,
+                **kw) -> Result:
         """Multi-class, multi-region inpainting: every region is a coarse mask with its own text.
 
         One pass, as the model was trained: the union of the regions is inpainted with the texts
@@ -379,6 +381,9 @@ class UniGSPipeline:
         minimum-Bayes-risk choice, so the answer is a typical drawing, not an unlucky one; its
         settings' seed reproduces it with candidates=1). Costs one inpaint a candidate. None: the
         model's default, else 1.
+        rerank: choose among the candidates by the engine's reranker instead (rerank.py: how well each
+        region's entity matches its text), agreement breaking near-ties. None: the model's default,
+        else False.
         """
         if not regions:
             raise ValueError("inpaint needs at least one region (a mask and its text)")
@@ -399,6 +404,11 @@ class UniGSPipeline:
             candidates = model.get("candidates", 1)
         if isinstance(candidates, bool) or not isinstance(candidates, int | np.integer) or candidates < 1:
             raise ValueError(f"candidates must be a whole number >= 1, got {candidates!r}")
+        if rerank is None:
+            rerank = bool(model.get("rerank", False)) and "reranker" in self.components
+        if rerank and "reranker" not in self.components:
+            raise ValueError("rerank needs an engine exported with a reranker (a model folder's reranker/, "
+                             "python -m unigs_deploy.training.reranker): use rerank=False")
         rgb, notes = self._prepare(image)
         masks = [self._mask(m, rgb.shape[:2], f"mask {i + 1}") for i, (m, _) in enumerate(regions)]
         texts = [p for _, p in regions]
@@ -420,11 +430,47 @@ class UniGSPipeline:
         entities = [_entities_by_region(r, masks) for r in runs]
         agreement = [float(np.mean([np.mean([metrics.mask_iou(x, y) for x, y in zip(a, b, strict=True)])
                                     for b in entities if b is not a])) for a in entities]
-        res = runs[int(np.argmax(agreement))]
+        choice = np.asarray(agreement)
+        scores = self._rerank(runs, entities, masks, texts) if rerank else None
+        if scores is not None:
+            # a candidate missing a region's entity loses to any that drew them all; agreement orders the rest
+            choice = choice * rerank_mod.AGREEMENT_WEIGHT + np.where(np.isfinite(scores), scores, -1e9)
+        res = runs[int(np.argmax(choice))]
+        if rerank and scores is None:
+            res.notes.append("inpaint: the reranker knows none of the texts' words; the candidate most agreed on "
+                             "was chosen")
         res.timings["total_s"] = sum(r.timings["total_s"] for r in runs)
         res.settings["candidates"] = candidates
         res.settings["agreement"] = [round(a, 4) for a in agreement]
+        res.settings["rerank"] = scores is not None
+        if scores is not None:
+            res.settings["rerank_scores"] = [round(float(v), 4) for v in scores]
         return res
+
+    def _rerank(self, runs: list[Result], entities: list[list[np.ndarray]], masks: list[np.ndarray],
+                texts: list[str]) -> np.ndarray | None:
+        """Each candidate's summed log-probability of its regions' texts under the reranker (a region
+        whose entity is missing scores -inf); None where no text has a word the reranker knows."""
+        info = self.manifest.components["reranker"]
+        groups, size = info["groups"], int(info["crop"])
+        known = [i for i, t in enumerate(texts) if rerank_mod.text_words(groups, t)]
+        if not known:
+            return None
+        crops, where = [], []
+        for k, (r, ents) in enumerate(zip(runs, entities, strict=True)):
+            for i in known:
+                if ents[i].any():
+                    crops.append(rerank_mod.crop(r.image, ents[i], masks[i], size))
+                    where.append((k, i))
+        scores = np.zeros(len(runs))
+        drawn = np.zeros((len(runs), len(texts)), bool)
+        if crops:
+            logits = self.components["reranker"](crop=np.stack(crops).astype(np.float32))
+            for (k, i), row in zip(where, logits, strict=True):
+                scores[k] += rerank_mod.score(row, groups, texts[i])
+                drawn[k, i] = True
+        scores[~drawn[:, known].all(axis=1)] = -np.inf
+        return scores
 
     def _inpaint(self, rgb: np.ndarray, notes: list, masks: list[np.ndarray], texts: list[str], locate: str,
                  keep_unmasked: bool, **kw) -> Result:
