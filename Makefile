@@ -30,7 +30,8 @@ $(VENV)/.export: $(VENV)/.torch pyproject.toml constraints.txt
 	touch $@
 
 # The shipped demo model, exported once (again when the weights change).
-engines/unigs.json: $(DEMO_WEIGHTS) unigs_deploy/weights/demo/task_defaults.json | $(VENV)/.export
+engines/unigs.json: $(DEMO_WEIGHTS) unigs_deploy/weights/demo/task_defaults.json \
+		$(wildcard unigs_deploy/weights/demo/reranker/model.safetensors) | $(VENV)/.export
 	$(VENV)/bin/unigs-export --scale demo --out engines
 
 ifneq ($(wildcard $(DEMO_WEIGHTS)),)
@@ -52,7 +53,8 @@ endif
 # then probe K (from the shipped stage 21: one-entity inpainting at 128, the kind learned, to step
 # 1,500, run on to 2,500 as probe-kind-long in a copy of its run folder) and probe O (stage 21's mix
 # again from probe K at 2,500, pulled at weight 4 toward probe K's inpaint and stage 21's synthesize
-# predictions), shipped with its measured task defaults (unigs-bench thresholds/steps/generative).
+# predictions), shipped with its measured task defaults (unigs-bench thresholds/steps/generative) and
+# the inpaint reranker (training/reranker.py, trained on the shapes world alone).
 # The probes stop and resume where they did (training resumes exactly).
 demo-model: $(VENV)/.dev
 	$(VENV)/bin/unigs-train configs/demo-vae.toml
@@ -79,8 +81,9 @@ demo-model: $(VENV)/.dev
 	$(VENV)/bin/unigs-train configs/probe-kind-long.toml --resume
 	$(VENV)/bin/unigs-train configs/probe-teachers-strong.toml --set train.stop_at=500
 	$(VENV)/bin/unigs-train configs/probe-teachers-strong.toml --resume
+	$(PY) -m unigs_deploy.training.reranker --out runs/demo-reranker
 	$(PY) -m unigs_deploy.training.ship runs/probe-teachers-strong/model --tiny-vae runs/demo-tiny-vae/model \
-		--task-defaults configs/demo-task-defaults.json
+		--reranker runs/demo-reranker --task-defaults configs/demo-task-defaults.json
 
 test: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
