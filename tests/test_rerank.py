@@ -135,14 +135,24 @@ def test_inpaint_chooses_the_candidate_whose_entity_matches_its_text(reranker_en
     assert pipe.inpaint(image, regions, seed=7, rerank=False).settings["seed"] == 8
 
     drawn[7] = np.zeros_like(region)  # the star is gone: it drew nothing
-    assert pipe.inpaint(image, regions, seed=7).settings["seed"] == 8
+    res = pipe.inpaint(image, regions, seed=7)
+    assert res.settings["seed"] == 8 and res.settings["rerank_scores"][0] is None  # run.json stays valid JSON
     res = pipe.inpaint(image, [(region, "a green cube")], seed=7)
     assert res.settings["rerank"] is False and res.settings["seed"] == 8
     assert "the reranker knows none of the texts' words" in res.notes[-1]
 
 
-def test_rerank_without_a_reranker_says_how_to_get_one(tiny_pipe):
+def test_rerank_without_a_reranker_or_an_image_says_what_to_do(tiny_pipe, reranker_engine, monkeypatch):
+    from unigs_deploy.pipeline import UniGSPipeline
+
     image = np.zeros((32, 32, 3), np.uint8)
     region = np.ones((32, 32), bool)
     with pytest.raises(ValueError, match="rerank needs an engine exported with a reranker"):
         tiny_pipe.inpaint(image, [(region, "a red star")], candidates=2, rerank=True)
+    pipe = UniGSPipeline.from_engine(reranker_engine[1], threads=1)
+    with pytest.raises(ValueError, match="rerank reads each drawn entity from the generated image"):
+        pipe.inpaint(image, [(region, "a red star")], candidates=2, rerank=True, decode_image=False, locate="colormap")
+    # the model's default gives way where it cannot apply
+    monkeypatch.setitem(pipe.manifest.task_defaults, "inpaint", {"rerank": True})
+    res = pipe.inpaint(image, [(region, "a red star")], candidates=2, decode_image=False, locate="colormap", steps=1)
+    assert res.settings["rerank"] is False and res.image is None

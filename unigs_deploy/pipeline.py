@@ -404,18 +404,21 @@ class UniGSPipeline:
             candidates = model.get("candidates", 1)
         if isinstance(candidates, bool) or not isinstance(candidates, int | np.integer) or candidates < 1:
             raise ValueError(f"candidates must be a whole number >= 1, got {candidates!r}")
-        if rerank is None:
-            rerank = bool(model.get("rerank", False)) and "reranker" in self.components
+        if rerank is None:  # a model's default, where it can apply
+            rerank = bool(model.get("rerank", False)) and "reranker" in self.components and decoded
         if rerank and "reranker" not in self.components:
             raise ValueError("rerank needs an engine exported with a reranker (a model folder's reranker/, "
                              "python -m unigs_deploy.training.reranker): use rerank=False")
+        if rerank and not decoded:
+            raise ValueError("rerank reads each drawn entity from the generated image: leave decode_image on, "
+                             "or use rerank=False")
         rgb, notes = self._prepare(image)
         masks = [self._mask(m, rgb.shape[:2], f"mask {i + 1}") for i, (m, _) in enumerate(regions)]
         texts = [p for _, p in regions]
         seed = kw.pop("seed", 0)
         if candidates == 1:
             res = self._inpaint(rgb, notes, masks, texts, locate, keep_unmasked, seed=seed, **kw)
-            res.settings["candidates"] = 1
+            res.settings["candidates"], res.settings["rerank"] = 1, False
             return res
         from tqdm.auto import tqdm
 
@@ -444,7 +447,7 @@ class UniGSPipeline:
         res.settings["agreement"] = [round(a, 4) for a in agreement]
         res.settings["rerank"] = scores is not None
         if scores is not None:
-            res.settings["rerank_scores"] = [round(float(v), 4) for v in scores]
+            res.settings["rerank_scores"] = [round(float(v), 4) if np.isfinite(v) else None for v in scores]
         return res
 
     def _rerank(self, runs: list[Result], entities: list[list[np.ndarray]], masks: list[np.ndarray],
