@@ -255,7 +255,8 @@ def thresholds(engine, images, offset, thresholds_, tasks_, steps, tiny_vae, siz
 @click.option("--locate", "locates", default="", help="inpaint: where each entity is read from, comma-separated "
               "(colormap, refer) [default: the model's].")
 @click.option("--candidates", "candidate_counts", default="", help="inpaint: candidates drawn a region, "
-              "comma-separated (the most agreed-on is kept) [default: the model's].")
+              "comma-separated (the most agreed-on is kept, or the reranker's pick with --rerank on) "
+              "[default: the model's].")
 @click.option("--rerank", "reranks", default="", help="inpaint: choose among the candidates by the engine's "
               "reranker, comma-separated on / off [default: the model's].")
 @click.option("--tasks", "tasks_", default="inpaint,synthesize", show_default=True)

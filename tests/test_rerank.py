@@ -52,6 +52,16 @@ def test_a_text_scores_the_log_probability_of_the_words_the_reranker_knows():
     assert rerank.score(logits, GROUPS, "a green cube") is None
 
 
+def test_the_generative_benchmark_reads_rerank_switches():
+    import click
+
+    from unigs_deploy.benchmarks.cli import _switches
+
+    assert _switches("on,off") == (True, False) and _switches("") == (None,) and _switches(" off") == (False,)
+    with pytest.raises(click.BadParameter, match="yes: give on and / or off"):
+        _switches("on,yes")
+
+
 torch = pytest.importorskip("torch")
 
 
