@@ -81,7 +81,7 @@ def train(*, size: int = 128, n: int = 32000, steps: int = 8000, batch: int = 12
     x, y = examples(n, size, seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = Reranker(GROUPS)
+        model = Reranker(GROUPS, crop=CROP)  # the crop its examples were made at
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.1)
     gen = torch.Generator().manual_seed(seed)
@@ -119,7 +119,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=8000)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     model, accuracy = train(size=a.size, n=a.examples, steps=a.steps, seed=a.seed)
     record = {"size": a.size, "examples": a.examples, "steps": a.steps, "seed": a.seed,
               "held_out_accuracy": accuracy, "command": "python -m unigs_deploy.training.reranker " +
