@@ -166,3 +166,16 @@ def test_rerank_without_a_reranker_or_an_image_says_what_to_do(tiny_pipe, rerank
     monkeypatch.setitem(pipe.manifest.task_defaults, "inpaint", {"rerank": True})
     res = pipe.inpaint(image, [(region, "a red star")], candidates=2, decode_image=False, locate="colormap", steps=1)
     assert res.settings["rerank"] is False and res.image is None
+
+
+def test_the_generative_benchmark_runs_a_row_per_rerank_switch(reranker_engine):
+    """`unigs-bench generative --rerank on,off`: one row a switch, each recording what inpaint did
+    (reranked where the caption has a word the reranker knows, the most agreed-on draw otherwise)."""
+    from unigs_deploy.benchmarks import generative
+    from unigs_deploy.synthetic.shapes import held_out_example
+
+    offset = next(i for i in range(5000, 5100) if rerank.text_words(GROUPS, (ex := held_out_example(i, 32))[2][ex[4]]))
+    out = generative.run(reranker_engine[1], n=1, offset=offset, steps=(1,), guidance=(3.0,), candidates=(2,),
+                         rerank=(True, False), tasks=("inpaint",), size=32, threads=1)
+    assert [(r["candidates"], r["rerank"]) for r in out["rows"]] == [(2, True), (2, False)]
+    assert all(len(r["per_image"]["inpaint_kind"]) == 1 for r in out["rows"])
