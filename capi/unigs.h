@@ -27,10 +27,11 @@ extern "C" {
 
 /* 0.3: unigs_params grew threshold, stop and tiny_vae at its end, so its size changed: rebuild
  * programs against this header (0.x makes no ABI promise; compare unigs_version() at start-up).
- * 0.5: unigs_params grew candidates, and keep_unmasked's 0 became "the model's default". */
+ * 0.5: unigs_params grew candidates, and keep_unmasked's 0 became "the model's default".
+ * 0.6: unigs_params grew rerank at its end. */
 #define UNIGS_VERSION_MAJOR 0
-#define UNIGS_VERSION_MINOR 5
-#define UNIGS_VERSION_STRING "0.5.0"
+#define UNIGS_VERSION_MINOR 6
+#define UNIGS_VERSION_STRING "0.6.0"
 
 typedef enum {
     UNIGS_OK = 0,
@@ -82,6 +83,8 @@ typedef struct {
                              kept, or, where the model's defaults rerank (the demo model's do), the one its
                              reranker says matches the prompts best; 0 = the model's default; progress then
                              counts every draw's steps */
+    int rerank;           /* how the candidates are chosen: 1 by the engine's reranker (how well each draw matches
+                             its prompt), -1 by agreement alone (the most typical draw), 0 the model's default */
 } unigs_params;
 
 typedef struct {

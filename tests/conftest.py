@@ -52,3 +52,27 @@ def tiny_pipe(tiny_engine):
     from unigs_deploy.pipeline import UniGSPipeline
 
     return UniGSPipeline.from_engine(tiny_engine / "unigs.onnx", threads=1)
+
+
+RERANKER_GROUPS = {"colour": ["red", "blue"], "kind": ["ellipse", "star", "rectangle"]}
+
+
+@pytest.fixture(scope="session")
+def reranker_engine(tmp_path_factory):
+    """A tiny model with a tiny random reranker (RERANKER_GROUPS' words), and its engine folder. Its
+    logits are scaled up so that drawings' scores differ by far more than float error: a choice
+    between candidates is then the same in every backend."""
+    torch = pytest.importorskip("torch")
+    from unigs_deploy import modeling
+    from unigs_deploy.export.exporter import export_model
+    from unigs_deploy.modeling.reranker import Reranker
+
+    model = modeling.build("tiny", task_embedding=True, seed=4)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model.reranker = Reranker(RERANKER_GROUPS, crop=16, width=4).eval()
+        with torch.no_grad():
+            model.reranker.net[-1].weight *= 1000
+    out = tmp_path_factory.mktemp("reranker-engine")
+    export_model(model, out)
+    return model, out

@@ -133,10 +133,42 @@ def test_inpaint_from_c_equals_python(capi, tiny_engine, tmp_path):
     assert (labels == pipe.inpaint(image, [(region > 0, "a red star")], steps=2, seed=5, candidates=3).labels).all()
     out = run("0", "-", "-1")
     assert out.returncode == 1 and "candidates -1 must be >= 1" in out.stderr
+    out = run("0", "-", "3", "2")
+    assert out.returncode == 1 and "rerank 2 must be 1 (the reranker), -1 (agreement) or 0" in out.stderr
+    out = run("0", "-", "3", "1")
+    assert out.returncode == 1 and "rerank needs an engine exported with a reranker" in out.stderr
     out = run("2")
     assert out.returncode == 1 and "keep_unmasked 2 must be 1 (keep), -1 (redraw) or 0" in out.stderr
     out = run("0", "middle")
     assert out.returncode == 1 and "locate must be one of" in out.stderr
+
+
+def test_rerank_from_c_chooses_as_python(capi, reranker_engine, tmp_path):
+    """unigs_params.rerank: 1 keeps the candidate the engine's reranker scores best, -1 the most
+    agreed-on, as Python's rerank=True / False (on these inputs the two choose different draws)."""
+    from unigs_deploy.pipeline import UniGSPipeline
+
+    _, progs = capi
+    engine = reranker_engine[1] / "unigs.onnx"
+    image = np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    region = np.zeros((32, 32), np.uint8)
+    region[6:26, 6:26] = 255
+    ppm = write_ppm(tmp_path / "img.ppm", image)
+    (tmp_path / "mask.pgm").write_bytes(b"P5 32 32 255\n" + region.tobytes())
+    pipe = UniGSPipeline.from_engine(engine)
+    seeds = {}
+    for flag, rerank in ((1, True), (-1, False)):
+        out = subprocess.run([str(progs["inpaint"]), str(engine), str(ppm), str(tmp_path / "mask.pgm"), "a red star",
+                              str(tmp_path / "out.ppm"), "2", "2", "-1", "refer", "4", str(flag)],
+                             capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        got = np.frombuffer((tmp_path / "out.ppm").read_bytes()[len(b"P6 32 32 255\n"):], np.uint8).reshape(32, 32, 3)
+        want = pipe.inpaint(image, [(region > 0, "a red star")], steps=2, seed=2, keep_unmasked=False, locate="refer",
+                            candidates=4, rerank=rerank)
+        assert (got == want.image).all()
+        assert (np.fromfile(tmp_path / "out.ppm.labels", np.int32).reshape(32, 32) == want.labels).all()
+        seeds[flag] = want.settings["seed"]
+    assert seeds[1] != seeds[-1]
 
 
 @pytest.mark.slow
@@ -178,7 +210,7 @@ def test_bad_input_through_c_gives_codes_and_messages(capi, tiny_engine):
     assert lines["handle_small_buffer"].startswith("2 labels_out holds 100 bytes")
     assert lines["empty_mask"].startswith("1 mask is empty")
     assert lines["null_prompt"].startswith("1 prompt is NULL")
-    assert lines["version"] == "0.5.0 0.5"
+    assert lines["version"] == "0.6.0 0.6"
     assert lines["cancelled"] == "5 calls=2 cancelled by the progress callback after step 2 of 5"
     assert lines["low_guidance"].startswith("1 guidance must be a finite number >= 1")
 

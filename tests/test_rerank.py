@@ -8,7 +8,7 @@ import pytest
 
 from unigs_deploy import rerank
 
-GROUPS = {"colour": ["red", "blue"], "kind": ["ellipse", "star", "rectangle"]}
+from .conftest import RERANKER_GROUPS as GROUPS
 
 
 def test_crop_is_the_square_around_the_region_with_an_inside_plane():
@@ -63,22 +63,6 @@ def test_the_generative_benchmark_reads_rerank_switches():
 
 
 torch = pytest.importorskip("torch")
-
-
-@pytest.fixture(scope="module")
-def reranker_engine(tmp_path_factory):
-    """The tiny model with a tiny random reranker, exported."""
-    from unigs_deploy import modeling
-    from unigs_deploy.export.exporter import export_model
-    from unigs_deploy.modeling.reranker import Reranker
-
-    model = modeling.build("tiny", task_embedding=True, seed=4)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model.reranker = Reranker(GROUPS, crop=16, width=4).eval()
-    out = tmp_path_factory.mktemp("reranker-engine")
-    export_model(model, out)
-    return model, out
 
 
 def test_the_reranker_exports_as_a_validated_component_with_its_vocabulary(reranker_engine):

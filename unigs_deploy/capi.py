@@ -237,6 +237,10 @@ def inpaint(ffi, hid, rgb, w, h, stride, masks, mask_stride, prompts, n, params,
         if params.candidates < 0:
             raise CError(INVALID, f"candidates {params.candidates} must be >= 1 (0: the model's default)")
         kw["candidates"] = params.candidates or None
+        if params.rerank not in (-1, 0, 1):
+            raise CError(INVALID, f"rerank {params.rerank} must be 1 (the reranker), -1 (agreement) or 0 (the "
+                                  "model's default)")
+        kw["rerank"] = {1: True, -1: False, 0: None}[params.rerank]
     res = _handles[hid]["pipe"].inpaint(image, regions, **kw)
     write_out(ffi, img_out, img_size, res.image, "image_out")
     write_out(ffi, cm_out, cm_size, res.colormap, "colormap_out")

@@ -1,13 +1,14 @@
 /*
  * inpaint.c: inpaint one region of an image with libunigs and write the new image.
  *
- *   inpaint ENGINE IMAGE.ppm MASK.pgm PROMPT OUT.ppm [STEPS [SEED [KEEP_UNMASKED [LOCATE [CANDIDATES]]]]]
+ *   inpaint ENGINE IMAGE.ppm MASK.pgm PROMPT OUT.ppm [STEPS [SEED [KEEP_UNMASKED [LOCATE [CANDIDATES [RERANK]]]]]]
  *
  * IMAGE is a binary PPM (P6, 8-bit RGB), MASK a binary PGM (P5, 8-bit; non-zero = the region) of
  * the same size. OUT.ppm receives the image; OUT.ppm.labels the int32 label map (row-major).
  * KEEP_UNMASKED 1 keeps the input's pixels outside the region, -1 shows the model's own image
  * there, 0 the model's default; LOCATE is "colormap" or "refer" ("-": the model's default);
- * CANDIDATES draws that many and keeps the most agreed-on (0: the model's default).
+ * CANDIDATES draws that many and keeps the one the model's default rule picks (0: the model's
+ * default count); RERANK 1 picks by the engine's reranker, -1 the most agreed-on, 0 the model's default.
  * Build: gcc inpaint.c $(pkg-config --cflags --libs unigs) -o inpaint
  */
 #include <stdio.h>
@@ -19,7 +20,7 @@
 
 int main(int argc, char **argv) {
     if (argc < 6) {
-        fprintf(stderr, "usage: %s ENGINE IMAGE.ppm MASK.pgm PROMPT OUT.ppm [STEPS [SEED [KEEP_UNMASKED [LOCATE [CANDIDATES]]]]]\n",
+        fprintf(stderr, "usage: %s ENGINE IMAGE.ppm MASK.pgm PROMPT OUT.ppm [STEPS [SEED [KEEP_UNMASKED [LOCATE [CANDIDATES [RERANK]]]]]]\n",
                 argv[0]);
         return 2;
     }
@@ -47,6 +48,7 @@ int main(int argc, char **argv) {
     params.keep_unmasked = argc > 8 ? atoi(argv[8]) : 0;  /* 0: the model's default */
     params.locate = argc > 9 && strcmp(argv[9], "-") ? argv[9] : NULL;  /* NULL ("-"): the model's default */
     params.candidates = argc > 10 ? atoi(argv[10]) : 0;
+    params.rerank = argc > 11 ? atoi(argv[11]) : 0;  /* 0: the model's default */
     const uint8_t *masks[1] = {mask};
     const char *prompts[1] = {argv[4]};
     status = unigs_inpaint(u, rgb, w, h, 3 * w, masks, w, prompts, 1, &params, image, image_size, NULL, 0, labels,
