@@ -114,6 +114,13 @@ def text(ffi, ptr, what: str = "prompt") -> str:
     return ffi.string(ptr).decode("utf-8", errors="replace")
 
 
+def switch(value: int, name: str, choices: str) -> bool | None:
+    """A C int switch: 1 -> True, -1 -> False, 0 -> None (the model's default)."""
+    if value not in (-1, 0, 1):
+        raise CError(INVALID, f"{name} {value} must be {choices} or 0 (the model's default)")
+    return {1: True, -1: False, 0: None}[value]
+
+
 def loop_params(ffi, p) -> dict:
     """0 in steps, guidance or threshold (NULL in a name) means the task's default: the model's (its
     manifest), else tasks.py's."""
@@ -229,18 +236,12 @@ def inpaint(ffi, hid, rgb, w, h, stride, masks, mask_stride, prompts, n, params,
             raise CError(TOO_SMALL, f"{what} holds {size} bytes, {required_size(kind, w, h)} are needed")
     kw = loop_params(ffi, params)
     if params != ffi.NULL:
-        if params.keep_unmasked not in (-1, 0, 1):
-            raise CError(INVALID, f"keep_unmasked {params.keep_unmasked} must be 1 (keep), -1 (redraw) or 0 (the "
-                                  "model's default)")
-        kw["keep_unmasked"] = {1: True, -1: False, 0: None}[params.keep_unmasked]
+        kw["keep_unmasked"] = switch(params.keep_unmasked, "keep_unmasked", "1 (keep), -1 (redraw)")
         kw["locate"] = ffi.string(params.locate).decode() if params.locate != ffi.NULL else None
         if params.candidates < 0:
             raise CError(INVALID, f"candidates {params.candidates} must be >= 1 (0: the model's default)")
         kw["candidates"] = params.candidates or None
-        if params.rerank not in (-1, 0, 1):
-            raise CError(INVALID, f"rerank {params.rerank} must be 1 (the reranker), -1 (agreement) or 0 (the "
-                                  "model's default)")
-        kw["rerank"] = {1: True, -1: False, 0: None}[params.rerank]
+        kw["rerank"] = switch(params.rerank, "rerank", "1 (the reranker), -1 (agreement)")
     res = _handles[hid]["pipe"].inpaint(image, regions, **kw)
     write_out(ffi, img_out, img_size, res.image, "image_out")
     write_out(ffi, cm_out, cm_size, res.colormap, "colormap_out")
