@@ -136,7 +136,8 @@ def test_inpaint_from_c_equals_python(capi, tiny_engine, tmp_path):
     out = run("0", "-", "3", "2")
     assert out.returncode == 1 and "rerank 2 must be 1 (the reranker), -1 (agreement) or 0" in out.stderr
     out = run("0", "-", "3", "1")
-    assert out.returncode == 1 and "rerank needs an engine exported with a reranker" in out.stderr
+    assert out.returncode == 1 and "rerank 1 needs an engine exported with a reranker" in out.stderr
+    assert "rerank=False" not in out.stderr and "set rerank to -1 (agreement) or 0" in out.stderr
     out = run("2")
     assert out.returncode == 1 and "keep_unmasked 2 must be 1 (keep), -1 (redraw) or 0" in out.stderr
     out = run("0", "middle")

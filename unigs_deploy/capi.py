@@ -242,7 +242,11 @@ def inpaint(ffi, hid, rgb, w, h, stride, masks, mask_stride, prompts, n, params,
             raise CError(INVALID, f"candidates {params.candidates} must be >= 1 (0: the model's default)")
         kw["candidates"] = params.candidates or None
         kw["rerank"] = switch(params.rerank, "rerank", "1 (the reranker), -1 (agreement)")
-    res = _handles[hid]["pipe"].inpaint(image, regions, **kw)
+    pipe = _handles[hid]["pipe"]
+    if kw.get("rerank") and "reranker" not in pipe.components:  # the pipeline's advice is in Python's spelling
+        raise CError(INVALID, "rerank 1 needs an engine exported with a reranker (a model folder's reranker/, "
+                              "python -m unigs_deploy.training.reranker): set rerank to -1 (agreement) or 0")
+    res = pipe.inpaint(image, regions, **kw)
     write_out(ffi, img_out, img_size, res.image, "image_out")
     write_out(ffi, cm_out, cm_size, res.colormap, "colormap_out")
     write_out(ffi, lab_out, lab_size, res.labels, "labels_out")
