@@ -243,7 +243,7 @@ def inpaint(ffi, hid, rgb, w, h, stride, masks, mask_stride, prompts, n, params,
         kw["candidates"] = params.candidates or None
         kw["rerank"] = switch(params.rerank, "rerank", "1 (the reranker), -1 (agreement)")
     pipe = _handles[hid]["pipe"]
-    if kw.get("rerank") and "reranker" not in pipe.components:  # the pipeline's advice is in Python's spelling
+    if kw.get("rerank") and not pipe.has_reranker:  # the pipeline's own message advises in Python's spelling
         raise CError(INVALID, "rerank 1 needs an engine exported with a reranker (a model folder's reranker/, "
                               "python -m unigs_deploy.training.reranker): set rerank to -1 (agreement) or 0")
     res = pipe.inpaint(image, regions, **kw)

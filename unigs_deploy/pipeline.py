@@ -114,6 +114,10 @@ class UniGSPipeline:
     def has_tiny_vae(self) -> bool:
         return "tiny_vae_decoder" in self.components and "tiny_vae_encoder" in self.components
 
+    @property
+    def has_reranker(self) -> bool:
+        return "reranker" in self.components
+
     def _tiny_vae(self, given: str | None, model_default: str | None, notes: list) -> str:
         """Default: the model's for the task, else the tiny decoder for colormaps where the engine
         has one: the dichotomy decoder only needs colours (demo model: PQ 0.99x the full VAE's;
@@ -405,8 +409,8 @@ class UniGSPipeline:
         if isinstance(candidates, bool) or not isinstance(candidates, int | np.integer) or candidates < 1:
             raise ValueError(f"candidates must be a whole number >= 1, got {candidates!r}")
         if rerank is None:  # a model's default, where it can apply
-            rerank = bool(model.get("rerank", False)) and "reranker" in self.components and decoded
-        if rerank and "reranker" not in self.components:
+            rerank = bool(model.get("rerank", False)) and self.has_reranker and decoded
+        if rerank and not self.has_reranker:
             raise ValueError("rerank needs an engine exported with a reranker (a model folder's reranker/, "
                              "python -m unigs_deploy.training.reranker): use rerank=False")
         if rerank and not decoded:
