@@ -120,6 +120,11 @@ def test_candidates_record_the_chosen_seed_which_rebuilds_the_output(tiny_engine
     assert _run(one).exit_code == 0
     assert np.array_equal(io.read_image(files / "three" / "image.png"), io.read_image(files / "one" / "image.png"))
     _error(common + ["--candidates", "0"], "--candidates must be at least 1, got 0")
+    # an engine without a reranker: the advice is the flag, not the Python keyword
+    _error(common + ["--out", files / "reranked", "--candidates", "2", "--rerank"],
+           "--rerank needs an engine exported with a reranker")
+    res = _run(common + ["--out", files / "reranked", "--candidates", "2", "--rerank"])
+    assert "use --no-rerank" in res.output and "rerank=False" not in res.output
 
 
 def test_parameters_are_checked_before_any_model_work(tiny_engine, files):

@@ -154,6 +154,8 @@ def test_grayscale_rgba_16bit_images_are_converted(tiny_pipe):
          "keep_unmasked pastes the input into the generated image"),
         (lambda p, img, m: p.inpaint(img, [(m, "x")], locate="refer", decode_image=False),
          "reads the entities from the generated image"),
+        (lambda p, img, m: p.inpaint(img, [(m, "x")], rerank=True),
+         r"rerank needs an engine exported with a reranker .*: use rerank=False"),
         (lambda p, img, m: p.segment(np.zeros((0, 4, 3), np.uint8)), "empty"),
         (lambda p, img, m: p.segment(img, guidance=float("nan")), "guidance must be a finite number >= 1"),
         (lambda p, img, m: p.segment(img, guidance=0), "guidance must be a finite number >= 1"),

@@ -15,6 +15,7 @@ from . import dichotomy
 OK, INVALID, TOO_SMALL, ENGINE, INTERNAL, CANCELLED = 0, 1, 2, 3, 4, 5
 LABELS, RGB, MASK = 0, 1, 2
 _ITEM = {LABELS: 4, RGB: 3, MASK: 1}
+C_OFF = {"rerank": "-1 (agreement) or 0"}  # how a C caller turns off a setting whose component is missing
 
 _handles: dict[int, dict] = {}
 _next = [1]
@@ -242,11 +243,12 @@ def inpaint(ffi, hid, rgb, w, h, stride, masks, mask_stride, prompts, n, params,
             raise CError(INVALID, f"candidates {params.candidates} must be >= 1 (0: the model's default)")
         kw["candidates"] = params.candidates or None
         kw["rerank"] = switch(params.rerank, "rerank", "1 (the reranker), -1 (agreement)")
-    pipe = _handles[hid]["pipe"]
-    if kw.get("rerank") and not pipe.has_reranker:  # the pipeline's own message advises in Python's spelling
-        raise CError(INVALID, "rerank 1 needs an engine exported with a reranker (a model folder's reranker/, "
-                              "python -m unigs_deploy.training.reranker): set rerank to -1 (agreement) or 0")
-    res = pipe.inpaint(image, regions, **kw)
+    from .pipeline import MissingComponent
+
+    try:
+        res = _handles[hid]["pipe"].inpaint(image, regions, **kw)
+    except MissingComponent as e:
+        raise CError(INVALID, f"{e.setting} 1 {e.reason}: set {e.setting} to {C_OFF[e.setting]}") from None
     write_out(ffi, img_out, img_size, res.image, "image_out")
     write_out(ffi, cm_out, cm_size, res.colormap, "colormap_out")
     write_out(ffi, lab_out, lab_size, res.labels, "labels_out")

@@ -165,8 +165,14 @@ def main(engine, task, image, masks, colormap, prompts, negative_prompt, steps, 
               resolution=resolution, decode_image=decode_image or None, tiny_vae=tiny_vae, threshold=threshold,
               stop=stop, negative_prompt=negative_prompt, progress=not quiet)
     if task == "inpaint":
-        res = pipe.inpaint(inputs["image"], list(zip(inputs["masks"], inputs["prompts"], strict=True)),
-                           locate=locate, keep_unmasked=keep_unmasked, candidates=candidates, rerank=rerank, **kw)
+        from .pipeline import MissingComponent
+
+        try:
+            res = pipe.inpaint(inputs["image"], list(zip(inputs["masks"], inputs["prompts"], strict=True)),
+                               locate=locate, keep_unmasked=keep_unmasked, candidates=candidates, rerank=rerank, **kw)
+        except MissingComponent as e:
+            flag = e.setting.replace("_", "-")
+            raise ValueError(f"--{flag} {e.reason}: use --no-{flag}") from None
     elif task == "synthesize":
         res = pipe.synthesize(inputs["colormap"], " ".join(prompts), **kw)
     elif task == "refer":

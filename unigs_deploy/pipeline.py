@@ -27,6 +27,15 @@ from .scheduler import make_scheduler
 from .tokenizer import CLIPTokenizer
 
 
+class MissingComponent(ValueError):
+    """A setting that needs a component the engine was exported without. It carries the setting and
+    the reason, so each front end (Python, unigs-run, the C API) words the fix in its own spelling."""
+
+    def __init__(self, setting: str, reason: str):
+        self.setting, self.reason = setting, reason
+        super().__init__(f"{setting} {reason}: use {setting}=False")
+
+
 @dataclass
 class Result:
     task: str
@@ -411,8 +420,8 @@ class UniGSPipeline:
         if rerank is None:  # a model's default, where it can apply
             rerank = bool(model.get("rerank", False)) and self.has_reranker and decoded
         if rerank and not self.has_reranker:
-            raise ValueError("rerank needs an engine exported with a reranker (a model folder's reranker/, "
-                             "python -m unigs_deploy.training.reranker): use rerank=False")
+            raise MissingComponent("rerank", "needs an engine exported with a reranker (a model folder's reranker/, "
+                                             "python -m unigs_deploy.training.reranker)")
         if rerank and not decoded:
             raise ValueError("rerank reads each drawn entity from the generated image: leave decode_image on, "
                              "or use rerank=False")
