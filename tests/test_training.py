@@ -980,6 +980,39 @@ def test_each_task_can_have_its_own_teacher(tmp_path):
         trainer(f"train.teachers={{segment = '{tmp_path / 'other-vae'}'}}")
 
 
+def test_a_task_can_weigh_its_teacher_term_on_its_own(tmp_path):
+    """train.teacher_weights = {task = weight}: each taught example's term at its task's weight, the
+    others at teacher_loss. Every taught task at teacher_loss's value is the plain term; weight 0
+    turns a task's pull off; a weight for a task no teacher teaches is one clear error."""
+    import torch
+
+    from unigs_deploy import modeling
+    from unigs_deploy.training.trainer import Trainer
+
+    model = modeling.build("tiny", task_embedding=True, seed=0)
+    with torch.no_grad():
+        model.unet.conv_out.bias.add_(0.05)
+    modeling.save(model, tmp_path / "moved")
+    moved = str(tmp_path / "moved")
+    base = ["train.batch_size=6", "data.size=32", "train.tasks={inpaint = 1.0, segment = 1.0}"]
+    taught = [*base, "train.teacher_loss=2.0", f"train.teachers={{inpaint = '{moved}', segment = '{moved}'}}"]
+
+    def loss(*extra):
+        return Trainer(load_config(None, list(extra)), progress=False).loss(0).item()
+
+    plain, scalar = loss(*base), loss(*taught)
+    assert scalar - plain > 1e-4
+    assert loss(*taught, "train.teacher_weights={inpaint = 2.0, segment = 2.0}") == pytest.approx(scalar, rel=1e-6)
+    inpaint_off = loss(*taught, "train.teacher_weights={inpaint = 0.0}")
+    segment_off = loss(*taught, "train.teacher_weights={segment = 0}")
+    assert plain < inpaint_off < scalar and plain < segment_off < scalar
+    assert (inpaint_off - plain) + (segment_off - plain) == pytest.approx(scalar - plain, rel=1e-4)
+    with pytest.raises(ConfigError, match="teacher_weights names refer, which no teacher teaches"):
+        load_config(None, [*taught, "train.teacher_weights={refer = 1.0}"])
+    with pytest.raises(ConfigError, match="teacher_weights must be a table of task = weight >= 0"):
+        load_config(None, [*taught, "train.teacher_weights={inpaint = -1.0}"])
+
+
 def test_quiet_training_says_once_what_it_runs(tmp_path):
     """--quiet has no bar, so one line on stderr names the steps and the output before the first
     step (a 128x128 stage writes nothing for its first ~20 minutes)."""

@@ -174,6 +174,10 @@ DEFAULTS = {
         # return kept probe K's inpainting but lost stage 21's synthesize: docs/demo-model.md). The
         # same teacher_loss weighs every teacher's term
         "teachers": {},
+        # unet stage: a task's own weight of its teacher term, {task = weight}, in place of teacher_loss
+        # (which weighs the tasks not named): a loose pull on one task while the others are held (at
+        # weight 4 on every task the model stays put, whatever inpaint learns from: probe R)
+        "teacher_weights": {},
     },
 }
 
@@ -261,6 +265,15 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
     if both:
         raise ConfigError(f"train.teachers and train.teacher both teach {', '.join(both)}: name each task's teacher "
                           "once (drop it from train.teacher_tasks or from train.teachers)")
+    tw = t["teacher_weights"]
+    if not (isinstance(tw, dict) and all(isinstance(v, int | float) and not isinstance(v, bool) and v >= 0
+                                         for v in tw.values())):
+        raise ConfigError(f"train.teacher_weights must be a table of task = weight >= 0, not {tw!r}")
+    _check_tasks("train.teacher_weights", tw)
+    untaught = sorted(set(tw) - set(tt) - (set(t["teacher_tasks"]) if t["teacher"] else set()))
+    if untaught:
+        raise ConfigError(f"train.teacher_weights names {', '.join(untaught)}, which no teacher teaches: give it a "
+                          "teacher (train.teachers) or drop its weight")
     if taught and t["stage"] != "unet":
         raise ConfigError(f"train.teacher distils the UNet: it needs train.stage = \"unet\", not {t['stage']!r}")
     _check_share("data.inpaint_one_entity", cfg["data"]["inpaint_one_entity"])

@@ -322,7 +322,12 @@ class Trainer:
                     taught[sel] = teacher.unet(inputs[sel], timesteps[sel], said,
                                                class_labels=tasks[sel] if teacher.unet.config.num_class_embeds
                                                else None).sample
-            loss = loss + t["teacher_loss"] * torch.nn.functional.mse_loss(pred[guided], taught[guided])
+            if t["teacher_weights"]:
+                w = torch.tensor([float(t["teacher_weights"].get(e.task, t["teacher_loss"]))
+                                  for e, g in zip(examples, guided.tolist(), strict=True) if g])
+                loss = loss + (w * ((pred[guided] - taught[guided]) ** 2).mean(dim=(1, 2, 3))).mean()
+            else:
+                loss = loss + t["teacher_loss"] * torch.nn.functional.mse_loss(pred[guided], taught[guided])
         if judged is not None and (judged & ~drop).any():
             sel = judged & ~drop
             if t["kind_sampled_steps"]:
