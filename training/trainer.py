@@ -323,8 +323,7 @@ class Trainer:
                                                class_labels=tasks[sel] if teacher.unet.config.num_class_embeds
                                                else None).sample
             if t["teacher_weights"]:
-                w = torch.tensor([float(t["teacher_weights"].get(e.task, t["teacher_loss"]))
-                                  for e, g in zip(examples, guided.tolist(), strict=True) if g])
+                w = torch.tensor([float(t["teacher_weights"].get(e.task, t["teacher_loss"])) for e in examples])[guided]
                 loss = loss + (w * ((pred[guided] - taught[guided]) ** 2).mean(dim=(1, 2, 3))).mean()
             else:
                 loss = loss + t["teacher_loss"] * torch.nn.functional.mse_loss(pred[guided], taught[guided])
