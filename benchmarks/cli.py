@@ -41,6 +41,19 @@ def _switches(text: str) -> tuple:
     return tuple(values[t.strip()] for t in text.split(","))
 
 
+def _intervals(text: str) -> tuple:
+    """"0:1000,600:1000" -> ((0.0, 1000.0), (600.0, 1000.0)); "" -> (None,): the model's default."""
+    if not text:
+        return (None,)
+    from unigs_deploy.pipeline import check_interval
+
+    try:
+        return tuple(check_interval(t.split(":")) for t in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: give LOW:HIGH timesteps, comma-separated, e.g. 0:1000,600:1000") \
+            from None
+
+
 def _ints(text: str) -> list[int]:
     try:
         return [int(s) for s in text.split(",") if s.strip()]
@@ -250,6 +263,8 @@ def thresholds(engine, images, offset, thresholds_, tasks_, steps, tiny_vae, siz
 @_calibration_images(40)
 @click.option("--steps", "step_counts", default="25", show_default=True, help="Step counts, comma-separated.")
 @click.option("--guidance", "guidances", default="3,7.5", show_default=True, help="Guidance scales, comma-separated.")
+@click.option("--guidance-interval", "intervals", default="", help="Timesteps LOW:HIGH where guidance applies "
+              "(the others run unguided), comma-separated, e.g. 0:1000,600:1000 [default: each task's].")
 @click.option("--scheduler", type=click.Choice(list(SCHEDULERS)), help="[default: each task's].")
 @click.option("--spacing", type=click.Choice(list(SPACINGS)), help="[default: each task's].")
 @click.option("--locate", "locates", default="", help="inpaint: where each entity is read from, comma-separated "
@@ -263,14 +278,15 @@ def thresholds(engine, images, offset, thresholds_, tasks_, steps, tiny_vae, siz
 @click.option("--size", type=int, help="Held-out image side [default: the model's training side, its manifest].")
 @click.option("--threads", default=0, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results as JSON.")
-def generative(engine, images, offset, step_counts, guidances, scheduler, spacing, locates, candidate_counts, reranks,
-               tasks_, size, threads, json_path):
+def generative(engine, images, offset, step_counts, guidances, intervals, scheduler, spacing, locates, candidate_counts,
+               reranks, tasks_, size, threads, json_path):
     """Inpaint and synthesize quality for every steps x guidance pair: where a model's generative
     task defaults come from."""
     from . import generative as bench
 
     _emit(bench.run(engine, n=images, offset=offset, steps=_ints(step_counts), guidance=_floats(guidances),
-                    scheduler=scheduler, spacing=spacing, locate=_locates(locates),
+                    guidance_interval=_intervals(intervals), scheduler=scheduler, spacing=spacing,
+                    locate=_locates(locates),
                     candidates=_ints(candidate_counts) if candidate_counts else (None,), rerank=_switches(reranks),
                     tasks=_tasks(tasks_, bench.TASKS), size=size, threads=threads),
           json_path)

@@ -37,7 +37,7 @@ def _score(values: np.ndarray, how: str) -> np.ndarray:
 
 
 # what tells a generative or thresholds run's rows apart
-SETTINGS = ("steps", "guidance", "locate", "candidates", "rerank", "stop", "threshold")
+SETTINGS = ("steps", "guidance", "guidance_interval", "locate", "candidates", "rerank", "stop", "threshold")
 ROWED = ("generative", "thresholds")  # results with one row per setting
 
 
@@ -72,6 +72,8 @@ def select(result: dict, row: int | None, name: str) -> dict:
 
 
 def _setting(value) -> str:
+    if isinstance(value, list | tuple):  # a guidance interval
+        return "..".join(_setting(v) for v in value)
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 

@@ -25,10 +25,10 @@ from .quality import add_image, inpaint_scores, others, truth_labels
 TASKS = ("inpaint", "synthesize")
 
 
-def run(engine, *, n: int = 40, offset: int = 5000, steps=(25,), guidance=(3.0, 7.5), scheduler: str | None = None,
-        spacing: str | None = None, locate=(None,), candidates=(None,), rerank=(None,), tasks=TASKS,
-        size: int | None = None, threads: int = 0) -> dict:
-    """scheduler / spacing / a locate, candidates or rerank of None: each task's default."""
+def run(engine, *, n: int = 40, offset: int = 5000, steps=(25,), guidance=(3.0, 7.5), guidance_interval=(None,),
+        scheduler: str | None = None, spacing: str | None = None, locate=(None,), candidates=(None,), rerank=(None,),
+        tasks=TASKS, size: int | None = None, threads: int = 0) -> dict:
+    """scheduler / spacing / a guidance interval, locate, candidates or rerank of None: each task's default."""
     from tqdm.auto import tqdm
 
     from unigs_deploy.evaluation.panoptic import PQAccumulator
@@ -43,12 +43,12 @@ def run(engine, *, n: int = 40, offset: int = 5000, steps=(25,), guidance=(3.0, 
     # synthesize's input and truth per image, made once for every setting of the grid
     layouts = [(palette.encode_colormap(ex[1]), truth_labels(ex[1], with_background=True)) for ex in examples]
     inpaint_axes = (locate, candidates, rerank) if "inpaint" in tasks else ((None,), (None,), (None,))
-    grid = list(itertools.product(steps, guidance, *inpaint_axes))
+    grid = list(itertools.product(steps, guidance, guidance_interval, *inpaint_axes))
     rows = []
     bar = tqdm(total=len(grid) * n, desc="generative", unit="image")
-    for s, g, where, n_cand, ranked in grid:
-        kw = dict(steps=int(s), guidance=float(g), scheduler=scheduler, spacing=spacing)
-        row = {"steps": int(s), "guidance": float(g)}
+    for s, g, interval, where, n_cand, ranked in grid:
+        kw = dict(steps=int(s), guidance=float(g), guidance_interval=interval, scheduler=scheduler, spacing=spacing)
+        row = {"steps": int(s), "guidance": float(g), "guidance_interval": None if interval is None else list(interval)}
         inp, syn, syn_share, seconds = [], PQAccumulator(), [], {t: [] for t in tasks}
         for i, (image, masks, captions, region, j) in enumerate(examples):
             if "inpaint" in tasks:
@@ -58,6 +58,7 @@ def run(engine, *, n: int = 40, offset: int = 5000, steps=(25,), guidance=(3.0, 
                 seconds["inpaint"].append(time.perf_counter() - t0)
                 inp.append(inpaint_scores(res, region, masks[j], captions[j]))
                 row.update(inpaint_scheduler=res.settings["scheduler"], locate=res.settings["locate"],
+                           inpaint_guidance_interval=res.settings["guidance_interval"],
                            candidates=res.settings["candidates"], rerank=bool(res.settings.get("rerank", False)))
             if "synthesize" in tasks:
                 t0 = time.perf_counter()
@@ -148,6 +149,11 @@ def render(r: dict) -> str:
     from .report import markdown_table
 
     columns = [("steps", "steps"), ("guidance", "guidance")]
+    rows = r["rows"]
+    if any(row.get("guidance_interval") for row in rows):
+        rows = [{**row, "guided": "every step" if row["guidance_interval"] is None else
+                 "t in {:g}..{:g}".format(*row["guidance_interval"])} for row in rows]
+        columns.append(("guided", "guided steps"))
     if "inpaint" in r["tasks"]:
         columns += [("inpaint_scheduler", "inpaint scheduler"), ("locate", "located by"), ("candidates", "candidates"),
                     ("rerank", "reranked"),
@@ -157,6 +163,6 @@ def render(r: dict) -> str:
     if "synthesize" in r["tasks"]:
         columns += [("synthesize_scheduler", "synthesize scheduler"), ("synthesize_pq", "synthesize PQ"),
                     ("synthesize_s", "synthesize s")]
-    return markdown_table(r["rows"], columns) + (
+    return markdown_table(rows, columns) + (
         f"\n\n{r['images']} held-out {r['size']}x{r['size']} images from index {r['offset']} (seed = index); "
         "synthesize is segmented back at segment's defaults (its time not counted); seconds are medians per image.")

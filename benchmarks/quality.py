@@ -148,8 +148,8 @@ def run(engine, *, n: int = 100, steps: int | None = None, guidance: float | Non
     used = {}  # the settings each task ran with
 
     def keep(res):
-        keys = ("steps", "scheduler", "spacing", "guidance", "tiny_vae", "locate", "keep_unmasked", "candidates",
-                "rerank")
+        keys = ("steps", "scheduler", "spacing", "guidance", "guidance_interval", "tiny_vae", "locate",
+                "keep_unmasked", "candidates", "rerank")
         used[res.task] = {k: res.settings[k] for k in keys if k in res.settings}
         return res
     for i in tqdm(range(n), desc="quality", unit="image"):

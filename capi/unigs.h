@@ -28,10 +28,11 @@ extern "C" {
 /* 0.3: unigs_params grew threshold, stop and tiny_vae at its end, so its size changed: rebuild
  * programs against this header (0.x makes no ABI promise; compare unigs_version() at start-up).
  * 0.5: unigs_params grew candidates, and keep_unmasked's 0 became "the model's default".
- * 0.6: unigs_params grew rerank at its end. */
+ * 0.6: unigs_params grew rerank at its end.
+ * 0.7: unigs_params grew guidance_interval at its end. */
 #define UNIGS_VERSION_MAJOR 0
-#define UNIGS_VERSION_MINOR 6
-#define UNIGS_VERSION_STRING "0.6.0"
+#define UNIGS_VERSION_MINOR 7
+#define UNIGS_VERSION_STRING "0.7.0"
 
 typedef enum {
     UNIGS_OK = 0,
@@ -85,6 +86,10 @@ typedef struct {
                              counts every draw's steps */
     int rerank;           /* how the candidates are chosen: 1 by the engine's reranker (how well each draw matches
                              its prompt), -1 by agreement alone (the most typical draw), 0 the model's default */
+    /* every task: guide only the denoising steps whose timestep t has LOW <= t <= HIGH (e.g. {600, 1000}:
+       the noisiest steps, where the caption steers the drawing); the others run the conditional pass alone,
+       at half the UNet's cost. {0, 0} = the task's default (the model's, else every step); {0, 1000} = every step */
+    float guidance_interval[2];
 } unigs_params;
 
 typedef struct {

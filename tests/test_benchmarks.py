@@ -329,6 +329,35 @@ def test_generative_bench_scores_each_way_of_locating_the_inpainted_entity(tiny_
     assert out.exit_code == 2 and "unknown image: choose from colormap, refer" in out.output
 
 
+def test_generative_bench_scores_each_guidance_interval(tiny_engine, tiny_pipe):
+    """--guidance-interval adds a grid axis: each row is quality's inpaint scores with guidance on
+    the timesteps inside it only, and compare names two rows by it."""
+    from click.testing import CliRunner
+
+    from unigs_deploy.benchmarks import compare, generative, quality
+    from unigs_deploy.benchmarks.cli import main
+    from unigs_deploy.synthetic.shapes import held_out_example
+
+    r = generative.run(tiny_engine, n=2, offset=7, steps=(4,), guidance=(5.0,), guidance_interval=(None, (400, 1000)),
+                       tasks=("inpaint",), size=32, threads=1)
+    assert [row["guidance_interval"] for row in r["rows"]] == [None, [400.0, 1000.0]]
+    assert r["rows"][1]["inpaint_guidance_interval"] == [400.0, 1000.0]
+    scores = []
+    for i in range(2):
+        image, masks, captions, region, j = held_out_example(7 + i, 32)
+        res = tiny_pipe.inpaint(image, [(region, captions[j])], seed=i, steps=4, guidance=5.0,
+                                guidance_interval=(400, 1000))
+        scores.append(quality.inpaint_scores(res, region, masks[j], captions[j]))
+    assert r["rows"][1]["per_image"]["inpaint_region_iou"] == [float(s[0]) for s in scores]
+    runs = [compare.select(r, row, "x") for row in (0, 1)]
+    assert compare.default_names(runs, ["a", "b"], one_file=True) == ["guidance_interval None",
+                                                                       "guidance_interval 400..1000"]
+    table = report.RENDER["generative"](r)
+    assert "| every step |" in table and "| t in 400..1000 |" in table
+    out = CliRunner().invoke(main, ["generative", "--engine", str(tiny_engine), "--guidance-interval", "600"])
+    assert out.exit_code == 2 and "give LOW:HIGH timesteps, comma-separated" in out.output
+
+
 @pytest.mark.parametrize("entities, guidance", [((1, 6), None), ((1, 1), 2.0)])
 def test_kinds_bench_inpaints_each_region_once_per_kind(tiny_engine, tiny_pipe, entities, guidance):
     """The confusion matrix and the masks' likeness are those of the four inpaintings of each

@@ -131,6 +131,12 @@ def test_inpaint_from_c_equals_python(capi, tiny_engine, tmp_path):
     assert out.returncode == 0, out.stderr
     labels = np.fromfile(tmp_path / "out.ppm.labels", np.int32).reshape(32, 40)
     assert (labels == pipe.inpaint(image, [(region > 0, "a red star")], steps=2, seed=5, candidates=3).labels).all()
+    out = run("0", "-", "1", "0", "500,1000")  # guidance_interval: steps t = 501 guided, t = 1 not
+    assert out.returncode == 0, out.stderr
+    got = np.frombuffer((tmp_path / "out.ppm").read_bytes()[len(b"P6 40 32 255\n"):], np.uint8).reshape(32, 40, 3)
+    want = pipe.inpaint(image, [(region > 0, "a red star")], steps=2, seed=5, guidance_interval=(500, 1000))
+    assert want.settings["guided_steps"] == 1 and (got == want.image).all()
+    assert not (want.image == pipe.inpaint(image, [(region > 0, "a red star")], steps=2, seed=5).image).all()
     out = run("0", "-", "-1")
     assert out.returncode == 1 and "candidates -1 must be >= 1" in out.stderr
     out = run("0", "-", "3", "2")
@@ -211,9 +217,11 @@ def test_bad_input_through_c_gives_codes_and_messages(capi, tiny_engine):
     assert lines["handle_small_buffer"].startswith("2 labels_out holds 100 bytes")
     assert lines["empty_mask"].startswith("1 mask is empty")
     assert lines["null_prompt"].startswith("1 prompt is NULL")
-    assert lines["version"] == "0.6.0 0.6"
+    assert lines["version"] == "0.7.0 0.7"
     assert lines["cancelled"] == "5 calls=2 cancelled by the progress callback after step 2 of 5"
     assert lines["low_guidance"].startswith("1 guidance must be a finite number >= 1")
+    assert lines["bad_interval"] == ("1 guidance_interval {700, 600}: give timesteps 0 <= LOW <= HIGH "
+                                     "(e.g. {600, 1000}), or {0, 0} for the task's default")
 
 
 def test_cpp_example(capi, tmp_path):

@@ -96,6 +96,20 @@ def test_negative_prompt_reaches_the_run_and_its_record(tiny_engine, files):
     assert settings["negative_prompt"] == "a blue square" and settings["unet_batch"] == 2
 
 
+def test_guidance_interval_reaches_the_run_and_its_record(tiny_engine, files):
+    common = ["--engine", tiny_engine / "unigs.onnx", "--task", "inpaint", "--image", files / "image.png",
+              "--mask", files / "mask.png", "--prompt", "a red star", "--guidance", "5", "--steps", "4",
+              "--out", files / "o", "--quiet"]
+    res = _run(common + ["--guidance-interval", "400,1000"])
+    assert res.exit_code == 0, res.output
+    settings = json.loads((files / "o" / "run.json").read_text())["settings"]
+    assert settings["guidance_interval"] == [400.0, 1000.0] and settings["guided_steps"] == 2
+    res = _run(common + ["--guidance-interval", "700,600"])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert ("Invalid value for '--guidance-interval': '700,600': give LOW,HIGH timesteps, e.g. 600,1000"
+            in res.output)
+
+
 def test_keep_unmasked_pastes_the_input_outside_the_mask(tiny_engine, files):
     common = ["--engine", tiny_engine / "unigs.onnx", "--task", "inpaint", "--image", files / "image.png",
               "--mask", files / "mask.png", "--prompt", "a red star", "--steps", "1", "--quiet"]

@@ -27,9 +27,10 @@ def inputs():
     return image, mask
 
 
-def _reference(tiny_model, tiny_pipe, task, control_unit, mask, prompt, seed=7, negative_prompt=""):
+def _reference(tiny_model, tiny_pipe, task, control_unit, mask, prompt, seed=7, negative_prompt="", interval=None):
     ids = (tiny_pipe.tokenizer([prompt]), tiny_pipe.tokenizer([negative_prompt]))
-    return torch_reference.run(tiny_model, ids, task, control_unit, mask, steps=4, guidance=5.0, seed=seed)
+    return torch_reference.run(tiny_model, ids, task, control_unit, mask, steps=4, guidance=5.0, seed=seed,
+                               guidance_interval=interval)
 
 
 @pytest.mark.parametrize("task", ["inpaint", "synthesize", "refer", "segment"])
@@ -72,6 +73,37 @@ def test_negative_prompt_is_guidance_unconditional_prompt(tiny_model, tiny_pipe,
     assert off.settings["unet_batch"] == 1
     assert ("negative_prompt has no effect at guidance 1 (classifier-free guidance off): raise guidance"
             in off.notes)
+
+
+def test_guidance_interval_guides_only_the_steps_inside_it(tiny_model, tiny_pipe, inputs, monkeypatch):
+    """Timesteps 751, 501, 251, 1: (400, 1000) guides the first two at batch 2 and runs the last two
+    unguided at batch 1, as the torch reference does; an interval holding every step is no
+    interval, one holding none is guidance off (and says so); the model's default applies unless given."""
+    image, mask = inputs
+    kw = dict(steps=4, guidance=5.0, seed=7, resolution="input", scheduler="ddim", spacing="leading",
+              locate="colormap")
+    control = palette.colormap_to_unit(image) * (~mask)[..., None]
+    unet, batches = tiny_pipe.components["unet"], []
+    monkeypatch.setitem(tiny_pipe.components, "unet",
+                        lambda **feed: batches.append(len(feed["sample"])) or unet(**feed))
+    res = tiny_pipe.inpaint(image, [(mask, "a red star")], guidance_interval=(400, 1000), **kw)
+    assert batches == [2, 2, 1, 1]
+    assert res.settings["guidance_interval"] == [400.0, 1000.0] and res.settings["guided_steps"] == 2
+    ref = _reference(tiny_model, tiny_pipe, "inpaint", control, mask, "a red star", interval=(400, 1000))
+    assert np.abs(res.latents - ref).max() < 1e-4
+    full = tiny_pipe.inpaint(image, [(mask, "a red star")], **kw)
+    off = tiny_pipe.inpaint(image, [(mask, "a red star")], **{**kw, "guidance": 1.0})
+    assert min(np.abs(res.latents - full.latents).max(), np.abs(res.latents - off.latents).max()) > 1e-3
+    every = tiny_pipe.inpaint(image, [(mask, "a red star")], guidance_interval=(0, 1000), **kw)
+    assert (every.latents == full.latents).all() and full.settings["guidance_interval"] is None
+    none = tiny_pipe.inpaint(image, [(mask, "a red star")], guidance_interval=(800, 900), **kw)
+    assert (none.latents == off.latents).all() and not none.settings["guidance_applied"]
+    assert ("guidance_interval [800.0, 900.0] holds none of this run's timesteps: guidance is off; widen the "
+            "interval" in none.notes)
+    monkeypatch.setitem(tiny_pipe.manifest.task_defaults, "inpaint", {"guidance_interval": [400, 1000]})
+    assert (tiny_pipe.inpaint(image, [(mask, "a red star")], **kw).latents == res.latents).all()
+    given = tiny_pipe.inpaint(image, [(mask, "a red star")], guidance_interval=(0, 1000), **kw)
+    assert (given.latents == full.latents).all()
 
 
 def test_same_seed_same_output_and_seed_matters(tiny_pipe, inputs):
@@ -159,6 +191,10 @@ def test_grayscale_rgba_16bit_images_are_converted(tiny_pipe):
         (lambda p, img, m: p.segment(np.zeros((0, 4, 3), np.uint8)), "empty"),
         (lambda p, img, m: p.segment(img, guidance=float("nan")), "guidance must be a finite number >= 1"),
         (lambda p, img, m: p.segment(img, guidance=0), "guidance must be a finite number >= 1"),
+        (lambda p, img, m: p.segment(img, guidance_interval=(700, 600)),
+         r"guidance_interval \(700, 600\): give timesteps 0 <= LOW <= HIGH \(e.g. 600, 1000\)"),
+        (lambda p, img, m: p.segment(img, guidance_interval=600), "guidance_interval must be two timesteps LOW, HIGH"),
+        (lambda p, img, m: p.segment(img, guidance_interval="12"), "guidance_interval must be two timesteps LOW, HIGH"),
         (lambda p, img, m: p.refer(img, m, "  "), "refer needs a prompt"),
         (lambda p, img, m: p.segment(img, scheduler="pndm"), "unknown scheduler 'pndm'"),
         (lambda p, img, m: p.segment(img, scheduler="euler", eta=0.5), "eta applies to the ddim scheduler only"),

@@ -14,8 +14,9 @@ from unigs_deploy import tasks
 
 @torch.no_grad()
 def run(model, tokenizer_ids, task: str, control_unit: np.ndarray, mask: np.ndarray, *, steps: int,
-        guidance: float, seed: int) -> np.ndarray:
-    """-> final joint latent (1, 8, h, w). control_unit: (H, W, 3) in [-1, 1]; mask (H, W) bool."""
+        guidance: float, seed: int, guidance_interval: tuple[float, float] | None = None) -> np.ndarray:
+    """-> final joint latent (1, 8, h, w). control_unit: (H, W, 3) in [-1, 1]; mask (H, W) bool.
+    guidance_interval (low, high): guide only the timesteps inside it, the conditional pass alone elsewhere."""
     rng = np.random.default_rng(seed)
     cond_ids, uncond_ids = tokenizer_ids
     cond = model.text_encoder(torch.from_numpy(cond_ids))[0]
@@ -36,7 +37,8 @@ def run(model, tokenizer_ids, task: str, control_unit: np.ndarray, mask: np.ndar
     for t in sched.timesteps:
         inp = torch.cat([z, m, control], 1).repeat(2, 1, 1, 1)
         eps = model.unet(inp, torch.full((2,), float(t)), torch.cat([uncond, cond]), class_labels=labels).sample
-        eps = eps[:1] + guidance * (eps[1:] - eps[:1])
+        guided = guidance_interval is None or guidance_interval[0] <= float(t) <= guidance_interval[1]
+        eps = eps[:1] + guidance * (eps[1:] - eps[:1]) if guided else eps[1:]
         z = sched.step(eps, t, z).prev_sample
     return z.numpy()
 

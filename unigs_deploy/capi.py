@@ -136,7 +136,17 @@ def loop_params(ffi, p) -> dict:
         raise CError(INVALID, f"threshold {p.threshold} must be > 0 (0 = the task's default)")
     names = {k: ffi.string(getattr(p, k)).decode() if getattr(p, k) != ffi.NULL else None
              for k in ("scheduler", "spacing", "stop", "tiny_vae")}
+    interval = (float(p.guidance_interval[0]), float(p.guidance_interval[1]))
+    if interval != (0.0, 0.0):
+        from .pipeline import check_interval
+
+        try:
+            check_interval(interval)
+        except ValueError:
+            raise CError(INVALID, f"guidance_interval {{{interval[0]:g}, {interval[1]:g}}}: give timesteps "
+                                  "0 <= LOW <= HIGH (e.g. {600, 1000}), or {0, 0} for the task's default") from None
     kw = {"steps": p.steps or None, "guidance": p.guidance if p.guidance > 0 else None, "seed": int(p.seed),
+          "guidance_interval": None if interval == (0.0, 0.0) else interval,
           "eta": float(p.eta), "resolution": resolution, "threshold": float(p.threshold) or None, **names}
     if p.progress != ffi.NULL:
         progress, user = p.progress, p.user_data

@@ -69,6 +69,18 @@ def _resolution(ctx, param, value: str):
     raise click.BadParameter(f"{value!r}: give native, input or a side in pixels (e.g. 512)")
 
 
+def _interval(ctx, param, value: str | None):
+    if value is None:
+        return None
+    from .pipeline import check_interval
+
+    try:
+        return check_interval(value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give LOW,HIGH timesteps, e.g. 600,1000 (guidance on the noisiest "
+                                 "steps only) or 0,1000 (every step)") from None
+
+
 def _check_writable(out: Path) -> None:
     """Before any model work: the outputs must be writable into `out`."""
     try:
@@ -103,6 +115,9 @@ Tasks and their inputs:
 @click.option("--steps", type=int,
               help="Denoising steps [default: the model's for the task (its manifest), else unigs_deploy/tasks.py].")
 @click.option("--guidance", type=float, help="Classifier-free guidance scale, 1 = off [default: the task's].")
+@click.option("--guidance-interval", callback=_interval, metavar="LOW,HIGH",
+              help="Guide only the steps whose timestep lies in LOW..HIGH (e.g. 600,1000); the others run the "
+                   "conditional pass alone, at half the UNet's cost [default: the task's, else every step].")
 @click.option("--seed", default=0, show_default=True, help="Same seed, same output.")
 @click.option("--eta", type=float, help="DDIM eta, 0 = deterministic sampler [default: the task's].")
 @click.option("--scheduler", type=click.Choice(list(SCHEDULERS)), help="Sampler [default: the task's].")
@@ -145,9 +160,9 @@ Tasks and their inputs:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @one_line_errors("unigs-run", (ValueError, MemoryError),
                  interrupted="interrupted; outputs already written are complete, the rest were not written")
-def main(engine, task, image, masks, colormap, prompts, negative_prompt, steps, guidance, seed, eta, scheduler, spacing,
-         resolution, decode_image, tiny_vae, threshold, stop, locate, keep_unmasked, candidates, rerank, out, image_id,
-         threads, provider, backend, int8, quiet):
+def main(engine, task, image, masks, colormap, prompts, negative_prompt, steps, guidance, guidance_interval, seed, eta,
+         scheduler, spacing, resolution, decode_image, tiny_vae, threshold, stop, locate, keep_unmasked, candidates,
+         rerank, out, image_id, threads, provider, backend, int8, quiet):
     """Run UniGS with the lean runtime (no torch): inpaint, synthesize, refer or segment, and write
     colormap.png, labels.png, masks.json (COCO results), panoptic.png + panoptic.json, image.png
     (inpaint, synthesize, or --decode-image), mask.png (refer, inpaint) and run.json (settings,
@@ -161,9 +176,9 @@ def main(engine, task, image, masks, colormap, prompts, negative_prompt, steps, 
     with _ctrl_c_deferred():
         pipe, inputs, notes = _load(engine, task, image, masks, colormap, prompts, steps, guidance, out, provider,
                                     threads, backend, int8)
-    kw = dict(steps=steps, guidance=guidance, seed=seed, eta=eta, scheduler=scheduler, spacing=spacing,
-              resolution=resolution, decode_image=decode_image or None, tiny_vae=tiny_vae, threshold=threshold,
-              stop=stop, negative_prompt=negative_prompt, progress=not quiet)
+    kw = dict(steps=steps, guidance=guidance, guidance_interval=guidance_interval, seed=seed, eta=eta,
+              scheduler=scheduler, spacing=spacing, resolution=resolution, decode_image=decode_image or None,
+              tiny_vae=tiny_vae, threshold=threshold, stop=stop, negative_prompt=negative_prompt, progress=not quiet)
     if task == "inpaint":
         from .pipeline import MissingComponent
 

@@ -49,8 +49,8 @@ class Result:
     settings: dict = field(default_factory=dict)
 
 
-_LOOP_ARGS = ("steps", "guidance", "seed", "eta", "scheduler", "spacing", "resolution", "decode_image", "tiny_vae",
-              "threshold", "stop", "negative_prompt", "progress", "callback")
+_LOOP_ARGS = ("steps", "guidance", "guidance_interval", "seed", "eta", "scheduler", "spacing", "resolution",
+              "decode_image", "tiny_vae", "threshold", "stop", "negative_prompt", "progress", "callback")
 LOCATE = ("colormap", "refer")  # where inpaint reads each region's entity from
 TINY_VAE = ("off", "colormap", "all")  # where an exported AutoencoderTiny replaces the full VAE
 
@@ -149,12 +149,14 @@ class UniGSPipeline:
 
     def denoise(self, control: np.ndarray, mask: np.ndarray, cond: np.ndarray, uncond: np.ndarray | None,
                 task: str, *, steps: int, guidance: float, rng: np.random.Generator, eta: float = 0.0,
-                scheduler="ddim", spacing: str | None = None, progress: bool = False,
-                callback=None) -> tuple[np.ndarray, np.ndarray]:
+                scheduler="ddim", spacing: str | None = None, guidance_interval: tuple[float, float] | None = None,
+                progress: bool = False, callback=None) -> tuple[np.ndarray, np.ndarray]:
         """The denoising loop over the joint 8-channel latent `[z_img, z_cmap]`; returns both halves.
 
-        Guidance runs (a batch-2 UNet) only when `uncond` is given. `callback(i, n, t, z)`, if
-        given, is called after step i of n (as diffusers' `callback_on_step_end`); raising stops the run.
+        Guidance runs (a batch-2 UNet) only when `uncond` is given, and then only at the timesteps
+        inside `guidance_interval` (low, high) where one is given; the other steps run the
+        conditional pass alone. `callback(i, n, t, z)`, if given, is called after step i of n (as
+        diffusers' `callback_on_step_end`); raising stops the run.
         """
         from tqdm.auto import tqdm
 
@@ -177,9 +179,12 @@ class UniGSPipeline:
         unet = self.components["unet"]
         steps_bar = tqdm(timesteps, desc=f"{task}: denoising", unit="step", disable=not progress, leave=False)
         for i, t in enumerate(steps_bar):
+            guided = cfg and guided_at(t, guidance_interval)
+            rows = slice(None) if guided or not cfg else slice(1, None)  # row 1 is the conditional pass
             sample[:, : 2 * c] = sched.scale_model_input(z, t)
-            eps = unet(sample=sample, timestep=np.full(batch, t, np.float32), **feed)
-            if cfg:
+            eps = unet(sample=sample[rows], timestep=np.full(batch, t, np.float32)[rows],
+                       **{k: v[rows] for k, v in feed.items()})
+            if guided:
                 eps = eps[:1] + guidance * (eps[1:] - eps[:1])
             z = sched.step(eps, t, z, eta=eta, generator=rng)
             if callback is not None:
@@ -284,8 +289,8 @@ class UniGSPipeline:
     # ------------------------------------------------------------ tasks
 
     def _run(self, task: str, rgb: np.ndarray, regions: list[np.ndarray], prompt: str, notes: list, *,
-             steps: int | None = None, guidance: float | None = None, seed: int = 0, eta: float | None = None,
-             scheduler: str | None = None, spacing: str | None = None, resolution="native",
+             steps: int | None = None, guidance: float | None = None, guidance_interval=None, seed: int = 0,
+             eta: float | None = None, scheduler: str | None = None, spacing: str | None = None, resolution="native",
              decode_image: bool | None = None, tiny_vae: str | None = None, threshold: float | None = None,
              stop: str | None = None, negative_prompt: str = "", progress: bool = False, callback=None) -> Result:
         """One task on an image (or colormap) and its regions at the input's size -> the result at that size."""
@@ -312,6 +317,7 @@ class UniGSPipeline:
             raise ValueError(f"steps must be at least 1, got {steps}")
         if not math.isfinite(guidance) or guidance < 1:
             raise ValueError(f"guidance must be a finite number >= 1 (1 = off), got {guidance}")
+        guidance_interval = check_interval(default("guidance_interval", guidance_interval))
         if not math.isfinite(eta) or eta < 0:
             raise ValueError(f"eta must be a finite number >= 0, got {eta}")
         if eta and scheduler != "ddim":
@@ -332,6 +338,11 @@ class UniGSPipeline:
         cfg = guidance != 1.0 and prompt != negative_prompt
         if negative_prompt and guidance == 1.0:
             notes.append("negative_prompt has no effect at guidance 1 (classifier-free guidance off): raise guidance")
+        guided_steps = sum(guided_at(t, guidance_interval) for t in sched.set_timesteps(steps)) if cfg else 0
+        if cfg and not guided_steps:
+            notes.append(f"guidance_interval {list(guidance_interval)} holds none of this run's timesteps: "
+                         "guidance is off; widen the interval")
+            cfg = False
         latent_hw = (rgb_w.shape[0] // self.vae_scale_factor, rgb_w.shape[1] // self.vae_scale_factor)
         memory.check(self.manifest, latent_hw, batch=2 if cfg else 1, work=work)
 
@@ -353,6 +364,7 @@ class UniGSPipeline:
         t0 = time.perf_counter()
         z_img, z_cmap = self.denoise(control, self._latent_mask(mask), cond, uncond, task, steps=steps,
                                      guidance=guidance, rng=rng, eta=eta, scheduler=sched,
+                                     guidance_interval=guidance_interval,
                                      progress=progress, callback=callback)
         timings["denoise_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -368,6 +380,8 @@ class UniGSPipeline:
                     "scheduler": scheduler, "spacing": sched.config["timestep_spacing"],
                     "resolution": str(resolution), "working_size": [int(work[1]), int(work[0])],
                     "guidance_applied": cfg, "unet_batch": 2 if cfg else 1,
+                    "guidance_interval": None if guidance_interval is None else list(guidance_interval),
+                    "guided_steps": guided_steps,
                     "decoded": ["colormap"] + (["image"] if decode_image else []), "tiny_vae": tiny_vae,
                     "threshold": threshold, "stop": stop, "negative_prompt": negative_prompt}
         return Result(task, None if image is None else self._back(image, size, nearest=False),
@@ -557,6 +571,28 @@ def _region_of(labels: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
         overlap = [np.count_nonzero((labels == k) & m) for m in masks]
         region_of[k] = 1 + int(np.argmax(overlap)) if max(overlap) > 0 else 0
     return region_of
+
+
+def check_interval(interval) -> tuple[float, float] | None:
+    """A guidance interval as (low, high) timesteps, or None (every step)."""
+    if interval is None:
+        return None
+    try:
+        if isinstance(interval, str):
+            raise TypeError
+        low, high = (float(v) for v in interval)
+    except (TypeError, ValueError):
+        raise ValueError(f"guidance_interval must be two timesteps LOW, HIGH (e.g. 600, 1000: guidance on the "
+                         f"noisiest steps only), got {interval!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high)) or not 0 <= low <= high:
+        raise ValueError(f"guidance_interval {interval!r}: give timesteps 0 <= LOW <= HIGH (e.g. 600, 1000)")
+    return low, high
+
+
+def guided_at(t, interval: tuple[float, float] | None) -> bool:
+    """Guidance in a limited interval (Kynkaanniemi et al. 2024): the timesteps that carry the caption's
+    steering; outside them the conditional pass alone, at half the UNet's batch."""
+    return interval is None or interval[0] <= float(t) <= interval[1]
 
 
 def _entities_by_region(res: Result, masks: list[np.ndarray]) -> list[np.ndarray]:

@@ -52,6 +52,11 @@ int main(int argc, char **argv) {
         p.guidance = 0.5f;
         s = unigs_segment(u, rgb, 16, 16, 48, &p, labels, sizeof labels, &n);
         printf("low_guidance %d %s\n", s, unigs_last_error(u));
+        p.guidance = 0.0f;
+        p.guidance_interval[0] = 700.0f;
+        p.guidance_interval[1] = 600.0f;
+        s = unigs_segment(u, rgb, 16, 16, 48, &p, labels, sizeof labels, &n);
+        printf("bad_interval %d %s\n", s, unigs_last_error(u));
         unigs_close(u);
     }
     return 0;

@@ -20,7 +20,7 @@
 
 int main(int argc, char **argv) {
     if (argc < 6) {
-        fprintf(stderr, "usage: %s ENGINE IMAGE.ppm MASK.pgm PROMPT OUT.ppm [STEPS [SEED [KEEP_UNMASKED [LOCATE [CANDIDATES [RERANK]]]]]]\n",
+        fprintf(stderr, "usage: %s ENGINE IMAGE.ppm MASK.pgm PROMPT OUT.ppm [STEPS [SEED [KEEP_UNMASKED [LOCATE [CANDIDATES [RERANK [LOW,HIGH]]]]]]]\n",
                 argv[0]);
         return 2;
     }
@@ -49,6 +49,7 @@ int main(int argc, char **argv) {
     params.locate = argc > 9 && strcmp(argv[9], "-") ? argv[9] : NULL;  /* NULL ("-"): the model's default */
     params.candidates = argc > 10 ? atoi(argv[10]) : 0;
     params.rerank = argc > 11 ? atoi(argv[11]) : 0;  /* 0: the model's default */
+    if (argc > 12) sscanf(argv[12], "%f,%f", &params.guidance_interval[0], &params.guidance_interval[1]);
     const uint8_t *masks[1] = {mask};
     const char *prompts[1] = {argv[4]};
     status = unigs_inpaint(u, rgb, w, h, 3 * w, masks, w, prompts, 1, &params, image, image_size, NULL, 0, labels,
