@@ -270,7 +270,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
                                          for v in tw.values())):
         raise ConfigError(f"train.teacher_weights must be a table of task = weight >= 0, not {tw!r}")
     _check_tasks("train.teacher_weights", tw)
-    untaught = sorted(set(tw) - set(tt) - (set(t["teacher_tasks"]) if t["teacher"] else set()))
+    untaught = sorted(set(tw) - set(teacher_paths(t)))
     if untaught:
         raise ConfigError(f"train.teacher_weights names {', '.join(untaught)}, which no teacher teaches: give it a "
                           "teacher (train.teachers) or drop its weight")
@@ -403,6 +403,13 @@ def _check_mix(cfg: dict) -> None:
         if wanted - served:
             raise ConfigError(f"no dataset in data.datasets serves {', '.join(sorted(wanted - served))}: give one "
                               "a weight for it, or set its train.tasks ratio to 0")
+
+
+def teacher_paths(t: dict) -> dict:
+    """{task: teacher model folder}: train.teacher for each of train.teacher_tasks, and train.teachers.
+    The config's checks and the trainer both read who teaches what from here."""
+    paths = dict.fromkeys(t["teacher_tasks"], t["teacher"]) if t["teacher"] else {}
+    return {**paths, **t["teachers"]}
 
 
 def _check_tasks(where: str, names) -> None:

@@ -23,6 +23,7 @@ from unigs_deploy.tasks import NAMES as TASKS
 
 from . import data as data_mod
 from . import kind_fit, kind_judge, losses
+from .config import teacher_paths
 
 log = logging.getLogger("unigs.train")
 KIND_PROBE = "kind_probe.pt"  # train.caption_kind_loss's probe, beside a trained model (modeling.save does not ship it)
@@ -491,13 +492,10 @@ class Trainer:
     def _teachers(self, t) -> dict:
         """{task: teacher model} from train.teacher (for each of train.teacher_tasks) and train.teachers,
         each folder loaded once however many tasks it teaches."""
-        paths, named = {}, {}  # named: each folder once, with the first setting that names it
-        for task in t["teacher_tasks"] if t["teacher"] else ():
-            paths[task] = t["teacher"]
-            named.setdefault(t["teacher"], "train.teacher")
-        for task, p in t["teachers"].items():
-            paths[task] = p
-            named.setdefault(p, f"train.teachers.{task}")
+        paths = teacher_paths(t)
+        named = {}  # each folder once, with the first setting that names it
+        for task, p in paths.items():
+            named.setdefault(p, f"train.teachers.{task}" if task in t["teachers"] else "train.teacher")
         loaded = {p: self._teacher(p, key) for p, key in named.items()}
         return {task: loaded[p] for task, p in paths.items()}
 
