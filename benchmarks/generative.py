@@ -3,10 +3,10 @@ shape-kind match) and synthesize (PQ of the synthesized image segmented back at 
 defaults), scored as `unigs-bench quality` scores them, for every steps x guidance pair (and, for
 inpaint, every way of locating the generated entity asked for and every number of candidates).
 
-What a model's inpaint / synthesize `steps`, `guidance` (and inpaint's `locate`, `candidates`) task defaults are
-chosen from. Images come from held-out indices `offset`.. (default 5000, training's evaluation
-stream), not the 0..99 `unigs-bench quality` reports on, so a choice made here is checked on
-images it was not chosen on.
+What a model's inpaint / synthesize `steps`, `guidance`, `guidance_interval` (and inpaint's `locate`,
+`candidates`) task defaults are chosen from. Images come from held-out indices `offset`.. (default
+5000, training's evaluation stream), not the 0..99 `unigs-bench quality` reports on, so a choice
+made here is checked on images it was not chosen on.
 """
 
 from __future__ import annotations
