@@ -81,7 +81,7 @@ demo-model: $(VENV)/.dev
 	$(VENV)/bin/unigs-train configs/probe-kind-long.toml --resume
 	$(VENV)/bin/unigs-train configs/probe-teachers-strong.toml --set train.stop_at=500
 	$(VENV)/bin/unigs-train configs/probe-teachers-strong.toml --resume
-	$(PY) -m unigs_deploy.training.reranker --out runs/demo-reranker
+	$(PY) -m unigs_deploy.training.reranker --out runs/demo-reranker --outliers 0.3
 	$(PY) -m unigs_deploy.training.ship runs/probe-teachers-strong/model --tiny-vae runs/demo-tiny-vae/model \
 		--reranker runs/demo-reranker --task-defaults configs/demo-task-defaults.json
 

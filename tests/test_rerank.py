@@ -95,6 +95,37 @@ def test_a_model_folder_keeps_its_reranker(tmp_path):
         modeling.load(tmp_path / "m")
 
 
+def test_reranker_training_teaches_blobs_to_name_no_kind():
+    """Outlier exposure: a blob drawn where an entity lay is one connected piece of about its size,
+    labelled kind -1, and its kind loss is least at the uniform distribution; outliers=0 leaves the
+    examples as they were."""
+    import cv2
+
+    from unigs_deploy.training import reranker as tr
+
+    mask = np.zeros((64, 64), bool)
+    mask[20:40, 12:48] = True
+    blobs = [b for b in (tr.blob(mask, np.random.default_rng(s)) for s in range(12)) if b is not None]
+    assert len(blobs) >= 8
+    for b in blobs:
+        assert cv2.connectedComponents(b.astype(np.uint8))[0] == 2
+        assert 0.3 <= b.sum() / mask.sum() <= 2.5 and not np.array_equal(b, mask)
+    x, y = tr.examples(8, 64, 3, outliers=1.0)
+    plain, y0 = tr.examples(8, 64, 3)
+    assert (y[:, 1] == -1).sum() >= 6 and (y0[:, 1] >= 0).all() and torch.equal(y[:, 0], y0[:, 0])
+    assert not torch.equal(plain[y[:, 1] == -1, 0], x[y[:, 1] == -1, 0])  # the entity plane is the blob
+    model = tr.Reranker(tr.GROUPS, crop=tr.CROP)
+    torch.nn.init.zeros_(model.net[-1].weight)
+    torch.nn.init.zeros_(model.net[-1].bias)
+    blobs_only = y[:, 1] == -1
+    loss, _ = tr.loss_and_accuracy(model, x[blobs_only], y[blobs_only], outlier_weight=0.5)
+    uniform = np.log(len(tr.GROUPS["colour"])) + 0.5 * np.log(len(tr.GROUPS["kind"]))
+    assert float(loss) == pytest.approx(uniform, rel=1e-5)
+    with torch.no_grad():
+        model.net[-1].bias[len(tr.GROUPS["colour"])] = 3.0  # sure of one kind: a blob costs more
+    assert float(tr.loss_and_accuracy(model, x[blobs_only], y[blobs_only], outlier_weight=0.5)[0]) > float(loss)
+
+
 def test_inpaint_chooses_the_candidate_whose_entity_matches_its_text(reranker_engine, monkeypatch):
     """With rerank, the candidate with the highest log-probability of its text (plus agreement x
     AGREEMENT_WEIGHT) wins; without, the one most agreed on. A candidate that drew nothing in a

@@ -3,10 +3,14 @@
 Inpaint's candidates are chosen by it (unigs_deploy/rerank.py says why). Trained on the shapes
 world's true entities (a seed stream neither training nor the held-out images use), each
 softened the way the demo model's drawings are (a blur, a latent-grid resample and a new
-threshold), so a blob reads as the kind it is nearest to and a clean star as a star. It never
-sees the model's samples or the benchmark's detector: it is a second opinion, not the judge.
+threshold), so a clean star reads as a star. Trained on the four kinds alone it must call an
+irregular blob one of them, and it did, mostly a star (docs/demo-model.md, "Reranker variants"); with
+`--outliers` a share of the examples are blobs drawn where the entity lay, taught to name no kind
+(a uniform kind distribution: outlier exposure, Hendrycks et al. 2019), so a drawing with a kind's
+outline outscores a blob. It never sees the model's samples or the benchmark's detector: it is a
+second opinion, not the judge.
 
-    python -m unigs_deploy.training.reranker --out unigs_deploy/weights/demo   # ~20 minutes on 2 cores
+    python -m unigs_deploy.training.reranker --out unigs_deploy/weights/demo --outliers 0.3   # ~35 minutes on 2 cores
 """
 
 from __future__ import annotations
@@ -48,37 +52,80 @@ def soften(mask: np.ndarray, image: np.ndarray, rng: np.random.Generator) -> tup
     return soft, img
 
 
-def examples(n: int, size: int, seed: int, *, softened: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """n entity crops (each to a coarse region drawn around it) and their [colour, kind] indices."""
+def blob(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+    """An irregular blob where a true entity lies, of about its size: overlapping ellipses in the
+    middle of its box, or smoothed noise thresholded there (one connected piece). No kind's outline:
+    what a reranker that only ever saw the four kinds calls one of them anyway. None: no blob came out."""
+    ys, xs = np.nonzero(mask)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    h, w = y1 - y0, x1 - x0
+    out = np.zeros(mask.shape, np.uint8)
+    if rng.random() < 0.5:
+        for _ in range(int(rng.integers(3, 6))):
+            c = (int(x0 + w * rng.uniform(0.25, 0.75)), int(y0 + h * rng.uniform(0.25, 0.75)))
+            axes = (max(1, int(rng.uniform(0.2, 0.45) * w)), max(1, int(rng.uniform(0.2, 0.45) * h)))
+            cv2.ellipse(out, c, axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+    else:
+        noise = cv2.GaussianBlur(rng.random(mask.shape).astype(np.float32), (0, 0), max(h, w) / 4)
+        box = np.zeros(mask.shape, bool)
+        box[max(0, y0 - h // 5):y1 + h // 5, max(0, x0 - w // 5):x1 + w // 5] = True
+        area = int(mask.sum() * rng.uniform(0.8, 1.3))
+        out = ((noise >= np.sort(noise[box])[::-1][min(area, box.sum()) - 1]) & box).astype(np.uint8)
+    n, lab = cv2.connectedComponents(out)
+    if n < 2:
+        return None
+    piece = lab == 1 + np.argmax(np.bincount(lab.ravel())[1:])
+    return piece if piece.sum() >= 0.3 * mask.sum() else None
+
+
+def examples(n: int, size: int, seed: int, *, softened: bool = True,
+             outliers: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """n entity crops (each to a coarse region drawn around it) and their [colour, kind] indices;
+    a share `outliers` of them a blob in the entity's colour drawn in its place (`blob`), kind -1."""
     x, y = [], []
     for i in range(n):
         rng = np.random.default_rng([SEED_STREAM, seed, i])
         image, masks, captions = shapes_image(rng, size)
         j = int(rng.integers(len(masks)))
         region, _ = coarse_mask(masks[j], rng)
-        entity, img = soften(masks[j], image, rng) if softened else (masks[j], image)
-        x.append(crop(img, entity, region, CROP))
         _, colour, kind = captions[j].split()
-        y.append((GROUPS["colour"].index(colour), GROUPS["kind"].index(kind)))
+        entity, k = masks[j], GROUPS["kind"].index(kind)
+        drawn = blob(entity, rng) if outliers and rng.random() < outliers else None
+        if drawn is not None:
+            grown = cv2.dilate(entity.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=2)
+            paint = np.median(image[entity], axis=0)
+            image = cv2.inpaint(image, grown, 3, cv2.INPAINT_TELEA)
+            image[drawn] = paint
+            entity, k = drawn, -1
+        entity, img = soften(entity, image, rng) if softened else (entity, image)
+        x.append(crop(img, entity, region, CROP))
+        y.append((GROUPS["colour"].index(colour), k))
     return torch.from_numpy(np.stack(x)), torch.tensor(y)
 
 
-def loss_and_accuracy(model: Reranker, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
+def loss_and_accuracy(model: Reranker, x: torch.Tensor, y: torch.Tensor,
+                      outlier_weight: float = 0.0) -> tuple[torch.Tensor, list[float]]:
+    """Cross-entropy per group; a word index -1 (an outlier) asks for the uniform distribution over
+    the group instead (outlier exposure, Hendrycks et al. 2019), at outlier_weight. Accuracy over the rest."""
     logits, start, loss, acc = model(x), 0, 0.0, []
     for g, vocab in enumerate(model.groups.values()):
-        part = logits[:, start:start + len(vocab)]
-        loss = loss + nn.functional.cross_entropy(part, y[:, g])
-        acc.append(float((part.argmax(1) == y[:, g]).float().mean()))
+        part, known = logits[:, start:start + len(vocab)], y[:, g] >= 0
+        if known.any():
+            loss = loss + nn.functional.cross_entropy(part[known], y[known, g])
+        if outlier_weight and not known.all():
+            loss = loss - outlier_weight * part[~known].log_softmax(1).mean()
+        acc.append(float((part[known].argmax(1) == y[known, g]).float().mean()))
         start += len(vocab)
     return loss, acc
 
 
 def train(*, size: int = 128, n: int = 32000, steps: int = 8000, batch: int = 128, seed: int = 0,
-          progress: bool = True) -> tuple[Reranker, dict]:
-    """-> (the reranker, its accuracy per group on 2,000 held-out softened and crisp entities)."""
+          outliers: float = 0.0, outlier_weight: float = 0.5, progress: bool = True) -> tuple[Reranker, dict]:
+    """-> (the reranker, its accuracy per group on 2,000 held-out softened and crisp entities).
+    outliers: the share of examples that are blobs (`blob`), taught to name no kind."""
     from tqdm.auto import tqdm
 
-    x, y = examples(n, size, seed)
+    x, y = examples(n, size, seed, outliers=outliers)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = Reranker(GROUPS, crop=CROP)  # the crop its examples were made at
@@ -93,7 +140,7 @@ def train(*, size: int = 128, n: int = 32000, steps: int = 8000, batch: int = 12
         flip = torch.rand(batch, generator=gen) < 0.5
         xb = torch.where(flip[:, None, None, None], xb.flip(-1), xb)
         xb = torch.rot90(xb, int(torch.randint(0, 4, (), generator=gen)), dims=(-2, -1))
-        loss, _ = loss_and_accuracy(model, xb, y[idx])
+        loss, _ = loss_and_accuracy(model, xb, y[idx], outlier_weight)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -106,6 +153,12 @@ def train(*, size: int = 128, n: int = 32000, steps: int = 8000, batch: int = 12
             xv, yv = examples(2000, size, seed + 1, softened=soft)
             _, acc = loss_and_accuracy(model, xv, yv)
             accuracy[name] = dict(zip(model.groups, [round(a, 4) for a in acc], strict=True))
+        if outliers:  # how sure it is of a kind for held-out blobs, against true entities
+            xo, _ = examples(2000, size, seed + 1, outliers=1.0)
+            kind = slice(len(GROUPS["colour"]), len(GROUPS["colour"]) + len(GROUPS["kind"]))
+            accuracy["kind_confidence"] = {
+                name: round(float(model(xs)[:, kind].softmax(1).max(1).values.mean()), 4)
+                for name, xs in (("entities", xv), ("blobs", xo))}
     return model, accuracy
 
 
@@ -118,9 +171,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--examples", type=int, default=32000)
     p.add_argument("--steps", type=int, default=8000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--outliers", type=float, default=0.0,
+                   help="share of examples that are irregular blobs, taught to name no kind (0: none)")
+    p.add_argument("--outlier-weight", type=float, default=0.5)
     a = p.parse_args(argv)
-    model, accuracy = train(size=a.size, n=a.examples, steps=a.steps, seed=a.seed)
+    if not 0 <= a.outliers < 1:
+        p.error(f"--outliers {a.outliers}: give a share in [0, 1), e.g. 0.25")
+    model, accuracy = train(size=a.size, n=a.examples, steps=a.steps, seed=a.seed, outliers=a.outliers,
+                            outlier_weight=a.outlier_weight)
     record = {"size": a.size, "examples": a.examples, "steps": a.steps, "seed": a.seed,
+              **({"outliers": a.outliers, "outlier_weight": a.outlier_weight} if a.outliers else {}),
               "held_out_accuracy": accuracy, "command": "python -m unigs_deploy.training.reranker " +
               " ".join(argv if argv is not None else __import__("sys").argv[1:])}
     out = save(model, a.out / FOLDER, record)
