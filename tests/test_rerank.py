@@ -97,8 +97,7 @@ def test_a_model_folder_keeps_its_reranker(tmp_path):
 
 def test_reranker_training_teaches_blobs_to_name_no_kind():
     """Outlier exposure: a blob drawn where an entity lay is one connected piece of about its size,
-    labelled kind -1, and its kind loss is least at the uniform distribution; outliers=0 leaves the
-    examples as they were."""
+    labelled kind -1 with the entity's colour, and its kind loss is least at the uniform distribution."""
     import cv2
 
     from unigs_deploy.training import reranker as tr

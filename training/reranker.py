@@ -69,7 +69,7 @@ def blob(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
         noise = cv2.GaussianBlur(rng.random(mask.shape).astype(np.float32), (0, 0), max(h, w) / 4)
         box = np.zeros(mask.shape, bool)
         box[max(0, y0 - h // 5):y1 + h // 5, max(0, x0 - w // 5):x1 + w // 5] = True
-        area = int(mask.sum() * rng.uniform(0.8, 1.3))
+        area = max(1, int(mask.sum() * rng.uniform(0.8, 1.3)))
         out = ((noise >= np.sort(noise[box])[::-1][min(area, box.sum()) - 1]) & box).astype(np.uint8)
     n, lab = cv2.connectedComponents(out)
     if n < 2:
@@ -147,18 +147,17 @@ def train(*, size: int = 128, n: int = 32000, steps: int = 8000, batch: int = 12
         sched.step()
         bar.set_postfix(loss=f"{float(loss):.3f}")
     model.eval().requires_grad_(False)
-    accuracy = {}
+    accuracy, held_out = {}, {}
     with torch.no_grad():
         for name, soft in (("softened", True), ("crisp", False)):
-            xv, yv = examples(2000, size, seed + 1, softened=soft)
-            _, acc = loss_and_accuracy(model, xv, yv)
+            held_out[name], yv = examples(2000, size, seed + 1, softened=soft)
+            _, acc = loss_and_accuracy(model, held_out[name], yv)
             accuracy[name] = dict(zip(model.groups, [round(a, 4) for a in acc], strict=True))
-        if outliers:  # how sure it is of a kind for held-out blobs, against true entities
-            xo, _ = examples(2000, size, seed + 1, outliers=1.0)
+        if outliers:  # how sure it is of a kind: true entities against held-out blobs (softened alike)
+            held_out["blobs"], _ = examples(2000, size, seed + 1, outliers=1.0)
             kind = slice(len(GROUPS["colour"]), len(GROUPS["colour"]) + len(GROUPS["kind"]))
-            accuracy["kind_confidence"] = {
-                name: round(float(model(xs)[:, kind].softmax(1).max(1).values.mean()), 4)
-                for name, xs in (("entities", xv), ("blobs", xo))}
+            accuracy["kind_confidence"] = {name: round(float(model(x)[:, kind].softmax(1).max(1).values.mean()), 4)
+                                           for name, x in held_out.items()}
     return model, accuracy
 
 
@@ -176,7 +175,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--outlier-weight", type=float, default=0.5)
     a = p.parse_args(argv)
     if not 0 <= a.outliers < 1:
-        p.error(f"--outliers {a.outliers}: give a share in [0, 1), e.g. 0.25")
+        p.error(f"--outliers {a.outliers}: give a share in [0, 1), e.g. 0.3")
+    if a.outliers and not a.outlier_weight > 0:
+        p.error(f"--outlier-weight {a.outlier_weight}: give a weight > 0, e.g. 0.5")
     model, accuracy = train(size=a.size, n=a.examples, steps=a.steps, seed=a.seed, outliers=a.outliers,
                             outlier_weight=a.outlier_weight)
     record = {"size": a.size, "examples": a.examples, "steps": a.steps, "seed": a.seed,
