@@ -10,7 +10,8 @@ irregular blob one of them, and it did, mostly a star (docs/demo-model.md, "Rera
 outline outscores a blob. It never sees the model's samples or the benchmark's detector: it is a
 second opinion, not the judge.
 
-    python -m unigs_deploy.training.reranker --out unigs_deploy/weights/demo --outliers 0.3   # ~35 minutes on 2 cores
+    # 50 minutes on 2 cores with another job beside it
+    python -m unigs_deploy.training.reranker --out unigs_deploy/weights/demo --outliers 0.3
 """
 
 from __future__ import annotations
