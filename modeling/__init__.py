@@ -12,6 +12,7 @@ import copy
 import hashlib
 import json
 import logging
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,6 +139,19 @@ def tiny_vae_factor(tiny) -> int:
     return 2 ** (len(tiny.config.encoder_block_out_channels) - 1)
 
 
+_TINY_VAE_OWN_KEY = re.compile(r"attributes \{'block_out_channels': \[[^\]]*\]\} were passed to AutoencoderTiny")
+
+
+class _TinyVaeOwnKey(logging.Filter):
+    """Drops diffusers' warning that `block_out_channels` in an AutoencoderTiny config.json is
+    unexpected: AutoencoderTiny writes that key into its own config (diffusers 0.42), so every
+    folder it saved, TAESD's included, draws a "Please verify your config.json" on load that asks
+    the user to fix nothing. Other config warnings pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _TINY_VAE_OWN_KEY.search(record.getMessage())
+
+
 def load_tiny_vae(path: str | Path, vae) -> torch.nn.Module:
     """A diffusers AutoencoderTiny folder (TAESD for SD 1.5, or one `unigs-train` distilled from
     this model's VAE; its model folder works too), checked to fit `vae`'s latent space."""
@@ -149,10 +163,15 @@ def load_tiny_vae(path: str | Path, vae) -> torch.nn.Module:
     if not (path / "config.json").is_file():
         raise ModelError(f"{path} is not a diffusers AutoencoderTiny folder (no config.json): give the folder "
                          "holding config.json and the weights (e.g. a copy of madebyollin/taesd)")
+    quiet = _TinyVaeOwnKey()
+    config_log = logging.getLogger("diffusers.configuration_utils")
+    config_log.addFilter(quiet)
     try:
         tiny = AutoencoderTiny.from_pretrained(path, local_files_only=True).float().eval()
     except (OSError, ValueError, RuntimeError, TypeError) as e:
         raise ModelError(f"cannot load the tiny VAE in {path}: {str(e).splitlines()[0]}") from None
+    finally:
+        config_log.removeFilter(quiet)
     want_c, want_f = vae.config.latent_channels, 2 ** (len(vae.config.block_out_channels) - 1)
     if tiny.config.latent_channels != want_c or tiny_vae_factor(tiny) != want_f:
         raise ModelError(f"the tiny VAE in {path} makes {tiny.config.latent_channels}-channel latents at 1/"

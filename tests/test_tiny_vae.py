@@ -132,3 +132,40 @@ def test_optimize_export_keeps_the_tiny_vae(tiny_vae_engine, tmp_path):
     model, _ = tiny_vae_engine
     manifest = export_model(model, tmp_path, optimize=True)
     assert manifest.components["tiny_vae_decoder"]["optimized"] is not None
+
+
+def test_loading_a_tiny_vae_does_not_warn_about_its_own_config_key(tmp_path):
+    """AutoencoderTiny saves `block_out_channels` itself and then calls it unexpected on load:
+    that one warning is dropped, another unexpected key still warns."""
+    import json
+    import logging
+
+    from diffusers import AutoencoderTiny
+
+    from unigs_deploy import modeling
+
+    class Keep(logging.Handler):  # diffusers' loggers do not propagate to pytest's caplog
+        def __init__(self):
+            super().__init__(logging.WARNING)
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    vae = modeling.build("tiny").vae
+    AutoencoderTiny(**modeling.tiny_vae_config(vae)).save_pretrained(tmp_path / "t")
+    config = json.loads((tmp_path / "t" / "config.json").read_text())
+    assert "block_out_channels" in config  # diffusers wrote it: the quirk is still there
+    (tmp_path / "t" / "config.json").write_text(json.dumps({**config, "made_up_key": 1}))
+    keep, log = Keep(), logging.getLogger("diffusers.configuration_utils")
+    log.addHandler(keep)
+    try:
+        modeling.load_tiny_vae(tmp_path / "t", vae)
+        (tmp_path / "t" / "config.json").write_text(json.dumps(config))
+        modeling.load_tiny_vae(tmp_path / "t", vae)
+        AutoencoderTiny.from_pretrained(tmp_path / "t")  # diffusers alone still warns
+    finally:
+        log.removeHandler(keep)
+    assert len(keep.messages) == 2, keep.messages
+    assert "made_up_key" in keep.messages[0]  # a real unexpected key is still named
+    assert "block_out_channels" in keep.messages[1] and "made_up_key" not in keep.messages[1]
