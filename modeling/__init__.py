@@ -145,8 +145,8 @@ _TINY_VAE_OWN_KEY = re.compile(r"attributes \{'block_out_channels': \[[^\]]*\]\}
 class _TinyVaeOwnKey(logging.Filter):
     """Drops diffusers' warning that `block_out_channels` in an AutoencoderTiny config.json is
     unexpected: AutoencoderTiny writes that key into its own config (diffusers 0.42), so every
-    folder it saved, TAESD's included, draws a "Please verify your config.json" on load that asks
-    the user to fix nothing. Other config warnings pass."""
+    folder it saved draws a "Please verify your config.json" on load that asks the user to fix
+    nothing. Other config warnings pass."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not _TINY_VAE_OWN_KEY.search(record.getMessage())
