@@ -263,6 +263,10 @@ def test_lr_schedules():
     ("train.kind_loss=-1", "kind_loss must be >= 0"),
     ("train.kind_timesteps=[900, 600]", "kind_timesteps must be [low, high]"),
     ("train.kind_timesteps=[600, 1000]", "kind_timesteps must be [low, high]"),
+    ("train.timestep_ranges={inpaint=[900, 600]}", "timestep_ranges must be a table of task = [low, high]"),
+    ("train.timestep_ranges={inpaint=[500, 1000]}", "timestep_ranges must be a table of task = [low, high]"),
+    ("train.timestep_ranges={inpant=[500, 999]}", "unknown task(s) inpant"),
+    ("train.timestep_range_share=0", "timestep_range_share must be a number in (0, 1]"),
     ("model.transformer_layers=[1, 0]", "transformer_layers must be a list of integers >= 1"),
     ("model.transformer_layers=2", "transformer_layers must be a list of integers >= 1"),
     ("model.caption_pooling_heads=-1", "caption_pooling_heads must be an integer >= 0"),
@@ -329,6 +333,43 @@ def test_onestep_tasks_train_at_their_timesteps(monkeypatch, timesteps):
     assert onestep.any() and (~onestep).any()
     assert set(seen["t"][onestep].tolist()) <= set(timesteps)
     assert not set(seen["t"][~onestep].tolist()) & set(timesteps)
+
+
+@pytest.mark.parametrize("share", [1.0, 0.5])
+def test_a_tasks_timestep_range_draws_its_examples_there(monkeypatch, share):
+    """train.timestep_ranges: inpaint examples at t in [900, 999] (all of them at share 1, some at
+    0.5); the other tasks' and the one-step examples' timesteps are drawn as without it."""
+    import torch
+
+    from unigs_deploy.training.trainer import Trainer
+
+    def timesteps(extra):
+        cfg = load_config(None, ["train.batch_size=64", "data.size=32", "train.onestep_tasks=['segment']",
+                                 "train.onestep_timesteps=[999]", *extra])
+        trainer = Trainer(cfg, progress=False)
+        seen = {}
+
+        def spy(unet_input, timesteps, *a, **k):
+            seen["t"] = timesteps.clone()
+            raise StopIteration
+
+        monkeypatch.setattr(trainer.trained[0], "forward", spy)
+        with pytest.raises(StopIteration):
+            trainer.loss(0)
+        return seen["t"], [trainer.source.example(0, i).task for i in range(64)]
+
+    plain, tasks = timesteps([])
+    ranged, same = timesteps(["train.timestep_ranges={inpaint=[900, 999]}", f"train.timestep_range_share={share}"])
+    assert tasks == same
+    inpaint = torch.tensor([x == "inpaint" for x in tasks])
+    assert inpaint.sum() >= 8 and (~inpaint).any()
+    inside = (ranged >= 900) & (ranged <= 999)
+    if share == 1.0:
+        assert inside[inpaint].all()
+    else:
+        assert inside[inpaint].any() and not inside[inpaint].all()
+    assert torch.equal(ranged[~inpaint], plain[~inpaint])
+    assert (ranged[torch.tensor([x == "segment" for x in tasks])] == 999).all()
 
 
 def test_unrolled_examples_start_from_the_models_own_first_step(monkeypatch):

@@ -135,6 +135,14 @@ DEFAULTS = {
         # trained on true masks when the run starts); cross-entropy with the asked kind. 0: off
         "kind_loss": 0.0,
         "kind_timesteps": [600, 999],
+        # unet stage: a task's examples drawn at timesteps in its [low, high] instead of uniformly,
+        # e.g. { inpaint = [500, 999] }, to spend more of its steps where the layout is decided (the
+        # demo model reads the entity's outline from the noisy latent below t ~ 700); the share of
+        # that task's examples so drawn is timestep_range_share, the rest stay uniform. One-step
+        # and judged examples keep their own timesteps (on the demo model, half of inpaint's at
+        # [600, 999] did not help: docs/demo-model.md, probe S). {}: off
+        "timestep_ranges": {},
+        "timestep_range_share": 1.0,
         # unet stage, with kind_loss: judge the model's own sample instead, the x0 a trailing DDIM
         # sampler of this many steps reaches from pure noise under the example's region and caption,
         # with gradients through every step (DRaFT, Clark et al. 2024). At one noised-truth timestep
@@ -236,6 +244,16 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
     if not (isinstance(kt, list) and len(kt) == 2 and all(isinstance(v, int) for v in kt)
             and 0 <= kt[0] <= kt[1] <= 999):
         raise ConfigError(f"train.kind_timesteps must be [low, high] integers with 0 <= low <= high <= 999, not {kt!r}")
+    tr = t["timestep_ranges"]
+    if not isinstance(tr, dict) or not all(
+            isinstance(v, list) and len(v) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
+            and 0 <= v[0] <= v[1] <= 999 for v in tr.values()):
+        raise ConfigError(f"train.timestep_ranges must be a table of task = [low, high] integers with "
+                          f"0 <= low <= high <= 999, not {tr!r}")
+    _check_tasks("train.timestep_ranges", tr)
+    share = t["timestep_range_share"]
+    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share <= 1:
+        raise ConfigError(f"train.timestep_range_share must be a number in (0, 1], not {share!r}")
     ks = t["kind_sampled_steps"]
     if not (isinstance(ks, int) and not isinstance(ks, bool) and ks >= 0):
         raise ConfigError(f"train.kind_sampled_steps must be an integer >= 0 (0: off), not {ks!r}")

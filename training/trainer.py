@@ -258,6 +258,14 @@ class Trainer:
         noise = torch.randn(target_latent.shape, generator=gen)
         last = self.noise_schedule.config.num_train_timesteps - 1
         timesteps = torch.randint(0, last + 1, (len(examples),), generator=gen)
+        if t["timestep_ranges"]:  # drawn only when set, so other configs' batches stay as they were
+            ranges = t["timestep_ranges"]
+            lo = torch.tensor([ranges.get(e.task, [0, last])[0] for e in examples])
+            span = torch.tensor([ranges.get(e.task, [0, last])[1] for e in examples]) - lo + 1
+            ranged = torch.tensor([e.task in ranges for e in examples])
+            ranged &= torch.rand(len(examples), generator=gen) < t["timestep_range_share"]
+            inside = lo + (torch.rand(len(examples), generator=gen) * span).long().clamp(max=span - 1)
+            timesteps = torch.where(ranged, inside, timesteps)
         onestep = torch.zeros(len(examples), dtype=torch.bool)
         if t["onestep_tasks"]:
             onestep = torch.tensor([e.task in t["onestep_tasks"] for e in examples])
