@@ -308,16 +308,11 @@ def test_shapes_scenes_ask_for_data_entities():
     assert max(counts) > 2
 
 
-@pytest.mark.parametrize("timesteps", [[999], [999, 499]])
-def test_onestep_tasks_train_at_their_timesteps(monkeypatch, timesteps):
-    """Segment and refer examples see only train.onestep_timesteps (by default the trailing single
-    step t = T - 1; [999, 499] are a 2-step trailing schedule's); the others any t."""
-    import torch
-
+def _first_batch_timesteps(monkeypatch, overrides: list[str]):
+    """The timesteps the UNet is called at on step 0's batch, and each example's task."""
     from unigs_deploy.training.trainer import Trainer
 
-    cfg = load_config(None, ["train.batch_size=16", "data.size=32", "train.onestep_tasks=['segment', 'refer']",
-                             f"train.onestep_timesteps={timesteps}"])
+    cfg = load_config(None, ["data.size=32", *overrides])
     trainer = Trainer(cfg, progress=False)
     seen = {}
 
@@ -328,11 +323,21 @@ def test_onestep_tasks_train_at_their_timesteps(monkeypatch, timesteps):
     monkeypatch.setattr(trainer.trained[0], "forward", spy)
     with pytest.raises(StopIteration):
         trainer.loss(0)
-    examples = [trainer.source.example(0, i) for i in range(16)]
-    onestep = torch.tensor([e.task in ("segment", "refer") for e in examples])
+    return seen["t"], [trainer.source.example(0, i).task for i in range(len(seen["t"]))]
+
+
+@pytest.mark.parametrize("timesteps", [[999], [999, 499]])
+def test_onestep_tasks_train_at_their_timesteps(monkeypatch, timesteps):
+    """Segment and refer examples see only train.onestep_timesteps (by default the trailing single
+    step t = T - 1; [999, 499] are a 2-step trailing schedule's); the others any t."""
+    import torch
+
+    seen, tasks = _first_batch_timesteps(monkeypatch, ["train.batch_size=16", f"train.onestep_timesteps={timesteps}",
+                                                       "train.onestep_tasks=['segment', 'refer']"])
+    onestep = torch.tensor([x in ("segment", "refer") for x in tasks])
     assert onestep.any() and (~onestep).any()
-    assert set(seen["t"][onestep].tolist()) <= set(timesteps)
-    assert not set(seen["t"][~onestep].tolist()) & set(timesteps)
+    assert set(seen[onestep].tolist()) <= set(timesteps)
+    assert not set(seen[~onestep].tolist()) & set(timesteps)
 
 
 @pytest.mark.parametrize("share", [1.0, 0.5])
@@ -341,22 +346,9 @@ def test_a_tasks_timestep_range_draws_its_examples_there(monkeypatch, share):
     0.5); the other tasks' and the one-step examples' timesteps are drawn as without it."""
     import torch
 
-    from unigs_deploy.training.trainer import Trainer
-
     def timesteps(extra):
-        cfg = load_config(None, ["train.batch_size=64", "data.size=32", "train.onestep_tasks=['segment']",
-                                 "train.onestep_timesteps=[999]", *extra])
-        trainer = Trainer(cfg, progress=False)
-        seen = {}
-
-        def spy(unet_input, timesteps, *a, **k):
-            seen["t"] = timesteps.clone()
-            raise StopIteration
-
-        monkeypatch.setattr(trainer.trained[0], "forward", spy)
-        with pytest.raises(StopIteration):
-            trainer.loss(0)
-        return seen["t"], [trainer.source.example(0, i).task for i in range(64)]
+        return _first_batch_timesteps(monkeypatch, ["train.batch_size=64", "train.onestep_tasks=['segment']",
+                                                    "train.onestep_timesteps=[999]", *extra])
 
     plain, tasks = timesteps([])
     ranged, same = timesteps(["train.timestep_ranges={inpaint=[900, 999]}", f"train.timestep_range_share={share}"])
