@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from unigs_deploy.modeling.reranker import FOLDER, Reranker, save
-from unigs_deploy.rerank import crop
+from unigs_deploy.rerank import crop, group_slices
 from unigs_deploy.synthetic.coarse import coarse_mask
 from unigs_deploy.synthetic.shapes import COLOUR_NAMES, KINDS, shapes_image
 
@@ -108,15 +108,14 @@ def loss_and_accuracy(model: Reranker, x: torch.Tensor, y: torch.Tensor,
                       outlier_weight: float = 0.0) -> tuple[torch.Tensor, list[float]]:
     """Cross-entropy per group; a word index -1 (an outlier) asks for the uniform distribution over
     the group instead (outlier exposure, Hendrycks et al. 2019), at outlier_weight. Accuracy over the rest."""
-    logits, start, loss, acc = model(x), 0, 0.0, []
-    for g, vocab in enumerate(model.groups.values()):
-        part, known = logits[:, start:start + len(vocab)], y[:, g] >= 0
+    logits, loss, acc = model(x), 0.0, []
+    for g, where in enumerate(group_slices(model.groups).values()):
+        part, known = logits[:, where], y[:, g] >= 0
         if known.any():
             loss = loss + nn.functional.cross_entropy(part[known], y[known, g])
         if outlier_weight and not known.all():
             loss = loss - outlier_weight * part[~known].log_softmax(1).mean()
         acc.append(float((part[known].argmax(1) == y[known, g]).float().mean()))
-        start += len(vocab)
     return loss, acc
 
 
@@ -156,7 +155,7 @@ def train(*, size: int = 128, n: int = 32000, steps: int = 8000, batch: int = 12
             accuracy[name] = dict(zip(model.groups, [round(a, 4) for a in acc], strict=True))
         if outliers:  # how sure it is of a kind: true entities against held-out blobs (softened alike)
             held_out["blobs"], _ = examples(2000, size, seed + 1, outliers=1.0)
-            kind = slice(len(GROUPS["colour"]), len(GROUPS["colour"]) + len(GROUPS["kind"]))
+            kind = group_slices(model.groups)["kind"]
             accuracy["kind_confidence"] = {name: round(float(model(x)[:, kind].softmax(1).max(1).values.mean()), 4)
                                            for name, x in held_out.items()}
     return model, accuracy

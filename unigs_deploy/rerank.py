@@ -52,6 +52,15 @@ def text_words(groups: dict[str, list[str]], text: str) -> dict[str, int]:
     return found
 
 
+def group_slices(groups: dict[str, list[str]]) -> dict[str, slice]:
+    """Where each group's logits lie: the vocabularies are laid end to end, in order."""
+    out, start = {}, 0
+    for name, vocab in groups.items():
+        out[name] = slice(start, start + len(vocab))
+        start += len(vocab)
+    return out
+
+
 def log_softmax(x: np.ndarray) -> np.ndarray:
     x = x - x.max(axis=-1, keepdims=True)
     return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
@@ -63,9 +72,5 @@ def score(logits: np.ndarray, groups: dict[str, list[str]], text: str) -> float 
     found = text_words(groups, text)
     if not found:
         return None
-    total, start = 0.0, 0
-    for name, vocab in groups.items():
-        if name in found:
-            total += float(log_softmax(np.asarray(logits[start:start + len(vocab)], np.float64))[found[name]])
-        start += len(vocab)
-    return total
+    where = group_slices(groups)
+    return sum(float(log_softmax(np.asarray(logits[where[name]], np.float64))[i]) for name, i in found.items())
